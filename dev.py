@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""The two commands of the README, needing nothing but Python 3.11+.
+
+    python3 dev.py app    install into .venv (once) and open the app
+    python3 dev.py test   install into .venv (once) and run the whole test suite
+
+Extra arguments go to the app or to pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+
+
+def _install() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"tui-agent needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        print("creating .venv …", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / ".tui-agent-installed"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    print("installing tui-agent and its dependencies into .venv …", flush=True)
+    subprocess.run(
+        [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-e", f"{ROOT}[test]"],
+        check=True,
+    )
+    stamp.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("app", "test"):
+        print(__doc__)
+        return 2
+    _install()
+    if argv[0] == "app":
+        return subprocess.call([str(BIN / "tui-agent"), *argv[1:]])
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    return subprocess.call([str(BIN / "python"), "-m", "pytest", *argv[1:]], cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

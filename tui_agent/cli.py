@@ -1,0 +1,362 @@
+"""Composition root and command line: builds settings, store and service; one line per error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from tui_agent.domain.errors import TuiAgentError
+from tui_agent.domain.models import RunStatus, Step
+from tui_agent.domain.reason import describe_call
+from tui_agent.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNKNOWN_RUN, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4
+STATUSES = [s.value for s in RunStatus]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"tui-agent: {message}\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tui-agent", description="Durable AI agent runs in your terminal.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="start a run")
+    run.add_argument("goal")
+    run.add_argument("--workspace", metavar="DIR")
+    run.add_argument("--model", metavar="NAME")
+    run.add_argument("--max-steps", type=_positive_int, metavar="N")
+    run.add_argument("--max-tokens", type=_positive_int, metavar="N")
+    run.add_argument("--max-wall-time", type=_positive_float, metavar="S")
+    run.add_argument("--auto-approve", action="append", default=[], metavar="RISK",
+                     choices=["read_only", "write_local", "external_action"])
+    run.add_argument("--key", metavar="KEY")
+    run.add_argument("--wait", action="store_true")
+    run.add_argument("--json", action="store_true")
+
+    ls = sub.add_parser("ls", help="list runs, newest first")
+    ls.add_argument("--status", action="append", choices=STATUSES, default=[])
+    ls.add_argument("--limit", type=_positive_int, default=50)
+    ls.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="show one run")
+    show.add_argument("run")
+    show.add_argument("--json", action="store_true")
+
+    approve = sub.add_parser("approve", help="approve the pending tool call")
+    approve.add_argument("run")
+    approve.add_argument("--always", action="store_true",
+                         help="always allow this tool for the rest of the run")
+    approve.add_argument("--json", action="store_true")
+    deny = sub.add_parser("deny", help="deny the pending tool call")
+    deny.add_argument("run")
+    deny.add_argument("--reason", metavar="TEXT")
+    deny.add_argument("--json", action="store_true")
+
+    cancel = sub.add_parser("cancel", help="cancel a run")
+    cancel.add_argument("run")
+    cancel.add_argument("--json", action="store_true")
+    resume = sub.add_parser("resume", help="resume a paused or failed run")
+    resume.add_argument("run")
+    resume.add_argument("--max-steps", type=_positive_int, metavar="N")
+    resume.add_argument("--max-tokens", type=_positive_int, metavar="N")
+    resume.add_argument("--max-wall-time", type=_positive_float, metavar="S")
+    resume.add_argument("--json", action="store_true")
+    resolve = sub.add_parser("resolve", help="decide an in-doubt tool call")
+    resolve.add_argument("run")
+    resolve.add_argument("choice", choices=["retry", "skip", "fail"])
+    resolve.add_argument("--json", action="store_true")
+
+    sup = sub.add_parser("supervisor", help="manage the background supervisor")
+    sup.add_argument("action", choices=["start", "stop", "status", "run", "executor"])
+    sup.add_argument("--json", action="store_true")
+    sup.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return _dispatch(args, settings)
+    except TuiAgentError as exc:
+        sys.stderr.write(f"tui-agent: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command is None:
+        from tui_agent.ui.launch import launch_tui
+
+        return launch_tui(settings)
+    if args.command == "supervisor":
+        return _supervisor(args, settings)
+    from tui_agent.service.local import LocalService
+
+    service = LocalService.open(settings)
+    try:
+        return _COMMANDS[args.command](service, args)
+    finally:
+        service.close()
+
+
+def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
+    from tui_agent.settings import ensure_private_dir
+
+    ensure_private_dir(settings.home)
+    if args.action == "run":
+        from tui_agent.supervisor.main import Supervisor, configure_logging
+
+        configure_logging(settings, "supervisor")
+        return Supervisor(settings).run()
+    if args.action == "executor":
+        from tui_agent.supervisor.executor import main as executor_main
+        from tui_agent.supervisor.main import configure_logging
+
+        configure_logging(settings, "executor")
+        return executor_main(settings, args.supervisor_pid or 0)
+    from tui_agent.service.local import LocalService
+
+    service = LocalService.open(settings)
+    try:
+        if args.action == "start":
+            pid = service.ensure_supervisor()
+            _say(args, {"running": True, "pid": pid}, f"supervisor running (pid {pid})")
+        elif args.action == "stop":
+            pid = service.stop_supervisor()
+            _say(args, {"running": False, "stopped_pid": pid},
+                 f"supervisor stopped (pid {pid})" if pid else "no supervisor was running")
+        else:
+            state = service.supervisor_state()
+            data = {"running": state.running, "pid": state.pid, "executors": state.executors,
+                    "home": str(settings.home)}
+            if state.running:
+                lines = [f"supervisor running (pid {state.pid}), home {settings.home}"]
+                lines += [f"  executor {e['pid']}: {len(e['runs'])} run(s) "
+                          + " ".join(r[:8] for r in e["runs"]) for e in state.executors]
+                text = "\n".join(lines)
+            else:
+                text = f"supervisor not running, home {settings.home}"
+            _say(args, data, text)
+    finally:
+        service.close()
+    return EXIT_OK
+
+
+def _say(args: argparse.Namespace, data: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        _print_json(data)
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _age(now: float, ts: float) -> str:
+    delta = max(0, int(now - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{delta // size}{unit}"
+    return f"{delta}s"
+
+
+def step_line(step: Step) -> str:
+    """One line per step, for `show` and `run --wait`."""
+    d = step.to_dict()
+    if d["kind"] == "llm":
+        calls = ", ".join(c["name"] for c in d.get("tool_calls") or [])
+        text = (d.get("content") or "").replace("\n", " ")
+        body = text[:70] + ("…" if len(text) > 70 else "")
+        return f"#{step.seq:<4} llm   {body}" + (f" → {calls}" if calls else "") + \
+            f"  [{step.tokens} tok]"
+    if d["kind"] == "tool":
+        result = (step.result or "").replace("\n", " ")
+        return (f"#{step.seq:<4} tool  {describe_call(step.tool, step.arguments, 50)} "
+                f"[{step.status.value}] {result[:50]}")
+    p = step.payload
+    return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + \
+        (f": {p['reason']}" if p.get("reason") else "")
+
+
+def _cmd_run(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.service.api import StartRequest
+    from tui_agent.service.views import run_json
+
+    run, created = service.start_run(
+        StartRequest(goal=args.goal, workspace=args.workspace, model=args.model,
+                     max_steps=args.max_steps, max_llm_tokens=args.max_tokens,
+                     max_wall_time_s=args.max_wall_time,
+                     auto_approve=tuple(args.auto_approve), key=args.key)
+    )
+    if not args.wait:
+        if args.json:
+            _print_json(run_json(service.run_view(run.id)))
+        else:
+            sys.stdout.write(run.id + "\n")
+        return EXIT_OK
+    if not args.json:
+        note = "" if created else " (existing run for this key)"
+        sys.stdout.write(f"{run.id}{note}\n")
+        sys.stdout.flush()
+    return _wait(service, run.id, quiet=args.json)
+
+
+def _wait(service: Any, run_id: str, *, quiet: bool) -> int:
+    from tui_agent.service.views import run_json
+
+    last_seq = 0
+    while True:
+        run = service.get_run(run_id)
+        if not quiet:
+            for step in service.steps_since(run_id, last_seq):
+                if step.status.value != "started":
+                    sys.stdout.write(step_line(step) + "\n")
+                    last_seq = step.seq
+            sys.stdout.flush()
+        if run.status.is_final or run.status.needs_person:
+            break
+        time.sleep(0.1)
+    view = service.run_view(run_id)
+    if quiet:
+        _print_json(run_json(view))
+    else:
+        sys.stdout.write(f"{run.status.value}" + (f": {view.reason}" if view.reason else "")
+                         + "\n")
+        if run.result:
+            sys.stdout.write(run.result + "\n")
+    if run.status is RunStatus.COMPLETED:
+        return EXIT_OK
+    if run.status.is_final:
+        return EXIT_FAILED
+    return EXIT_NEEDS_PERSON
+
+
+def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.service.views import summary_json
+
+    runs = service.list_runs(statuses=args.status or None, limit=args.limit)
+    if args.json:
+        _print_json([summary_json(r, service.reason(r)) for r in runs])
+        return EXIT_OK
+    now = service.now()
+    for r in runs:
+        flag = "!" if r.status.needs_person else " "
+        goal = r.goal.replace("\n", " ")
+        sys.stdout.write(
+            f"{flag} {r.id[:8]}  {r.status.value:<16} {_age(now, r.created_at):>4}  "
+            f"{r.usage.llm_tokens:>7} tok  {goal[:60]}\n"
+        )
+    return EXIT_OK
+
+
+def _cmd_show(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.service.views import run_json
+
+    view = service.run_view(service.resolve_ref(args.run))
+    if args.json:
+        _print_json(run_json(view))
+        return EXIT_OK
+    run = view.run
+    b, u = run.budget, run.usage
+    out = [
+        f"run {run.id}  [{run.status.value}]",
+        f"goal: {run.goal}",
+        f"model: {run.model}   workspace: {run.workspace}",
+        f"budget: steps {u.steps}/{b.max_steps}, tokens {u.llm_tokens}/{b.max_llm_tokens}, "
+        f"wall {u.wall_time_s:.1f}/{b.max_wall_time_s:g}s",
+    ]
+    if view.reason:
+        out.append(f"reason: {view.reason}")
+    if run.state.plan:
+        out.append("plan: " + "; ".join(run.state.plan))
+    out += [step_line(s) for s in view.steps]
+    if run.result:
+        out.append(f"result: {run.result}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return EXIT_OK
+
+
+def _decided(args: argparse.Namespace, approval: Any) -> int:
+    _say(args, approval.to_dict(), f"{approval.status} {approval.tool} "
+         f"({describe_call(approval.tool, approval.arguments, 60)})")
+    return EXIT_OK
+
+
+def _cmd_approve(service: Any, args: argparse.Namespace) -> int:
+    return _decided(args, service.approve(service.resolve_ref(args.run), always=args.always))
+
+
+def _cmd_deny(service: Any, args: argparse.Namespace) -> int:
+    return _decided(args, service.deny(service.resolve_ref(args.run), reason=args.reason))
+
+
+def _changed(service: Any, args: argparse.Namespace, run: Any) -> int:
+    from tui_agent.service.views import run_json
+
+    if args.json:
+        _print_json(run_json(service.run_view(run.id)))
+    else:
+        reason = service.reason(run)
+        sys.stdout.write(f"{run.id[:8]} {run.status.value}" + (f": {reason}" if reason else "")
+                         + "\n")
+    return EXIT_OK
+
+
+def _cmd_cancel(service: Any, args: argparse.Namespace) -> int:
+    return _changed(service, args, service.cancel(service.resolve_ref(args.run)))
+
+
+def _cmd_resume(service: Any, args: argparse.Namespace) -> int:
+    run = service.resume(service.resolve_ref(args.run), max_steps=args.max_steps,
+                         max_llm_tokens=args.max_tokens, max_wall_time_s=args.max_wall_time)
+    return _changed(service, args, run)
+
+
+def _cmd_resolve(service: Any, args: argparse.Namespace) -> int:
+    return _changed(service, args, service.resolve(service.resolve_ref(args.run), args.choice))
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "ls": _cmd_ls,
+    "show": _cmd_show,
+    "approve": _cmd_approve,
+    "deny": _cmd_deny,
+    "cancel": _cmd_cancel,
+    "resume": _cmd_resume,
+    "resolve": _cmd_resolve,
+}

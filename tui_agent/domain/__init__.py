@@ -1,0 +1,1 @@
+"""Value types and pure rules: no I/O, no framework imports."""

@@ -1,0 +1,81 @@
+"""Why a run is not moving, computed from stored facts alone (no live process needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tui_agent.domain.models import Approval, Run, RunStatus, Step
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def describe_call(tool: str | None, arguments: str | None, limit: int = 80) -> str:
+    """A one-line `tool(arg=value, ...)` for reasons and prompts."""
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        args = None
+    if isinstance(args, dict):
+        inner = ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items())
+    else:
+        inner = arguments or ""
+    if len(inner) > limit:
+        inner = inner[: limit - 1] + "…"
+    return f"{tool}({inner})"
+
+
+def run_reason(
+    run: Run,
+    *,
+    now: float,
+    pending: Approval | None = None,
+    in_doubt: Step | None = None,
+) -> str | None:
+    """The reason shown for a run that is not moving; None for a run making progress."""
+    status = run.status
+    if status is RunStatus.WAITING_APPROVAL:
+        if pending is None:
+            return "waiting for approval"
+        text = (
+            f"waiting for approval: {describe_call(pending.tool, pending.arguments)} "
+            f"[{pending.risk}]"
+        )
+        timeout = run.policy.approval_timeout_s
+        if timeout:
+            text += f", denied at {_clock(pending.created_at + timeout)} if undecided"
+        return text
+    if status is RunStatus.NEEDS_ATTENTION:
+        if in_doubt is None:
+            return "needs attention"
+        return (
+            f"call in doubt: {describe_call(in_doubt.tool, in_doubt.arguments)} (step "
+            f"{in_doubt.seq}) was interrupted; choose retry, skip or cancel"
+        )
+    if status is RunStatus.PAUSED:
+        return run.pause_reason or "paused"
+    if status is RunStatus.FAILED:
+        return run.error or "failed"
+    if status is RunStatus.CANCELLED:
+        return run.error or "cancelled by user"
+    if status is RunStatus.COMPLETED:
+        return None
+    if status is RunStatus.QUEUED:
+        if run.cancel_requested:
+            return "cancelling"
+        return "queued: waiting for a free executor"
+    # running
+    if run.cancel_requested:
+        return "cancelling: stops after the current step"
+    if run.owner is None and run.lost_at is not None:
+        return f"executor lost since {_clock(run.lost_at)} (being recovered)"
+    if run.lease_until is not None and run.lease_until < now:
+        return f"executor lost since {_clock(run.lease_until)} (lease expired; being recovered)"
+    if run.retry_at is not None and run.retry_at > now - 1:
+        return (
+            f"{run.retry_error or 'LLM error'}: retrying at {_clock(run.retry_at)} "
+            f"(attempt {run.retry_attempt + 1} of {run.retry_max})"
+        )
+    return None

@@ -1,0 +1,1 @@
+"""Advancing a run one durable step at a time (replay what is recorded, run the rest once)."""

@@ -1,0 +1,344 @@
+"""One run, advanced step by step by one executor thread.
+
+The protocol, per step: look for the recorded result and replay it; otherwise do the work
+once and commit its record together with the run's checkpoint. Tool calls are journaled as
+started before they run; a call found started after a crash is *in doubt*: idempotent tools
+run again, others wait for a person (`needs_attention`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tenacity import RetryCallState
+
+from tui_agent import failpoints
+from tui_agent.domain.errors import LeaseLost
+from tui_agent.domain.models import (
+    Run,
+    RunStatus,
+    Step,
+    StepStatus,
+    ToolCall,
+    Usage,
+    arguments_hash,
+    spent_budget,
+)
+from tui_agent.domain.reason import describe_call
+from tui_agent.engine.conversation import build_messages, last_reply, unanswered_calls
+from tui_agent.engine.retry import llm_retrying
+from tui_agent.llm.base import LLMClient, LLMReply, PermanentLLMError, TransientLLMError
+from tui_agent.store.journal import ArtifactData, StepJournal
+from tui_agent.tools.registry import ToolContext, ToolInputError, ToolRegistry, parse_arguments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    initial_s: float = 0.5
+    max_s: float = 30.0
+
+
+class _Interrupted(Exception):
+    """The executor is stopping or the run was cancelled while waiting."""
+
+
+class _Stop(Exception):
+    """The run left the executor's hands (waiting, paused, final)."""
+
+
+class RunWorker:
+    def __init__(
+        self,
+        journal: StepJournal,
+        run_id: str,
+        tools: ToolRegistry,
+        client_for: Callable[[Run], LLMClient],
+        retry: RetryPolicy,
+        stopping: threading.Event,
+    ) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.tools = tools
+        self.client_for = client_for
+        self.retry = retry
+        self.stopping = stopping
+        self.cancel = threading.Event()
+        self._wall_lock = threading.Lock()
+        self._mark = time.monotonic()
+        self._wall_total = 0.0
+
+    # ---- active time ---------------------------------------------------------------------
+
+    def take_wall(self) -> float:
+        """Active time since the last checkpoint; each second is recorded exactly once."""
+        with self._wall_lock:
+            now = time.monotonic()
+            elapsed, self._mark = now - self._mark, now
+            self._wall_total += elapsed
+            return elapsed
+
+    def _usage(self) -> Usage:
+        with self._wall_lock:
+            pending = time.monotonic() - self._mark
+        return replace(self.usage, wall_time_s=self.usage.wall_time_s + self._wall_total + pending)
+
+    # ---- main ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._advance()
+        except (_Stop, LeaseLost):
+            pass
+        except _Interrupted:
+            self._let_go()
+        except Exception as exc:  # a bug must not leave the run silently stuck
+            log.error("run %s crashed:\n%s", self.run_id, traceback.format_exc())
+            try:
+                self.journal.finish_run(
+                    self.run_id, RunStatus.FAILED, wall=self.take_wall(),
+                    message=f"internal error: {exc}", error=f"internal error: {exc}",
+                )
+            except LeaseLost:
+                pass
+
+    def _let_go(self) -> None:
+        try:
+            if self.cancel.is_set():
+                self.journal.finish_run(self.run_id, RunStatus.CANCELLED, wall=self.take_wall(),
+                                        message="cancelled by user")
+            else:
+                self.journal.release_to_queue(self.run_id, self.take_wall())
+        except LeaseLost:
+            pass
+
+    def _advance(self) -> None:
+        run, steps = self.journal.load(self.run_id)
+        self.run_obj = run
+        self.usage = run.usage
+        self.steps = steps
+        self._handle_in_doubt()
+        client: LLMClient | None = None
+        while True:
+            if self.stopping.is_set():
+                raise _Interrupted
+            if self.cancel.is_set() or self.run_obj.cancel_requested:
+                self.cancel.set()
+                raise _Interrupted
+            spent = spent_budget(self.run_obj.budget, self._usage())
+            if spent:
+                self._finish(RunStatus.PAUSED, spent, pause_reason=spent)
+            pending = unanswered_calls(self.steps)
+            if pending is not None and pending[2]:
+                llm_seq, text, calls = pending
+                self._handle_call(llm_seq, text, calls[0])
+                continue
+            found = last_reply(self.steps)
+            if found is not None and not found[1].tool_calls:
+                answer = found[1].content or ""
+                self._finish(RunStatus.COMPLETED, "completed", result=answer)
+            client = client or self.client_for(self.run_obj)
+            self._ask_model(client)
+
+    def _finish(self, status: RunStatus, message: str, **fields: str | None) -> None:
+        self.journal.finish_run(self.run_id, status, wall=self.take_wall(), message=message,
+                                **fields)
+        raise _Stop
+
+    def _reload(self) -> None:
+        """Refresh the run and the steps that may have changed (new ones, or still open)."""
+        open_seqs = [s.seq for s in self.steps if s.status is StepStatus.STARTED]
+        last = self.steps[-1].seq if self.steps else 0
+        after = min([*open_seqs, last + 1]) - 1
+        self.run_obj, tail = self.journal.load(self.run_id, after_seq=after)
+        self.steps = [s for s in self.steps if s.seq <= after] + tail
+        self.usage = self.run_obj.usage
+        with self._wall_lock:
+            self._wall_total = 0.0
+
+    # ---- LLM -----------------------------------------------------------------------------
+
+    def _ask_model(self, client: LLMClient) -> None:
+        messages = build_messages(self.run_obj, self.steps)
+        budget = self.run_obj.budget
+        retrying = llm_retrying(
+            attempts=self.retry.attempts,
+            initial_s=self.retry.initial_s,
+            max_s=self.retry.max_s,
+            sleep=self._sleep,
+            before_sleep=self._on_retry,
+        )
+        try:
+            reply: LLMReply | None = None
+            for attempt in retrying:
+                with attempt:
+                    reply = client.complete(messages, self.tools.schemas(), budget.llm_timeout_s)
+            assert reply is not None
+        except PermanentLLMError as exc:
+            self._finish(RunStatus.FAILED, f"failed: {exc}", error=f"LLM error: {exc}")
+        except TransientLLMError as exc:
+            self._finish(RunStatus.FAILED, f"failed: {exc}",
+                         error=f"LLM error after {self.retry.attempts} attempts: {exc}")
+        failpoints.hit("llm.before_record", self.run_id)
+        self.journal.record_llm_reply(self.run_id, reply.to_payload(), reply.total_tokens,
+                                      self.take_wall())
+        failpoints.hit("llm.after_record", self.run_id)
+        self._reload()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stopping.is_set() or self.cancel.is_set():
+                raise _Interrupted
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _on_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self.journal.set_retry(
+            self.run_id, attempt=state.attempt_number, max_attempts=self.retry.attempts,
+            retry_at=self.journal.now() + delay, error=str(exc),
+        )
+
+    # ---- tools ---------------------------------------------------------------------------
+
+    def _handle_in_doubt(self) -> None:
+        for step in self.steps:
+            if step.status is not StepStatus.STARTED:
+                continue
+            tool = self.tools.get(step.tool or "")
+            if tool is not None and (tool.idempotent or step.payload.get("resolution") == "retry"):
+                why = "idempotent" if tool.idempotent else "retry chosen by the user"
+                self.journal.restart_in_doubt(self.run_id, step.seq, why)
+                self._execute(step.seq, step.tool or "", parse_arguments(tool, step.arguments or ""))
+                continue
+            text = (
+                f"call in doubt: {describe_call(step.tool, step.arguments)} (step {step.seq}) "
+                "was interrupted; choose retry, skip or cancel"
+            )
+            self._finish(RunStatus.NEEDS_ATTENTION, text, pause_reason=text)
+
+    def _handle_call(self, llm_seq: int, model_text: str, call: ToolCall) -> None:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            available = ", ".join(self.tools.names())
+            self._answer(llm_seq, call, StepStatus.ERROR,
+                         f"error: unknown tool {call.name!r}; available tools: {available}")
+            return
+        try:
+            args = parse_arguments(tool, call.arguments)
+        except ToolInputError as exc:
+            self._answer(llm_seq, call, StepStatus.ERROR, f"error: {exc}")
+            return
+        policy = self.run_obj.policy
+        if policy.needs_approval(tool.name, tool.risk.value):
+            digest = arguments_hash(tool.name, args)
+            approval = self.journal.approval_for(self.run_id, llm_seq, call.id)
+            if approval is None or approval.args_hash != digest or approval.status == "pending":
+                # Never decided, or decided for other arguments: a person must look (again).
+                text = f"waiting for approval: {describe_call(tool.name, call.arguments)} " \
+                       f"[{tool.risk.value}]"
+                self.journal.request_approval(
+                    self.run_id, llm_seq=llm_seq, call_id=call.id, tool=tool.name,
+                    arguments=call.arguments, args_hash=digest, risk=tool.risk.value,
+                    model_reason=model_text, wall=self.take_wall(), reason_text=text,
+                )
+                raise _Stop
+            if approval.status != "approved":
+                who = approval.decided_by or "user"
+                why = f": {approval.decision_reason}" if approval.decision_reason else ""
+                self._answer(llm_seq, call, StepStatus.DENIED, f"denied by {who}{why}")
+                return
+        failpoints.hit("tool.before_start", self.run_id)
+        seq = self.journal.journal_tool_start(
+            self.run_id, llm_seq=llm_seq, call_id=call.id, tool=tool.name,
+            arguments=call.arguments, wall=self.take_wall(),
+        )
+        failpoints.hit("tool.after_start", self.run_id)
+        self._execute(seq, tool.name, args)
+
+    def _answer(self, llm_seq: int, call: ToolCall, status: StepStatus, result: str) -> None:
+        self.journal.record_tool_outcome(
+            self.run_id, llm_seq=llm_seq, call_id=call.id, tool=call.name,
+            arguments=call.arguments, status=status, result=result, wall=self.take_wall(),
+        )
+        self._reload()
+
+    def _execute(self, seq: int, name: str, args: dict[str, object]) -> None:
+        tool = self.tools.get(name)
+        assert tool is not None
+        budget = self.run_obj.budget
+        ctx = ToolContext(
+            workspace=Path(self.run_obj.workspace),
+            timeout_s=budget.tool_timeout_s,
+            read_artifact=self._read_artifact,
+            cancel=self.cancel,
+        )
+        status, state, patch_text = StepStatus.FINISHED, None, None
+        try:
+            output = _run_with_timeout(tool.run, ctx, args, budget.tool_timeout_s)
+            text = output.text
+            if output.patch is not None:
+                state = output.patch.apply(self.run_obj.state)
+                patch_text = text
+        except ToolInputError as exc:
+            status, text = StepStatus.ERROR, f"error: {exc}"
+        except TimeoutError:
+            status, text = StepStatus.ERROR, f"error: {name} timed out after " \
+                                             f"{budget.tool_timeout_s:g}s"
+        except OSError as exc:
+            status, text = StepStatus.ERROR, f"error: {exc.strerror or exc}"
+        artifact = None
+        limit = budget.max_artifact_bytes_in_context
+        if patch_text is None and len(text.encode()) > limit:
+            artifact_id = uuid.uuid4().hex[:12]
+            content = text.encode()
+            preview = text[: max(100, min(500, limit // 2))]
+            summary = f"{name} result, {len(content)} bytes"
+            artifact = ArtifactData(artifact_id, content, summary)
+            text = (
+                f"[{summary}: stored as artifact {artifact_id}. Read it in slices with "
+                f"read_file(path='artifact:{artifact_id}', offset, limit).]\n{preview}"
+            )
+        self.journal.finish_tool(self.run_id, seq, status=status, result=text,
+                                 wall=self.take_wall(), artifact=artifact, state=state)
+        failpoints.hit("tool.after_finish", self.run_id)
+        self._reload()
+
+    def _read_artifact(self, artifact_id: str) -> bytes | None:
+        from tui_agent.store.run_store import RunStore
+
+        found = RunStore(self.journal.db).artifact(artifact_id)
+        if found is None or found[0] != self.run_id:
+            return None
+        return found[1]
+
+
+def _run_with_timeout(fn, ctx, args, timeout_s):  # type: ignore[no-untyped-def]
+    """Run a tool in a helper thread so a hung read cannot hold the run forever."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["out"] = fn(ctx, args)
+        except BaseException as exc:  # re-raised in the caller
+            box["exc"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    # run_shell enforces its own timeout and kills its process group; give it a margin.
+    thread.join(timeout_s + 5.0)
+    if thread.is_alive():
+        raise TimeoutError
+    if "exc" in box:
+        raise box["exc"]  # type: ignore[misc]
+    return box["out"]

@@ -1,0 +1,94 @@
+"""Values and the protocol the UI depends on (no SQL, no Textual, no openai here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tui_agent.domain.models import Approval, Event, Run, Step
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    goal: str
+    workspace: str | None = None
+    model: str | None = None
+    max_steps: int | None = None
+    max_llm_tokens: int | None = None
+    max_wall_time_s: float | None = None
+    auto_approve: tuple[str, ...] = ()
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything shown about one run, read in one go from the store."""
+
+    run: Run
+    steps: list[Step]
+    events: list[Event]
+    pending: Approval | None
+    approvals: list[Approval]
+    in_doubt: Step | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class SupervisorState:
+    running: bool
+    pid: int | None
+    executors: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AgentService(Protocol):
+    @property
+    def db_path(self) -> Path: ...
+
+    def now(self) -> float: ...
+
+    def start_run(self, request: StartRequest) -> tuple[Run, bool]: ...
+
+    def resolve_ref(self, ref: str) -> str: ...
+
+    def list_runs(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[Run]: ...
+
+    def reason(self, run: Run) -> str | None: ...
+
+    def run_view(self, run_id: str) -> RunView: ...
+
+    def get_run(self, run_id: str) -> Run: ...
+
+    def steps_since(self, run_id: str, after_seq: int) -> list[Step]: ...
+
+    def events_since(self, run_id: str, after_id: int) -> list[Event]: ...
+
+    def approve(self, run_id: str, *, always: bool = False) -> Approval: ...
+
+    def deny(self, run_id: str, *, reason: str | None = None) -> Approval: ...
+
+    def cancel(self, run_id: str) -> Run: ...
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        max_steps: int | None = None,
+        max_llm_tokens: int | None = None,
+        max_wall_time_s: float | None = None,
+    ) -> Run: ...
+
+    def resolve(self, run_id: str, choice: str) -> Run: ...
+
+    def supervisor_state(self) -> SupervisorState: ...
+
+    def ensure_supervisor(self) -> int: ...
+
+    def count_waiting(self) -> int: ...

@@ -1,0 +1,209 @@
+"""The service over a local store and supervisor: validation lives here, once, for CLI and UI."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+from tui_agent.domain.errors import BadInput
+from tui_agent.domain.models import (
+    DEFAULT_APPROVAL_RISKS,
+    Approval,
+    Event,
+    Policy,
+    Risk,
+    Run,
+    RunSpec,
+    Step,
+)
+from tui_agent.domain.reason import run_reason
+from tui_agent.llm.factory import default_model
+from tui_agent.service.api import RunView, StartRequest, SupervisorState
+from tui_agent.settings import Settings, ensure_private_dir
+from tui_agent.store.leases import LeaseStore
+from tui_agent.store.run_store import RunStore, open_store
+from tui_agent.supervisor import spawn
+
+MAX_GOAL_CHARS = 20_000
+RISKS = [r.value for r in Risk]
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and (value != value or value <= 0):
+        raise BadInput(f"{name} must be greater than 0, not {value:g}")
+
+
+class LocalService:
+    def __init__(self, settings: Settings, store: RunStore, *, who: str | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.leases = LeaseStore(store.db)
+        self.who = who or _username()
+
+    @classmethod
+    def open(cls, settings: Settings, *, clock: object = None) -> LocalService:
+        ensure_private_dir(settings.home)
+        store = open_store(settings.db_path, synchronous=settings.synchronous, clock=clock)
+        return cls(settings, store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    @property
+    def db_path(self) -> Path:
+        return self.store.path
+
+    def now(self) -> float:
+        return self.store.now()
+
+    # ---- starting --------------------------------------------------------------------
+
+    def build_spec(self, request: StartRequest) -> RunSpec:
+        """Validate a start request completely before anything is written."""
+        goal = request.goal.strip()
+        if not goal:
+            raise BadInput("the goal must not be empty")
+        if len(goal) > MAX_GOAL_CHARS:
+            raise BadInput(f"the goal is longer than {MAX_GOAL_CHARS} characters")
+        workspace = Path(request.workspace or os.getcwd()).expanduser()
+        if not workspace.exists():
+            raise BadInput(f"workspace {workspace} does not exist")
+        if not workspace.is_dir():
+            raise BadInput(f"workspace {workspace} is not a directory")
+        model = (request.model or default_model()).strip()
+        if not model or any(c.isspace() for c in model):
+            raise BadInput(f"model name {request.model!r} is not valid")
+        _positive("--max-steps", request.max_steps)
+        _positive("--max-tokens", request.max_llm_tokens)
+        _positive("--max-wall-time", request.max_wall_time_s)
+        for risk in request.auto_approve:
+            if risk not in RISKS:
+                raise BadInput(f"--auto-approve takes one of {', '.join(RISKS)}, not {risk!r}")
+        if request.key is not None and not request.key.strip():
+            raise BadInput("--key must not be empty")
+        budget = self.settings.default_budget()
+        changes = {
+            "max_steps": request.max_steps,
+            "max_llm_tokens": request.max_llm_tokens,
+            "max_wall_time_s": request.max_wall_time_s,
+        }
+        from dataclasses import replace
+
+        budget = replace(budget, **{k: v for k, v in changes.items() if v is not None})
+        policy = Policy(
+            approval_risks=tuple(r for r in DEFAULT_APPROVAL_RISKS if r not in request.auto_approve),
+            approval_timeout_s=self.settings.approval_timeout_s,
+        )
+        base_url = None if model == "demo" else os.environ.get("OPENAI_BASE_URL") or None
+        return RunSpec(goal=goal, workspace=str(workspace.resolve()), model=model,
+                       budget=budget, policy=policy, base_url=base_url,
+                       idem_key=request.key.strip() if request.key else None)
+
+    def start_run(self, request: StartRequest) -> tuple[Run, bool]:
+        run, created = self.store.create_run(self.build_spec(request))
+        self.ensure_supervisor()
+        return run, created
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def resolve_ref(self, ref: str) -> str:
+        return self.store.resolve_id(ref)
+
+    def list_runs(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[Run]:
+        return self.store.list_runs(statuses=statuses, text=text, limit=limit, before=before)
+
+    def reason(self, run: Run) -> str | None:
+        return run_reason(run, now=self.now())
+
+    def get_run(self, run_id: str) -> Run:
+        return self.store.get_run(run_id)
+
+    def run_view(self, run_id: str) -> RunView:
+        run = self.store.get_run(run_id)
+        approvals = self.store.approvals(run_id)
+        pending = next((a for a in approvals if a.status == "pending"), None)
+        in_doubt = self.store.in_doubt_step(run_id)
+        return RunView(
+            run=run,
+            steps=self.store.steps(run_id),
+            events=self.store.events(run_id),
+            pending=pending,
+            approvals=approvals,
+            in_doubt=in_doubt,
+            reason=run_reason(run, now=self.now(), pending=pending, in_doubt=in_doubt),
+        )
+
+    def steps_since(self, run_id: str, after_seq: int) -> list[Step]:
+        return self.store.steps(run_id, after_seq=after_seq)
+
+    def events_since(self, run_id: str, after_id: int) -> list[Event]:
+        return self.store.events(run_id, after_id=after_id)
+
+    def count_waiting(self) -> int:
+        return self.store.count_waiting()
+
+    # ---- deciding ------------------------------------------------------------------------
+
+    def approve(self, run_id: str, *, always: bool = False) -> Approval:
+        approval = self.store.decide_approval(run_id, approve=True, by=self.who, always=always)
+        self.ensure_supervisor()
+        return approval
+
+    def deny(self, run_id: str, *, reason: str | None = None) -> Approval:
+        approval = self.store.decide_approval(run_id, approve=False, by=self.who,
+                                              reason=reason or None)
+        self.ensure_supervisor()
+        return approval
+
+    def cancel(self, run_id: str) -> Run:
+        return self.store.cancel(run_id, by=self.who)
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        max_steps: int | None = None,
+        max_llm_tokens: int | None = None,
+        max_wall_time_s: float | None = None,
+    ) -> Run:
+        _positive("--max-steps", max_steps)
+        _positive("--max-tokens", max_llm_tokens)
+        _positive("--max-wall-time", max_wall_time_s)
+        run = self.store.resume(run_id, max_steps=max_steps, max_llm_tokens=max_llm_tokens,
+                                max_wall_time_s=max_wall_time_s)
+        self.ensure_supervisor()
+        return run
+
+    def resolve(self, run_id: str, choice: str) -> Run:
+        run = self.store.resolve(run_id, choice, by=self.who)
+        if not run.status.is_final:
+            self.ensure_supervisor()
+        return run
+
+    # ---- the supervisor ------------------------------------------------------------------
+
+    def supervisor_state(self) -> SupervisorState:
+        data = spawn.supervisor_status(self.settings, self.leases.executors())
+        return SupervisorState(running=data["running"], pid=data["pid"],
+                               executors=data["executors"])
+
+    def ensure_supervisor(self) -> int:
+        return spawn.ensure_supervisor(self.settings)
+
+    def stop_supervisor(self) -> int | None:
+        return spawn.stop_supervisor(self.settings)
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "user"

@@ -1,0 +1,61 @@
+"""The JSON shapes of the CLI contract (`show --json`, `ls --json`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tui_agent.domain.models import Run
+from tui_agent.service.api import RunView
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def summary_json(run: Run, reason: str | None) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": run.status.value,
+        "goal": run.goal,
+        "model": run.model,
+        "created_at": iso(run.created_at),
+        "updated_at": iso(run.updated_at),
+        "usage": run.usage.to_dict(),
+        "reason": reason,
+    }
+
+
+def run_json(view: RunView) -> dict[str, Any]:
+    run = view.run
+    state = {
+        "goal": run.goal,
+        "constraints": run.constraints,
+        "budget": run.budget.to_dict(),
+        **run.state.to_dict(),
+    }
+    return {
+        "id": run.id,
+        "status": run.status.value,
+        "goal": run.goal,
+        "workspace": run.workspace,
+        "model": run.model,
+        "key": run.idem_key,
+        "created_at": iso(run.created_at),
+        "updated_at": iso(run.updated_at),
+        "budget": run.budget.to_dict(),
+        "policy": run.policy.to_dict(),
+        "usage": run.usage.to_dict(),
+        "state": state,
+        "steps": [s.to_dict() for s in view.steps],
+        "pending_approvals": [view.pending.to_dict()] if view.pending else [],
+        "approvals": [a.to_dict() for a in view.approvals],
+        "events": [e.to_dict() for e in view.events],
+        "in_doubt": view.in_doubt.to_dict() if view.in_doubt else None,
+        "reason": view.reason,
+        "result": run.result,
+        "error": run.error,
+    }

@@ -1,0 +1,146 @@
+"""Opening the SQLite database safely: pragmas, write transactions, checks before touching it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import QueuePool
+
+from tui_agent.domain.errors import StoreError
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 15_000
+
+
+def check_database_file(path: Path) -> None:
+    """Refuse a file that is not a SQLite database before SQLite can write anything to it."""
+    if not path.exists():
+        return
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"cannot read the database {path}: permission denied")
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path} is not a tui-agent database (corrupt or foreign file); left it untouched")
+
+
+def create_file_private(path: Path) -> None:
+    """Create the database file 0600 so SQLite's -wal and -shm files inherit that mode."""
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def make_engine(path: Path, *, synchronous: str = "FULL", pool_size: int = 5) -> Engine:
+    """An engine whose writers use BEGIN IMMEDIATE and whose readers use a deferred BEGIN.
+
+    pysqlite's own transaction handling is turned off (it would run reads outside the
+    transaction and lose another process's update); we issue BEGIN ourselves.
+    """
+    if synchronous.upper() not in {"FULL", "NORMAL"}:
+        raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+    engine = create_engine(
+        f"sqlite:///{path}",
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        poolclass=QueuePool,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_timeout=60,
+    )
+    sync = synchronous.upper()
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute(f"PRAGMA synchronous = {sync}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+class Database:
+    """One SQLite file: an engine plus read and write transactions with a shared clock."""
+
+    def __init__(self, engine: Engine, path: Path, clock: Any = None) -> None:
+        import time
+
+        self.engine = engine
+        self.path = path
+        self.clock = clock or time.time
+
+    def write(self) -> Any:
+        """A BEGIN IMMEDIATE transaction: read-then-write is safe against other processes."""
+        return _Txn(self.engine, write=True)
+
+    def read(self) -> Any:
+        """A deferred transaction: one consistent snapshot for several selects."""
+        return _Txn(self.engine, write=False)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class _Txn:
+    def __init__(self, engine: Engine, *, write: bool) -> None:
+        self._engine = engine
+        self._write = write
+
+    def __enter__(self) -> Any:
+        self._conn = self._engine.connect().execution_options(write=self._write)
+        self._tx = self._conn.begin()
+        return self._conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self._tx.commit()
+            else:
+                self._tx.rollback()
+        finally:
+            self._conn.close()
+
+
+def open_database(path: Path, *, synchronous: str = "FULL", pool_size: int = 5,
+                  clock: Any = None) -> Database:
+    """Open (creating if needed) and migrate; refuses corrupt files and newer schemas."""
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
+    from tui_agent.store.migrations import migrate
+
+    check_database_file(path)
+    try:
+        create_file_private(path)
+    except OSError as exc:
+        raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None
+    engine = make_engine(path, synchronous=synchronous, pool_size=pool_size)
+    db = Database(engine, path, clock)
+    try:
+        with db.write() as conn:
+            migrate(conn)
+    except StoreError:
+        engine.dispose()
+        raise
+    except (DatabaseError, OperationalError) as exc:
+        engine.dispose()
+        detail = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
+        raise StoreError(f"cannot open the database {path}: {detail}") from None
+    return db

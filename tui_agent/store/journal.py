@@ -1,0 +1,405 @@
+"""The executor's writes: claim, heartbeat and the durable step records.
+
+Every write names the owner token and changes nothing unless that owner still holds the run
+(`LeaseLost` otherwise), so a second executor can never record a step of a run it lost.
+Each step is one transaction with the run's checkpoint (usage, next seq, revision).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from tui_agent.domain.errors import LeaseLost
+from tui_agent.domain.models import (
+    AgentState,
+    Approval,
+    Run,
+    RunStatus,
+    Step,
+    StepKind,
+    StepStatus,
+)
+from tui_agent.store.db import Database
+from tui_agent.store.rows import (
+    approval_from_row,
+    approvals_t,
+    artifacts_t,
+    runs_t,
+    step_from_row,
+    steps_t,
+)
+from tui_agent.store.txn import add_event_txn, load_run_txn
+
+# The hot path: plain SQL strings, compiled once by SQLite's statement cache.
+_CHECKPOINT = (
+    "UPDATE runs SET usage_steps = usage_steps + ?, usage_tokens = usage_tokens + ?, "
+    "usage_wall_s = usage_wall_s + ?, revision = revision + 1, updated_at = ?, "
+    "retry_attempt = 0, retry_at = NULL, retry_error = NULL, lost_at = NULL, "
+    "next_seq = next_seq + ? WHERE id = ? AND owner = ? RETURNING next_seq - 1"
+)
+_INSERT_STEP = (
+    "INSERT INTO steps (run_id, seq, kind, status, tool, call_id, arguments, result, "
+    "artifact_id, llm_seq, payload_json, tokens, created_at, finished_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class ArtifactData:
+    id: str
+    content: bytes
+    summary: str
+
+
+class StepJournal:
+    """What one executor process writes; `owner` is its token for the runs it holds."""
+
+    def __init__(self, db: Database, owner: str, pid: int) -> None:
+        self.db = db
+        self.owner = owner
+        self.pid = pid
+
+    def now(self) -> float:
+        return float(self.db.clock())
+
+    # ---- ownership ---------------------------------------------------------------------
+
+    def claim(self, limit: int, lease_s: float) -> list[str]:
+        """Take up to `limit` runnable runs: queued, or running with no live owner."""
+        if limit <= 0:
+            return []
+        now = self.now()
+        with self.db.write() as conn:
+            rows = conn.execute(
+                select(runs_t.c.id)
+                .where(
+                    (runs_t.c.status == RunStatus.QUEUED.value)
+                    | (
+                        (runs_t.c.status == RunStatus.RUNNING.value)
+                        & (runs_t.c.owner.is_(None) | (runs_t.c.lease_until < now))
+                    )
+                )
+                .order_by(runs_t.c.created_at)
+                .limit(limit)
+            ).all()
+            ids = [r[0] for r in rows]
+            for run_id in ids:
+                conn.execute(
+                    update(runs_t)
+                    .where(runs_t.c.id == run_id)
+                    .values(
+                        status=RunStatus.RUNNING.value,
+                        owner=self.owner,
+                        owner_pid=self.pid,
+                        lease_until=now + lease_s,
+                        revision=runs_t.c.revision + 1,
+                        updated_at=now,
+                    )
+                )
+                add_event_txn(conn, run_id, "claimed", f"executor {self.pid} took the run", now)
+        return ids
+
+    def heartbeat(self, walls: dict[str, float], lease_s: float) -> dict[str, bool]:
+        """Extend leases and add active time; returns {run_id: cancel_requested} still held."""
+        now = self.now()
+        held: dict[str, bool] = {}
+        with self.db.write() as conn:
+            for run_id, wall in walls.items():
+                row = conn.exec_driver_sql(
+                    "UPDATE runs SET lease_until = ?, usage_wall_s = usage_wall_s + ? "
+                    "WHERE id = ? AND owner = ? RETURNING cancel_requested",
+                    (now + lease_s, wall, run_id, self.owner),
+                ).first()
+                if row is not None:
+                    held[run_id] = bool(row[0])
+            conn.exec_driver_sql(
+                "UPDATE executors SET heartbeat_at = ? WHERE pid = ?", (now, self.pid)
+            )
+        return held
+
+    def load(self, run_id: str, *, after_seq: int = 0) -> tuple[Run, list[Step]]:
+        """The run and its steps after `after_seq` (all of them on a (re)start)."""
+        with self.db.read() as conn:
+            run = load_run_txn(conn, run_id)
+            rows = conn.execute(
+                select(steps_t)
+                .where(steps_t.c.run_id == run_id, steps_t.c.seq > after_seq)
+                .order_by(steps_t.c.seq)
+            ).mappings()
+            return run, [step_from_row(r) for r in rows]
+
+    def restart_in_doubt(self, run_id: str, seq: int, why: str) -> None:
+        """Consume a person's 'retry' before re-running, so a second crash asks again."""
+        now = self.now()
+        with self.db.write() as conn:
+            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=0.0, now=now)
+            conn.execute(
+                update(steps_t)
+                .where(steps_t.c.run_id == run_id, steps_t.c.seq == seq)
+                .values(payload_json=json.dumps({"rerun": why}))
+            )
+            add_event_txn(conn, run_id, "in_doubt", f"re-running interrupted call (step {seq}): "
+                          f"{why}", now)
+
+    def approval_for(self, run_id: str, llm_seq: int, call_id: str) -> Approval | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(approvals_t)
+                .where(
+                    approvals_t.c.run_id == run_id,
+                    approvals_t.c.llm_seq == llm_seq,
+                    approvals_t.c.call_id == call_id,
+                )
+                .order_by(approvals_t.c.created_at.desc())
+                .limit(1)
+            ).mappings().first()
+        return approval_from_row(row) if row else None
+
+    # ---- durable steps -----------------------------------------------------------------
+
+    def _checkpoint_txn(
+        self,
+        conn: Connection,
+        run_id: str,
+        *,
+        steps: int,
+        tokens: int,
+        wall: float,
+        now: float,
+        new_step: bool = False,
+    ) -> int:
+        """Update usage and revision in one statement; returns the new step's seq if asked."""
+        row = conn.exec_driver_sql(
+            _CHECKPOINT, (steps, tokens, wall, now, int(new_step), run_id, self.owner)
+        ).first()
+        if row is None:
+            raise LeaseLost(run_id)
+        return int(row[0])
+
+    def _insert_step_txn(
+        self, conn: Connection, run_id: str, seq: int, now: float, **cols: Any
+    ) -> int:
+        conn.exec_driver_sql(
+            _INSERT_STEP,
+            (
+                run_id, seq, cols["kind"], cols["status"], cols.get("tool"),
+                cols.get("call_id"), cols.get("arguments"), cols.get("result"),
+                cols.get("artifact_id"), cols.get("llm_seq"),
+                json.dumps(cols.get("payload") or {}), cols.get("tokens", 0), now,
+                cols.get("finished_at"),
+            ),
+        )
+        return seq
+
+    def record_llm_reply(
+        self, run_id: str, payload: dict[str, Any], tokens: int, wall: float
+    ) -> int:
+        """Promise 2: once this commits, the reply is never requested again."""
+        now = self.now()
+        with self.db.write() as conn:
+            seq = self._checkpoint_txn(
+                conn, run_id, steps=1, tokens=tokens, wall=wall, now=now, new_step=True
+            )
+            return self._insert_step_txn(
+                conn, run_id, seq, now, kind=StepKind.LLM.value, status=StepStatus.DONE.value,
+                payload=payload, tokens=tokens, finished_at=now,
+            )
+
+    def journal_tool_start(
+        self, run_id: str, *, llm_seq: int, call_id: str, tool: str, arguments: str, wall: float
+    ) -> int:
+        """Promise 3: the call is on record as started before it runs."""
+        now = self.now()
+        with self.db.write() as conn:
+            seq = self._checkpoint_txn(
+                conn, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
+            )
+            return self._insert_step_txn(
+                conn, run_id, seq, now, kind=StepKind.TOOL.value, status=StepStatus.STARTED.value,
+                tool=tool, call_id=call_id, arguments=arguments, llm_seq=llm_seq,
+            )
+
+    def finish_tool(
+        self,
+        run_id: str,
+        seq: int,
+        *,
+        status: StepStatus,
+        result: str,
+        wall: float,
+        artifact: ArtifactData | None = None,
+        state: AgentState | None = None,
+    ) -> None:
+        """The result, any artifact and any state patch commit together with the checkpoint."""
+        now = self.now()
+        with self.db.write() as conn:
+            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=wall, now=now)
+            if artifact is not None:
+                conn.execute(
+                    insert(artifacts_t).values(
+                        id=artifact.id, run_id=run_id, seq=seq, size=len(artifact.content),
+                        summary=artifact.summary, content=artifact.content, created_at=now,
+                    )
+                )
+                state = state or load_run_txn(conn, run_id).state
+                state.artifacts.append(
+                    {"artifact_id": artifact.id, "type": "tool_result",
+                     "summary": artifact.summary, "bytes": len(artifact.content)}
+                )
+            if state is not None:
+                conn.execute(
+                    update(runs_t).where(runs_t.c.id == run_id)
+                    .values(state_json=json.dumps(state.to_dict()))
+                )
+            updated = conn.execute(
+                update(steps_t)
+                .where(steps_t.c.run_id == run_id, steps_t.c.seq == seq,
+                       steps_t.c.status == StepStatus.STARTED.value)
+                .values(status=status.value, result=result, finished_at=now,
+                        artifact_id=artifact.id if artifact else None)
+            )
+            if updated.rowcount != 1:
+                raise LeaseLost(run_id)
+
+    def record_tool_outcome(
+        self,
+        run_id: str,
+        *,
+        llm_seq: int,
+        call_id: str,
+        tool: str,
+        arguments: str,
+        status: StepStatus,
+        result: str,
+        wall: float,
+    ) -> int:
+        """A call that never ran (malformed or denied) is still one answered step."""
+        now = self.now()
+        with self.db.write() as conn:
+            seq = self._checkpoint_txn(
+                conn, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
+            )
+            return self._insert_step_txn(
+                conn, run_id, seq, now, kind=StepKind.TOOL.value, status=status.value, tool=tool,
+                call_id=call_id, arguments=arguments, llm_seq=llm_seq, result=result,
+                finished_at=now,
+            )
+
+    def request_approval(
+        self,
+        run_id: str,
+        *,
+        llm_seq: int,
+        call_id: str,
+        tool: str,
+        arguments: str,
+        args_hash: str,
+        risk: str,
+        model_reason: str,
+        wall: float,
+        reason_text: str,
+    ) -> Approval:
+        """The run waits for a person: the approval row and the status change are one commit."""
+        now = self.now()
+        approval_id = uuid.uuid4().hex
+        with self.db.write() as conn:
+            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=wall, now=now)
+            conn.execute(
+                update(approvals_t)
+                .where(approvals_t.c.run_id == run_id, approvals_t.c.status == "pending")
+                .values(status="superseded", decided_at=now, decided_by="system")
+            )
+            conn.execute(
+                insert(approvals_t).values(
+                    id=approval_id, run_id=run_id, llm_seq=llm_seq, call_id=call_id,
+                    tool=tool, arguments=arguments, args_hash=args_hash, risk=risk,
+                    model_reason=model_reason, status="pending", created_at=now, always=False,
+                )
+            )
+            self._release_txn(conn, run_id, RunStatus.WAITING_APPROVAL, now,
+                              pause_reason=reason_text, waiting_tool=tool)
+            add_event_txn(conn, run_id, "approval", f"waiting for approval of {tool}", now)
+            row = conn.execute(
+                select(approvals_t).where(approvals_t.c.id == approval_id)
+            ).mappings().one()
+            return approval_from_row(row)
+
+    def _release_txn(
+        self, conn: Connection, run_id: str, status: RunStatus, now: float, **values: Any
+    ) -> None:
+        conn.execute(
+            update(runs_t)
+            .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
+            .values(status=status.value, owner=None, owner_pid=None, lease_until=None,
+                    revision=runs_t.c.revision + 1, updated_at=now, **values)
+        )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        wall: float,
+        message: str,
+        result: str | None = None,
+        error: str | None = None,
+        pause_reason: str | None = None,
+    ) -> None:
+        """Leave the run in `status` and let go of it (completed, paused, failed, …)."""
+        now = self.now()
+        with self.db.write() as conn:
+            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=wall, now=now)
+            values: dict[str, Any] = {"pause_reason": pause_reason}
+            if result is not None:
+                values["result"] = result
+            if error is not None:
+                values["error"] = error
+            if status is RunStatus.CANCELLED:
+                values["error"] = error or "cancelled by user"
+            self._release_txn(conn, run_id, status, now, **values)
+            add_event_txn(conn, run_id, "status", message, now)
+
+    def set_retry(
+        self, run_id: str, *, attempt: int, max_attempts: int, retry_at: float, error: str
+    ) -> None:
+        """Each failed LLM attempt is an event; the run's reason says when it tries again."""
+        now = self.now()
+        with self.db.write() as conn:
+            result = conn.execute(
+                update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
+                .values(retry_attempt=attempt, retry_max=max_attempts, retry_at=retry_at,
+                        retry_error=error, revision=runs_t.c.revision + 1, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise LeaseLost(run_id)
+            add_event_txn(
+                conn, run_id, "retry",
+                f"attempt {attempt} of {max_attempts} failed: {error}; retrying in "
+                f"{max(0.0, retry_at - now):.1f}s",
+                now,
+                {"attempt": attempt, "max": max_attempts, "retry_at": retry_at},
+            )
+
+    def event(self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+              ) -> None:
+        now = self.now()
+        with self.db.write() as conn:
+            add_event_txn(conn, run_id, kind, message, now, data)
+
+    def release_to_queue(self, run_id: str, wall: float) -> None:
+        """A graceful stop: the run goes back to the queue for the next executor."""
+        now = self.now()
+        with self.db.write() as conn:
+            conn.execute(
+                update(runs_t)
+                .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
+                .values(usage_wall_s=runs_t.c.usage_wall_s + wall)
+            )
+            self._release_txn(conn, run_id, RunStatus.QUEUED, now)
+            add_event_txn(conn, run_id, "released", f"executor {self.pid} stopped; requeued", now)

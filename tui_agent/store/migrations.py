@@ -1,0 +1,129 @@
+"""Named schema migrations, applied in order on open and recorded in `schema_migrations`.
+
+Each migration's SQL is frozen history: never edit one that has shipped, add the next.
+A database newer than the last migration here is refused, never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, inspect, text
+
+from tui_agent.domain.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _run_sql(script: str) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+
+    return apply
+
+
+_V1 = """
+CREATE TABLE meta ("key" VARCHAR NOT NULL PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE schema_migrations (
+    version INTEGER NOT NULL PRIMARY KEY, name VARCHAR NOT NULL, applied_at FLOAT NOT NULL);
+CREATE TABLE runs (
+    id VARCHAR NOT NULL PRIMARY KEY, idem_key VARCHAR, status VARCHAR NOT NULL,
+    goal VARCHAR NOT NULL, workspace VARCHAR NOT NULL, model VARCHAR NOT NULL, base_url VARCHAR,
+    budget_json VARCHAR NOT NULL, policy_json VARCHAR NOT NULL, state_json VARCHAR NOT NULL,
+    usage_steps INTEGER NOT NULL, usage_tokens INTEGER NOT NULL, usage_wall_s FLOAT NOT NULL,
+    result VARCHAR, error VARCHAR, pause_reason VARCHAR, cancel_requested BOOLEAN NOT NULL,
+    owner VARCHAR, owner_pid INTEGER, lease_until FLOAT, lost_at FLOAT,
+    retry_attempt INTEGER NOT NULL, retry_max INTEGER NOT NULL, retry_at FLOAT,
+    retry_error VARCHAR, next_seq INTEGER NOT NULL, revision INTEGER NOT NULL,
+    created_at FLOAT NOT NULL, updated_at FLOAT NOT NULL);
+CREATE INDEX ix_runs_owner ON runs (owner);
+CREATE INDEX ix_runs_status_created ON runs (status, created_at, id);
+CREATE INDEX ix_runs_created ON runs (created_at, id);
+CREATE UNIQUE INDEX ux_runs_live_key ON runs (idem_key)
+    WHERE idem_key IS NOT NULL AND status NOT IN ('completed','failed','cancelled');
+CREATE TABLE steps (
+    run_id VARCHAR NOT NULL REFERENCES runs (id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+    kind VARCHAR NOT NULL, status VARCHAR NOT NULL, tool VARCHAR, call_id VARCHAR,
+    arguments VARCHAR, result VARCHAR, artifact_id VARCHAR, llm_seq INTEGER,
+    payload_json VARCHAR NOT NULL, tokens INTEGER NOT NULL, created_at FLOAT NOT NULL,
+    finished_at FLOAT, PRIMARY KEY (run_id, seq));
+CREATE TABLE approvals (
+    id VARCHAR NOT NULL PRIMARY KEY,
+    run_id VARCHAR NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    llm_seq INTEGER NOT NULL, call_id VARCHAR NOT NULL, tool VARCHAR NOT NULL,
+    arguments VARCHAR NOT NULL, args_hash VARCHAR NOT NULL, risk VARCHAR NOT NULL,
+    model_reason VARCHAR NOT NULL, status VARCHAR NOT NULL, created_at FLOAT NOT NULL,
+    decided_at FLOAT, decided_by VARCHAR, decision_reason VARCHAR, always BOOLEAN NOT NULL);
+CREATE INDEX ix_approvals_run_status ON approvals (run_id, status);
+CREATE TABLE artifacts (
+    id VARCHAR NOT NULL PRIMARY KEY,
+    run_id VARCHAR NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL, size INTEGER NOT NULL, summary VARCHAR NOT NULL,
+    content BLOB NOT NULL, created_at FLOAT NOT NULL);
+CREATE INDEX ix_artifacts_run ON artifacts (run_id);
+CREATE TABLE events (
+    id INTEGER NOT NULL PRIMARY KEY,
+    run_id VARCHAR NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    kind VARCHAR NOT NULL, message VARCHAR NOT NULL, data_json VARCHAR NOT NULL,
+    created_at FLOAT NOT NULL);
+CREATE INDEX ix_events_run ON events (run_id, id);
+"""
+
+# v2: the history pane flags runs that wait for a tool approval without a join, and the
+# supervisor registers its executor processes so `supervisor status` can list them.
+_V2 = """
+ALTER TABLE runs ADD COLUMN waiting_tool VARCHAR;
+CREATE TABLE executors (
+    pid INTEGER NOT NULL PRIMARY KEY, supervisor_pid INTEGER NOT NULL,
+    started_at FLOAT NOT NULL, heartbeat_at FLOAT NOT NULL);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", _run_sql(_V1)),
+    Migration(2, "waiting_tool_and_executors", _run_sql(_V2)),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: Connection) -> int:
+    """0 for an empty database."""
+    if not inspect(conn).has_table("meta"):
+        return 0
+    row = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'schema_version'").first()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: Connection, *, upto: int = LATEST_VERSION) -> list[str]:
+    """Bring the schema to `upto` inside the caller's transaction; returns what was applied."""
+    version = current_version(conn)
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this tui-agent supports "
+            f"({LATEST_VERSION}); upgrade tui-agent to open it"
+        )
+    applied: list[str] = []
+    for migration in MIGRATIONS:
+        if version < migration.version <= upto:
+            migration.apply(conn)
+            conn.execute(
+                text("INSERT INTO schema_migrations VALUES (:v, :n, :t)"),
+                {"v": migration.version, "n": migration.name, "t": time.time()},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                ),
+                {"v": str(migration.version)},
+            )
+            applied.append(migration.name)
+    return applied

@@ -1,0 +1,484 @@
+"""Reads and person-driven changes of runs: start, approve, deny, cancel, resume, resolve.
+
+Every change is one BEGIN IMMEDIATE transaction that also bumps the run's revision, so the
+TUI and the executor always see a whole decision or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tui_agent.domain.errors import BadInput, InvalidTransition, UnknownRun
+from tui_agent.domain.models import (
+    FINAL_STATUSES,
+    Approval,
+    Budget,
+    Event,
+    Policy,
+    Run,
+    RunSpec,
+    RunStatus,
+    Step,
+    StepKind,
+    StepStatus,
+    spent_budget,
+)
+from tui_agent.store.db import Database, open_database
+from tui_agent.store.rows import (
+    SUMMARY_COLUMNS,
+    approval_from_row,
+    approvals_t,
+    artifacts_t,
+    event_from_row,
+    events_t,
+    run_from_row,
+    runs_t,
+    step_from_row,
+    steps_t,
+)
+from tui_agent.store.txn import add_event_txn, alloc_seq_txn, load_run_txn
+
+_FINAL = [s.value for s in FINAL_STATUSES]
+
+
+def open_store(path: Path, *, synchronous: str = "FULL", pool_size: int = 5,
+               clock: object = None) -> RunStore:
+    return RunStore(open_database(path, synchronous=synchronous, pool_size=pool_size,
+                                  clock=clock))
+
+
+class RunStore:
+    """The store as the service layer and CLI see it."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def path(self) -> Path:
+        return self.db.path
+
+    def now(self) -> float:
+        return float(self.db.clock())
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def resolve_id(self, prefix: str) -> str:
+        """The full id for an id or unique prefix; UnknownRun or BadInput (ambiguous)."""
+        prefix = prefix.strip().lower()
+        if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+            raise UnknownRun(f"no run {prefix!r}")
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(runs_t.c.id)
+                .where(runs_t.c.id >= prefix, runs_t.c.id < prefix + "g")
+                .limit(2)
+            ).all()
+        if not rows:
+            raise UnknownRun(f"no run {prefix!r}")
+        if len(rows) > 1:
+            raise BadInput(f"run prefix {prefix!r} is ambiguous; give more characters")
+        return str(rows[0][0])
+
+    def get_run(self, run_id: str) -> Run:
+        with self.db.read() as conn:
+            return load_run_txn(conn, run_id)
+
+    def list_runs(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+        waiting_only: bool = False,
+    ) -> list[Run]:
+        """A page of runs, newest first; `before` is the (created_at, id) of the last row seen."""
+        query = select(*SUMMARY_COLUMNS)
+        if statuses:
+            query = query.where(runs_t.c.status.in_(statuses))
+        if waiting_only:
+            query = query.where(
+                runs_t.c.status.in_(["waiting_approval", "needs_attention"])
+            )
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(
+                or_(runs_t.c.goal.like(f"%{escaped}%", escape="\\"),
+                    runs_t.c.id.like(f"{escaped}%", escape="\\"))
+            )
+        if before is not None:
+            created, rid = before
+            query = query.where(
+                or_(runs_t.c.created_at < created,
+                    and_(runs_t.c.created_at == created, runs_t.c.id < rid))
+            )
+        query = query.order_by(runs_t.c.created_at.desc(), runs_t.c.id.desc()).limit(limit)
+        with self.db.read() as conn:
+            return [run_from_row(dict(r)) for r in conn.execute(query).mappings()]
+
+    def count_runs(self, *, statuses: list[str] | None = None) -> int:
+        query = select(func.count()).select_from(runs_t)
+        if statuses:
+            query = query.where(runs_t.c.status.in_(statuses))
+        with self.db.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def count_waiting(self) -> int:
+        return self.count_runs(statuses=["waiting_approval", "needs_attention"])
+
+    def steps(self, run_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Step]:
+        query = (
+            select(steps_t)
+            .where(steps_t.c.run_id == run_id, steps_t.c.seq > after_seq)
+            .order_by(steps_t.c.seq)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.db.read() as conn:
+            return [step_from_row(r) for r in conn.execute(query).mappings()]
+
+    def step(self, run_id: str, seq: int) -> Step | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(steps_t).where(steps_t.c.run_id == run_id, steps_t.c.seq == seq)
+            ).mappings().first()
+        return step_from_row(row) if row else None
+
+    def events(self, run_id: str, *, after_id: int = 0) -> list[Event]:
+        query = (
+            select(events_t)
+            .where(events_t.c.run_id == run_id, events_t.c.id > after_id)
+            .order_by(events_t.c.id)
+        )
+        with self.db.read() as conn:
+            return [event_from_row(r) for r in conn.execute(query).mappings()]
+
+    def approvals(self, run_id: str, *, status: str | None = None) -> list[Approval]:
+        query = select(approvals_t).where(approvals_t.c.run_id == run_id)
+        if status:
+            query = query.where(approvals_t.c.status == status)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(approvals_t.c.created_at)).mappings()
+            return [approval_from_row(r) for r in rows]
+
+    def pending_approval(self, run_id: str) -> Approval | None:
+        pending = self.approvals(run_id, status="pending")
+        return pending[0] if pending else None
+
+    def in_doubt_step(self, run_id: str) -> Step | None:
+        """The tool call journaled as started but never finished, if any."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(steps_t)
+                .where(steps_t.c.run_id == run_id, steps_t.c.status == StepStatus.STARTED.value)
+                .order_by(steps_t.c.seq)
+                .limit(1)
+            ).mappings().first()
+        return step_from_row(row) if row else None
+
+    def artifact(self, artifact_id: str) -> tuple[str, bytes] | None:
+        """(run_id, content) of an artifact."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(artifacts_t.c.run_id, artifacts_t.c.content).where(
+                    artifacts_t.c.id == artifact_id
+                )
+            ).first()
+        return (str(row[0]), bytes(row[1])) if row else None
+
+    def data_version(self) -> tuple[int, int]:
+        """(max revision marker, run count): a cheap fingerprint of 'anything changed'."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(func.coalesce(func.max(runs_t.c.updated_at), 0), func.count())
+            ).first()
+        assert row is not None
+        return (int(float(row[0]) * 1_000_000), int(row[1]))
+
+    # ---- person-driven changes ---------------------------------------------------------
+
+    def create_run(self, spec: RunSpec) -> tuple[Run, bool]:
+        """Insert a queued run; with an idempotency key, return the live run holding it."""
+        now = self.now()
+        run_id = uuid.uuid4().hex
+        try:
+            with self.db.write() as conn:
+                if spec.idem_key:
+                    existing = conn.execute(
+                        select(runs_t).where(
+                            runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
+                        )
+                    ).mappings().first()
+                    if existing is not None:
+                        return run_from_row(existing), False
+                conn.execute(
+                    insert(runs_t).values(
+                        id=run_id,
+                        idem_key=spec.idem_key,
+                        status=RunStatus.QUEUED.value,
+                        goal=spec.goal,
+                        workspace=spec.workspace,
+                        model=spec.model,
+                        base_url=spec.base_url,
+                        budget_json=json.dumps(spec.budget.to_dict()),
+                        policy_json=json.dumps(spec.policy.to_dict()),
+                        state_json=json.dumps({}),
+                        usage_steps=0,
+                        usage_tokens=0,
+                        usage_wall_s=0.0,
+                        cancel_requested=False,
+                        retry_attempt=0,
+                        retry_max=0,
+                        next_seq=1,
+                        revision=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                add_event_txn(conn, run_id, "created", f"run created with model {spec.model}", now)
+                return load_run_txn(conn, run_id), True
+        except IntegrityError:
+            # A concurrent start with the same key won the race: return its run.
+            if spec.idem_key:
+                with self.db.read() as conn:
+                    row = conn.execute(
+                        select(runs_t).where(
+                            runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
+                        )
+                    ).mappings().first()
+                if row is not None:
+                    return run_from_row(row), False
+            raise
+
+    def decide_approval(
+        self,
+        run_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str | None = None,
+        always: bool = False,
+    ) -> Approval:
+        """Record a person's decision as an approval row, an audit step and a requeue."""
+        now = self.now()
+        with self.db.write() as conn:
+            run = load_run_txn(conn, run_id)
+            row = conn.execute(
+                select(approvals_t).where(
+                    approvals_t.c.run_id == run_id, approvals_t.c.status == "pending"
+                )
+            ).mappings().first()
+            if row is None or run.status is not RunStatus.WAITING_APPROVAL:
+                raise InvalidTransition(
+                    f"run {run_id[:8]} has no pending approval (status {run.status.value})"
+                )
+            pending = approval_from_row(row)
+            decision = "approved" if approve else "denied"
+            conn.execute(
+                update(approvals_t)
+                .where(approvals_t.c.id == pending.id)
+                .values(
+                    status=decision,
+                    decided_at=now,
+                    decided_by=by,
+                    decision_reason=reason,
+                    always=always and approve,
+                )
+            )
+            policy = run.policy
+            if approve and always and pending.tool not in policy.always_allow:
+                policy = replace(policy, always_allow=(*policy.always_allow, pending.tool))
+            self._insert_decision_step_txn(conn, run, pending, decision, by, reason, now)
+            conn.execute(
+                update(runs_t)
+                .where(runs_t.c.id == run_id)
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    policy_json=json.dumps(policy.to_dict()),
+                    waiting_tool=None,
+                    pause_reason=None,
+                    revision=runs_t.c.revision + 1,
+                    updated_at=now,
+                )
+            )
+            text = f"{decision} {pending.tool} by {by}" + (f": {reason}" if reason else "")
+            if approve and always:
+                text += f" (always allow {pending.tool} for this run)"
+            add_event_txn(conn, run_id, "approval", text, now)
+            return approval_from_row(
+                conn.execute(
+                    select(approvals_t).where(approvals_t.c.id == pending.id)
+                ).mappings().one()
+            )
+
+    def _insert_decision_step_txn(
+        self,
+        conn: Connection,
+        run: Run,
+        approval: Approval,
+        decision: str,
+        by: str,
+        reason: str | None,
+        now: float,
+    ) -> None:
+        seq = alloc_seq_txn(conn, run.id, None)
+        if seq is None:
+            raise InvalidTransition(f"run {run.id[:8]} is held by an executor")
+        conn.execute(
+            insert(steps_t).values(
+                run_id=run.id,
+                seq=seq,
+                kind=StepKind.APPROVAL.value,
+                status=StepStatus.DONE.value,
+                tool=approval.tool,
+                call_id=approval.call_id,
+                arguments=approval.arguments,
+                llm_seq=approval.llm_seq,
+                payload_json=json.dumps(
+                    {"approval_id": approval.id, "decision": decision, "by": by,
+                     "reason": reason}
+                ),
+                tokens=0,
+                created_at=now,
+                finished_at=now,
+            )
+        )
+
+    def cancel(self, run_id: str, *, by: str = "user") -> Run:
+        """Cancel a run; an executor holding it stops after its current step."""
+        now = self.now()
+        with self.db.write() as conn:
+            run = load_run_txn(conn, run_id)
+            if run.status.is_final:
+                raise InvalidTransition(f"run {run_id[:8]} is already {run.status.value}")
+            values: dict[str, object] = {"revision": runs_t.c.revision + 1, "updated_at": now}
+            if run.status is RunStatus.RUNNING and run.owner is not None:
+                values["cancel_requested"] = True
+                add_event_txn(conn, run_id, "cancel", f"cancel requested by {by}", now)
+            elif run.status is RunStatus.NEEDS_ATTENTION:
+                values.update(status=RunStatus.FAILED.value,
+                              error=f"in-doubt call failed by {by}", owner=None)
+                self._mark_in_doubt_txn(conn, run_id, "error", "failed by the user after an "
+                                        "interruption; the outcome is unknown", now)
+                add_event_txn(conn, run_id, "status", f"failed by {by} (call in doubt)", now)
+            else:
+                values.update(status=RunStatus.CANCELLED.value, error=f"cancelled by {by}",
+                              owner=None, owner_pid=None, lease_until=None, waiting_tool=None)
+                conn.execute(
+                    update(approvals_t)
+                    .where(approvals_t.c.run_id == run_id, approvals_t.c.status == "pending")
+                    .values(status="cancelled", decided_at=now, decided_by=by)
+                )
+                add_event_txn(conn, run_id, "status", f"cancelled by {by}", now)
+            conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+            return load_run_txn(conn, run_id)
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        max_steps: int | None = None,
+        max_llm_tokens: int | None = None,
+        max_wall_time_s: float | None = None,
+    ) -> Run:
+        """Requeue a paused or failed run, with a larger budget when one is spent."""
+        now = self.now()
+        with self.db.write() as conn:
+            run = load_run_txn(conn, run_id)
+            if run.status not in (RunStatus.PAUSED, RunStatus.FAILED):
+                hint = {
+                    RunStatus.WAITING_APPROVAL: "; approve or deny it instead",
+                    RunStatus.NEEDS_ATTENTION: "; use `resolve RUN retry|skip` instead",
+                }.get(run.status, "")
+                raise InvalidTransition(
+                    f"run {run_id[:8]} is {run.status.value}; only paused or failed runs "
+                    f"can be resumed{hint}"
+                )
+            budget = run.budget
+            changes: dict[str, float | int] = {}
+            if max_steps is not None:
+                changes["max_steps"] = max_steps
+            if max_llm_tokens is not None:
+                changes["max_llm_tokens"] = max_llm_tokens
+            if max_wall_time_s is not None:
+                changes["max_wall_time_s"] = max_wall_time_s
+            budget = replace(budget, **changes)  # type: ignore[arg-type]
+            still_spent = spent_budget(budget, run.usage)
+            if still_spent:
+                raise BadInput(
+                    f"{still_spent}; resume with a larger budget (--max-steps, --max-tokens "
+                    "or --max-wall-time)"
+                )
+            conn.execute(
+                update(runs_t)
+                .where(runs_t.c.id == run_id)
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    budget_json=json.dumps(budget.to_dict()),
+                    pause_reason=None,
+                    error=None,
+                    retry_attempt=0,
+                    retry_at=None,
+                    retry_error=None,
+                    revision=runs_t.c.revision + 1,
+                    updated_at=now,
+                )
+            )
+            note = f" with budget {changes}" if changes else ""
+            add_event_txn(conn, run_id, "status", f"resumed{note}", now)
+            return load_run_txn(conn, run_id)
+
+    def resolve(self, run_id: str, choice: str, *, by: str = "user") -> Run:
+        """Decide an in-doubt call: retry it, skip it (outcome unknown) or fail the run."""
+        if choice not in ("retry", "skip", "fail"):
+            raise BadInput(f"choice must be retry, skip or fail, not {choice!r}")
+        if choice == "fail":
+            return self.cancel(run_id, by=by)
+        now = self.now()
+        with self.db.write() as conn:
+            run = load_run_txn(conn, run_id)
+            if run.status is not RunStatus.NEEDS_ATTENTION:
+                raise InvalidTransition(
+                    f"run {run_id[:8]} has no call in doubt (status {run.status.value})"
+                )
+            if choice == "skip":
+                self._mark_in_doubt_txn(
+                    conn, run_id, StepStatus.SKIPPED.value,
+                    "The outcome of this call is unknown: it was interrupted and the user "
+                    "chose not to run it again.", now)
+            else:
+                conn.execute(
+                    update(steps_t)
+                    .where(steps_t.c.run_id == run_id,
+                           steps_t.c.status == StepStatus.STARTED.value)
+                    .values(payload_json=json.dumps({"resolution": "retry", "by": by}))
+                )
+            conn.execute(
+                update(runs_t)
+                .where(runs_t.c.id == run_id)
+                .values(status=RunStatus.QUEUED.value, pause_reason=None,
+                        revision=runs_t.c.revision + 1, updated_at=now)
+            )
+            add_event_txn(conn, run_id, "resolve", f"in-doubt call: {choice} chosen by {by}", now)
+            return load_run_txn(conn, run_id)
+
+    def _mark_in_doubt_txn(
+        self, conn: Connection, run_id: str, status: str, result: str, now: float
+    ) -> None:
+        conn.execute(
+            update(steps_t)
+            .where(steps_t.c.run_id == run_id, steps_t.c.status == StepStatus.STARTED.value)
+            .values(status=status, result=result, finished_at=now)
+        )
+
+
+__all__ = ["Budget", "Policy", "RunStore", "open_store"]

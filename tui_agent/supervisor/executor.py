@@ -1,0 +1,104 @@
+"""An executor process: claims runnable runs and advances each in its own thread.
+
+It holds leases with heartbeats. If its supervisor dies it stops taking work, hands its runs
+back and exits; if it is killed, the supervisor frees its runs at once and starts another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import uuid
+
+from tui_agent.domain.models import Run
+from tui_agent.engine.worker import RetryPolicy, RunWorker
+from tui_agent.llm.base import LLMClient
+from tui_agent.llm.factory import make_client
+from tui_agent.settings import Settings
+from tui_agent.store.db import open_database
+from tui_agent.store.journal import StepJournal
+from tui_agent.store.leases import LeaseStore
+from tui_agent.tools.builtin import builtin_registry
+
+log = logging.getLogger(__name__)
+POLL_S = 0.05
+
+
+def _client_for(run: Run) -> LLMClient:
+    return make_client(run.model, run.base_url)
+
+
+class Executor:
+    def __init__(self, settings: Settings, supervisor_pid: int) -> None:
+        self.settings = settings
+        self.supervisor_pid = supervisor_pid
+        self.pid = os.getpid()
+        self.db = open_database(settings.db_path, synchronous=settings.synchronous,
+                                pool_size=settings.max_concurrent_runs + 2)
+        self.journal = StepJournal(self.db, f"{self.pid}-{uuid.uuid4().hex[:8]}", self.pid)
+        self.leases = LeaseStore(self.db)
+        self.tools = builtin_registry()
+        self.retry = RetryPolicy(settings.llm_max_attempts, settings.retry_initial_s,
+                                 settings.retry_max_s)
+        self.stopping = threading.Event()
+        self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
+        self._lock = threading.Lock()
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        self.leases.register_executor(self.pid, self.supervisor_pid)
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            while not self.stopping.is_set():
+                if os.getppid() != self.supervisor_pid:
+                    log.warning("supervisor %s is gone; handing runs back", self.supervisor_pid)
+                    break
+                self._reap()
+                free = self.settings.max_concurrent_runs - len(self.workers)
+                for run_id in self.journal.claim(free, self.settings.lease_s):
+                    self._start(run_id)
+                self.stopping.wait(POLL_S)
+        finally:
+            self.stopping.set()
+            for _, thread in list(self.workers.values()):
+                thread.join(timeout=30)
+            self.leases.unregister_executor(self.pid)
+            self.db.dispose()
+
+    def _start(self, run_id: str) -> None:
+        worker = RunWorker(self.journal, run_id, self.tools, _client_for, self.retry,
+                           self.stopping)
+        thread = threading.Thread(target=worker.run, name=f"run-{run_id[:8]}", daemon=True)
+        with self._lock:
+            self.workers[run_id] = (worker, thread)
+        thread.start()
+
+    def _reap(self) -> None:
+        with self._lock:
+            for run_id, (_, thread) in list(self.workers.items()):
+                if not thread.is_alive():
+                    del self.workers[run_id]
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(self.settings.heartbeat_s):
+            with self._lock:
+                current = dict(self.workers)
+            walls = {run_id: w.take_wall() for run_id, (w, _) in current.items()}
+            try:
+                held = self.journal.heartbeat(walls, self.settings.lease_s)
+            except Exception:  # a busy database must not kill the heartbeat thread
+                log.exception("heartbeat failed")
+                continue
+            for run_id, (worker, _) in current.items():
+                if held.get(run_id):
+                    worker.cancel.set()
+
+
+def main(settings: Settings, supervisor_pid: int) -> int:
+    Executor(settings, supervisor_pid).serve()
+    return 0
+

@@ -1,0 +1,133 @@
+"""The supervisor: one per home. Keeps an executor alive while there is work, frees the runs
+of a dead executor at once, expires approval deadlines, and exits when idle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tui_agent.domain.errors import TuiAgentError
+from tui_agent.settings import Settings
+from tui_agent.store.db import open_database
+from tui_agent.store.leases import LeaseStore
+from tui_agent.supervisor.lock import SupervisorLock, pid_alive
+
+log = logging.getLogger(__name__)
+TICK_S = 0.05
+APPROVAL_CHECK_S = 1.0
+
+
+class AlreadyRunning(TuiAgentError):
+    exit_code = 2
+
+
+def open_private_log(path: Path) -> int:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = SupervisorLock(settings.lock_path)
+        self.stopping = threading.Event()
+        self.executor: subprocess.Popen[bytes] | None = None
+        self._executor_started = 0.0
+        self._restart_delay = 0.0
+
+    def run(self) -> int:
+        if not self.lock.acquire():
+            raise AlreadyRunning(f"a supervisor is already running (pid {self.lock.holder()})")
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        db = open_database(self.settings.db_path, synchronous=self.settings.synchronous)
+        leases = LeaseStore(db)
+        try:
+            recovered = leases.recover_orphans(pid_alive)
+            if recovered:
+                log.info("recovered %d run(s) whose executor was gone", len(recovered))
+            self._loop(leases)
+        finally:
+            self._stop_executor(leases)
+            db.dispose()
+            self.lock.release()
+        return 0
+
+    def _loop(self, leases: LeaseStore) -> None:
+        idle_since: float | None = None
+        next_approval_check = 0.0
+        next_deadline: float | None = None
+        while not self.stopping.is_set():
+            now = time.time()
+            if now >= next_approval_check:
+                _, next_deadline = leases.expire_approvals()
+                next_approval_check = now + APPROVAL_CHECK_S
+            self._watch_executor(leases)
+            busy = leases.runnable_count() > 0 or leases.active_count() > 0
+            if busy and self.executor is None and now >= self._restart_delay:
+                self._spawn_executor()
+            if busy or next_deadline is not None:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= self.settings.idle_exit_s:
+                log.info("idle for %.0fs; exiting", self.settings.idle_exit_s)
+                return
+            self.stopping.wait(TICK_S)
+
+    def _spawn_executor(self) -> None:
+        log_fd = open_private_log(self.settings.log_dir / "executor.log")
+        try:
+            self.executor = subprocess.Popen(
+                [sys.executable, "-m", "tui_agent", "supervisor", "executor",
+                 "--supervisor-pid", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                env={**os.environ, "TUI_AGENT_HOME": str(self.settings.home)},
+            )
+        finally:
+            os.close(log_fd)
+        self._executor_started = time.time()
+        log.info("started executor %d", self.executor.pid)
+
+    def _watch_executor(self, leases: LeaseStore) -> None:
+        proc = self.executor
+        if proc is None:
+            return
+        code = proc.poll()
+        if code is None:
+            return
+        self.executor = None
+        freed = leases.release_runs_of(proc.pid, f"exited with code {code}")
+        log.warning("executor %d exited (%s); freed %d run(s)", proc.pid, code, len(freed))
+        # A crash loop must not spin: back off when it dies right after starting.
+        quick = time.time() - self._executor_started < 2.0
+        self._restart_delay = time.time() + (1.0 if quick and code != 0 else 0.0)
+
+    def _stop_executor(self, leases: LeaseStore) -> None:
+        proc = self.executor
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        leases.release_runs_of(proc.pid, "stopped with the supervisor")
+        self.executor = None
+
+
+def configure_logging(settings: Settings, name: str) -> None:
+    fd = open_private_log(settings.log_dir / f"{name}.log")
+    stream = os.fdopen(fd, "a", buffering=1)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=stream,
+        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s",
+    )

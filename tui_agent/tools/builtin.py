@@ -1,0 +1,168 @@
+"""The five built-in tools of the product contract."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+from tui_agent.domain.models import Risk, StatePatch
+from tui_agent.tools.registry import Tool, ToolContext, ToolInputError, ToolOutput, ToolRegistry
+from tui_agent.tools.workspace import resolve_inside
+
+ARTIFACT_PREFIX = "artifact:"
+DEFAULT_READ_LIMIT = 8000
+MAX_SHELL_OUTPUT = 10 * 1024 * 1024
+
+
+def _list_dir(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+    target = resolve_inside(ctx.workspace, args.get("path", "."))
+    if not target.is_dir():
+        raise ToolInputError(f"{args.get('path', '.')!r} is not a directory")
+    lines = []
+    for entry in sorted(target.iterdir(), key=lambda p: p.name):
+        if entry.is_dir():
+            lines.append(f"{entry.name}/")
+        else:
+            try:
+                size = entry.stat().st_size
+            except OSError:
+                size = 0
+            lines.append(f"{entry.name} ({size} bytes)")
+    return ToolOutput("\n".join(lines) if lines else "(empty directory)")
+
+
+def _slice(text: str, offset: int, limit: int) -> str:
+    chunk = text[offset : offset + limit]
+    rest = len(text) - (offset + len(chunk))
+    if rest > 0:
+        chunk += f"\n[... {rest} more characters; continue with offset={offset + len(chunk)}]"
+    return chunk
+
+
+def _read_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+    path = args["path"]
+    offset = int(args.get("offset", 0))
+    limit = int(args.get("limit", DEFAULT_READ_LIMIT))
+    if path.startswith(ARTIFACT_PREFIX):
+        content = ctx.read_artifact(path[len(ARTIFACT_PREFIX) :])
+        if content is None:
+            raise ToolInputError(f"no artifact {path[len(ARTIFACT_PREFIX):]!r} in this run")
+        return ToolOutput(_slice(content.decode("utf-8", "replace"), offset, limit))
+    target = resolve_inside(ctx.workspace, path)
+    if not target.is_file():
+        raise ToolInputError(f"{path!r} is not a file")
+    text = target.read_bytes().decode("utf-8", "replace")
+    return ToolOutput(_slice(text, offset, limit))
+
+
+def _write_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+    target = resolve_inside(ctx.workspace, args["path"])
+    if target.is_dir():
+        raise ToolInputError(f"{args['path']!r} is a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = args["content"].encode()
+    # Write-then-rename: a crash never leaves a half-written file behind.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return ToolOutput(f"wrote {len(data)} bytes to {args['path']}")
+
+
+def _run_shell(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+    if not ctx.workspace.is_dir():
+        raise ToolInputError(f"the workspace {ctx.workspace} no longer exists")
+    timeout = float(args.get("timeout_s", ctx.timeout_s))
+    timeout = min(timeout, ctx.timeout_s) if timeout > 0 else ctx.timeout_s
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            args["command"],
+            shell=True,
+            cwd=ctx.workspace,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        outcome = ""
+        while proc.poll() is None:
+            if ctx.cancel.is_set():
+                outcome = "cancelled"
+            elif time.monotonic() > deadline:
+                outcome = f"timed out after {timeout:g}s"
+            if outcome:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.02)
+        out.seek(0)
+        output = out.read(MAX_SHELL_OUTPUT).decode("utf-8", "replace")
+    header = outcome or f"exit code {proc.returncode}"
+    return ToolOutput(f"{header}\n{output}")
+
+
+def _update_state(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+    try:
+        patch = StatePatch.parse(args["patch"])
+    except ValueError as exc:
+        raise ToolInputError(f"invalid patch: {exc}") from None
+    return ToolOutput("state updated", patch=patch)
+
+
+def builtin_registry() -> ToolRegistry:
+    path = {"type": "string", "description": "path relative to the workspace"}
+    return ToolRegistry(
+        [
+            Tool("list_dir", Risk.READ_ONLY, True,
+                 "List a directory of the workspace (directories end with '/').",
+                 {"type": "object", "properties": {"path": path}, "required": []},
+                 _list_dir),
+            Tool("read_file", Risk.READ_ONLY, True,
+                 "Read a slice of a text file of the workspace, or of a stored artifact "
+                 "(path 'artifact:ID'). offset and limit count characters.",
+                 {"type": "object",
+                  "properties": {"path": path,
+                                 "offset": {"type": "integer", "minimum": 0},
+                                 "limit": {"type": "integer", "minimum": 1}},
+                  "required": ["path"]},
+                 _read_file),
+            Tool("write_file", Risk.WRITE_LOCAL, True,
+                 "Write a text file in the workspace (replaces it whole).",
+                 {"type": "object",
+                  "properties": {"path": path, "content": {"type": "string"}},
+                  "required": ["path", "content"]},
+                 _write_file),
+            Tool("run_shell", Risk.EXTERNAL_ACTION, False,
+                 "Run a shell command in the workspace; returns its exit code and output.",
+                 {"type": "object",
+                  "properties": {"command": {"type": "string"},
+                                 "timeout_s": {"type": "number", "minimum": 0}},
+                  "required": ["command"]},
+                 _run_shell),
+            Tool("update_state", Risk.READ_ONLY, True,
+                 "Change the agent state: patch may have plan (replaces it), add_facts, "
+                 "add_questions, resolve_questions, add_risk_flags.",
+                 {"type": "object",
+                  "properties": {"patch": {
+                      "type": "object",
+                      "properties": {
+                          "plan": {"type": "array", "items": {"type": "string"}},
+                          "add_facts": {"type": "array"},
+                          "add_questions": {"type": "array", "items": {"type": "string"}},
+                          "resolve_questions": {"type": "array", "items": {"type": "string"}},
+                          "add_risk_flags": {"type": "array", "items": {"type": "string"}},
+                      }}},
+                  "required": ["patch"]},
+                 _update_state),
+        ]
+    )

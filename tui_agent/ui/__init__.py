@@ -1,0 +1,1 @@
+"""The Textual app: a client of the service layer only."""
