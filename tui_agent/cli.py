@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sup.add_argument("action", choices=["start", "stop", "status", "run", "executor"])
     sup.add_argument("--json", action="store_true")
     sup.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
+    sup.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -150,7 +151,7 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
         from tui_agent.supervisor.main import configure_logging
 
         configure_logging(settings, "executor")
-        return executor_main(settings, args.supervisor_pid or 0)
+        return executor_main(settings, args.supervisor_pid or 0, standby=args.standby)
     from tui_agent.service.local import LocalService
 
     service = LocalService.open(settings)

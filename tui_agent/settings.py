@@ -115,6 +115,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if not path.exists():
         return settings
     try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)  # the home holds nothing others may read
+    except OSError:
+        pass
+    try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None

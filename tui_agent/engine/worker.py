@@ -297,6 +297,7 @@ class RunWorker:
                                              f"{budget.tool_timeout_s:g}s"
         except OSError as exc:
             status, text = StepStatus.ERROR, f"error: {exc.strerror or exc}"
+        failpoints.hit("tool.before_finish", self.run_id)
         artifact = None
         limit = budget.max_artifact_bytes_in_context
         if patch_text is None and len(text.encode()) > limit:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import uuid
 
@@ -46,9 +47,12 @@ class Executor:
         self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
         self._lock = threading.Lock()
 
-    def serve(self) -> None:
+    def serve(self, *, standby: bool = False) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        if standby and not _wait_for_promotion():
+            self.db.dispose()
+            return
         self.leases.register_executor(self.pid, self.supervisor_pid)
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
@@ -98,7 +102,18 @@ class Executor:
                     worker.cancel.set()
 
 
-def main(settings: Settings, supervisor_pid: int) -> int:
-    Executor(settings, supervisor_pid).serve()
+def _wait_for_promotion() -> bool:
+    """A standby blocks here, warm, until the supervisor says go (EOF: supervisor gone)."""
+    try:
+        return sys.stdin.buffer.readline().strip() == b"go"
+    except (OSError, ValueError):
+        return False
+
+
+def main(settings: Settings, supervisor_pid: int, *, standby: bool = False) -> int:
+    if standby:
+        # Pay for the model client's import now, not when a run is waiting on us.
+        import tui_agent.llm.openai_client  # noqa: F401
+    Executor(settings, supervisor_pid).serve(standby=standby)
     return 0
 

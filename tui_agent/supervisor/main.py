@@ -38,6 +38,9 @@ class Supervisor:
         self.lock = SupervisorLock(settings.lock_path)
         self.stopping = threading.Event()
         self.executor: subprocess.Popen[bytes] | None = None
+        # A warm spare, imported and connected, promoted the moment the executor dies: this
+        # is what makes recovery take milliseconds instead of a Python start-up.
+        self.standby: subprocess.Popen[bytes] | None = None
         self._executor_started = 0.0
         self._restart_delay = 0.0
 
@@ -71,7 +74,9 @@ class Supervisor:
             self._watch_executor(leases)
             busy = leases.runnable_count() > 0 or leases.active_count() > 0
             if busy and self.executor is None and now >= self._restart_delay:
-                self._spawn_executor()
+                self._promote_or_spawn()
+            if self.standby is None or self.standby.poll() is not None:
+                self.standby = self._spawn(standby=True)
             if busy or next_deadline is not None:
                 idle_since = None
             elif idle_since is None:
@@ -81,19 +86,35 @@ class Supervisor:
                 return
             self.stopping.wait(TICK_S)
 
-    def _spawn_executor(self) -> None:
+    def _spawn(self, *, standby: bool) -> subprocess.Popen[bytes]:
         log_fd = open_private_log(self.settings.log_dir / "executor.log")
+        argv = [sys.executable, "-m", "tui_agent", "supervisor", "executor",
+                "--supervisor-pid", str(os.getpid())]
         try:
-            self.executor = subprocess.Popen(
-                [sys.executable, "-m", "tui_agent", "supervisor", "executor",
-                 "--supervisor-pid", str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+            proc = subprocess.Popen(
+                [*argv, "--standby"] if standby else argv,
+                stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
+                stdout=log_fd, stderr=log_fd,
                 env={**os.environ, "TUI_AGENT_HOME": str(self.settings.home)},
             )
         finally:
             os.close(log_fd)
+        return proc
+
+    def _promote_or_spawn(self) -> None:
+        spare, self.standby = self.standby, None
+        if spare is not None and spare.poll() is None and spare.stdin is not None:
+            try:
+                spare.stdin.write(b"go\n")
+                spare.stdin.close()
+                self.executor = spare
+            except (BrokenPipeError, OSError):
+                spare.kill()
+                spare.wait()
+        if self.executor is None:
+            self.executor = self._spawn(standby=False)
         self._executor_started = time.time()
-        log.info("started executor %d", self.executor.pid)
+        log.info("executor %d is active", self.executor.pid)
 
     def _watch_executor(self, leases: LeaseStore) -> None:
         proc = self.executor
@@ -110,6 +131,10 @@ class Supervisor:
         self._restart_delay = time.time() + (1.0 if quick and code != 0 else 0.0)
 
     def _stop_executor(self, leases: LeaseStore) -> None:
+        if self.standby is not None:
+            self.standby.kill()
+            self.standby.wait()
+            self.standby = None
         proc = self.executor
         if proc is None:
             return

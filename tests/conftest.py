@@ -1,0 +1,171 @@
+"""Shared fixtures: a private home per test, the scripted model server, CLI subprocesses,
+and cleanup of every supervisor a test started (they are real detached processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.llm_server import ScriptedLLM
+
+os.environ.pop("NO_COLOR", None)
+for _name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TUI_AGENT_MODEL", "TUI_AGENT_HOME",
+              "TUI_AGENT_FAILPOINTS"):
+    os.environ.pop(_name, None)
+
+FAST_CONFIG = """
+idle_exit_s = 60
+lease_s = 2.0
+heartbeat_s = 0.3
+retry_initial_s = 0.05
+retry_max_s = 0.5
+"""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Home:
+    """A private TUI_AGENT_HOME with a workspace, and helpers to drive the real CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "home"
+        self.workspace = root / "ws"
+        self.workspace.mkdir(parents=True)
+        self.fail_dir = root / "failpoints"
+        self.fail_dir.mkdir()
+        self.env: dict[str, str] = {
+            **os.environ,
+            "TUI_AGENT_HOME": str(self.path),
+            "TUI_AGENT_DEMO_DELAY": "0",
+            "TUI_AGENT_FAILPOINT_DIR": str(self.fail_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def configure(self, text: str = FAST_CONFIG) -> None:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.path / "config.toml").write_text(text)
+
+    def use_server(self, server: ScriptedLLM, model: str = "scripted") -> None:
+        self.env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test-not-a-secret",
+                        TUI_AGENT_MODEL=model)
+
+    def arm(self, failpoints: str) -> None:
+        self.env["TUI_AGENT_FAILPOINTS"] = failpoints
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 60
+            ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tui_agent", *args], env=self.env, capture_output=True,
+            text=True, timeout=timeout, cwd=self.workspace,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"tui-agent {args} -> {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json", check=True).stdout)
+
+    def start(self, goal: str = "do the thing", *args: str) -> str:
+        return str(self.json("run", goal, "--workspace", str(self.workspace), *args)["id"])
+
+    def show(self, run_id: str) -> dict[str, Any]:
+        """`show --json`, computed in-process from the same store (fast for polling)."""
+        from tui_agent.service.local import LocalService
+        from tui_agent.service.views import run_json
+        from tui_agent.settings import load_settings
+
+        service = LocalService.open(load_settings(self.env))
+        try:
+            return run_json(service.run_view(service.resolve_ref(run_id)))
+        finally:
+            service.close()
+
+    def wait_status(self, run_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            data = self.show(run_id)
+            return data if data["status"] in statuses else None
+
+        return dict(wait_for(check, timeout, f"run {run_id[:8]} to be {statuses}"))
+
+    def marker(self, name: str, timeout: float = 30) -> int:
+        """Wait for a failpoint to pause a process; returns its pid."""
+        path = self.fail_dir / name
+        wait_for(lambda: path.exists() and path.read_text().strip(), timeout, f"failpoint {name}")
+        return int(path.read_text().split()[0])
+
+    def supervisor_pid(self) -> int | None:
+        lock = self.path / "supervisor.lock"
+        try:
+            text = lock.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def kill_all(self) -> None:
+        """SIGKILL the supervisor and every executor registered in this home."""
+        pids: set[int] = set()
+        sup = self.supervisor_pid()
+        if sup:
+            pids.add(sup)
+        db = self.path / "tui-agent.db"
+        if db.exists():
+            import sqlite3
+
+            try:
+                with sqlite3.connect(db, timeout=5) as conn:
+                    pids |= {r[0] for r in conn.execute("SELECT pid FROM executors")}
+                    pids |= {r[0] for r in conn.execute(
+                        "SELECT owner_pid FROM runs WHERE owner_pid IS NOT NULL")}
+            except sqlite3.Error:
+                pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for pid in pids:
+            wait_for(lambda p=pid: not _alive(p), 10, f"pid {pid} to die")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Home]:
+    h = Home(tmp_path)
+    h.configure()
+    yield h
+    h.kill_all()
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLM]:
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()
