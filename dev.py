@@ -22,8 +22,6 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 
 
 def _install() -> None:
-    if sys.version_info < (3, 11):
-        sys.exit(f"tui-agent needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print("creating .venv …", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -33,8 +31,16 @@ def _install() -> None:
         return
     print("installing tui-agent and its dependencies into .venv …", flush=True)
     subprocess.run(
-        [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-e", f"{ROOT}[test]"],
+        [
+            str(BIN / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            f"{ROOT}[test]",
+        ],
         check=True,
     )
     stamp.write_text(digest)

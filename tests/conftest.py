@@ -3,6 +3,7 @@ and cleanup of every supervisor a test started (they are real detached processes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,8 +19,13 @@ import pytest
 from tests.fakes.llm_server import ScriptedLLM
 
 os.environ.pop("NO_COLOR", None)
-for _name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TUI_AGENT_MODEL", "TUI_AGENT_HOME",
-              "TUI_AGENT_FAILPOINTS"):
+for _name in (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "TUI_AGENT_MODEL",
+    "TUI_AGENT_HOME",
+    "TUI_AGENT_FAILPOINTS",
+):
     os.environ.pop(_name, None)
 
 FAST_CONFIG = """
@@ -63,17 +69,25 @@ class Home:
         (self.path / "config.toml").write_text(text)
 
     def use_server(self, server: ScriptedLLM, model: str = "scripted") -> None:
-        self.env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test-not-a-secret",
-                        TUI_AGENT_MODEL=model)
+        self.env.update(
+            OPENAI_BASE_URL=server.base_url,
+            OPENAI_API_KEY="sk-test-not-a-secret",
+            TUI_AGENT_MODEL=model,
+        )
 
     def arm(self, failpoints: str) -> None:
         self.env["TUI_AGENT_FAILPOINTS"] = failpoints
 
-    def cli(self, *args: str, check: bool = False, timeout: float = 60
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "tui_agent", *args], env=self.env, capture_output=True,
-            text=True, timeout=timeout, cwd=self.workspace,
+            [sys.executable, "-m", "tui_agent", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workspace,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"tui-agent {args} -> {proc.returncode}: {proc.stderr}")
@@ -131,15 +145,17 @@ class Home:
             try:
                 with sqlite3.connect(db, timeout=5) as conn:
                     pids |= {r[0] for r in conn.execute("SELECT pid FROM executors")}
-                    pids |= {r[0] for r in conn.execute(
-                        "SELECT owner_pid FROM runs WHERE owner_pid IS NOT NULL")}
+                    pids |= {
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT owner_pid FROM runs WHERE owner_pid IS NOT NULL"
+                        )
+                    }
             except sqlite3.Error:
                 pass
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         for pid in pids:
             wait_for(lambda p=pid: not _alive(p), 10, f"pid {pid} to die")
 

@@ -56,8 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=_positive_int, metavar="N")
     run.add_argument("--max-tokens", type=_positive_int, metavar="N")
     run.add_argument("--max-wall-time", type=_positive_float, metavar="S")
-    run.add_argument("--auto-approve", action="append", default=[], metavar="RISK",
-                     choices=["read_only", "write_local", "external_action"])
+    run.add_argument(
+        "--auto-approve",
+        action="append",
+        default=[],
+        metavar="RISK",
+        choices=["read_only", "write_local", "external_action"],
+    )
     run.add_argument("--key", metavar="KEY")
     run.add_argument("--wait", action="store_true")
     run.add_argument("--json", action="store_true")
@@ -73,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     approve = sub.add_parser("approve", help="approve the pending tool call")
     approve.add_argument("run")
-    approve.add_argument("--always", action="store_true",
-                         help="always allow this tool for the rest of the run")
+    approve.add_argument(
+        "--always", action="store_true", help="always allow this tool for the rest of the run"
+    )
     approve.add_argument("--json", action="store_true")
     deny = sub.add_parser("deny", help="deny the pending tool call")
     deny.add_argument("run")
@@ -161,16 +167,26 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
             _say(args, {"running": True, "pid": pid}, f"supervisor running (pid {pid})")
         elif args.action == "stop":
             pid = service.stop_supervisor()
-            _say(args, {"running": False, "stopped_pid": pid},
-                 f"supervisor stopped (pid {pid})" if pid else "no supervisor was running")
+            _say(
+                args,
+                {"running": False, "stopped_pid": pid},
+                f"supervisor stopped (pid {pid})" if pid else "no supervisor was running",
+            )
         else:
             state = service.supervisor_state()
-            data = {"running": state.running, "pid": state.pid, "executors": state.executors,
-                    "home": str(settings.home)}
+            data = {
+                "running": state.running,
+                "pid": state.pid,
+                "executors": state.executors,
+                "home": str(settings.home),
+            }
             if state.running:
                 lines = [f"supervisor running (pid {state.pid}), home {settings.home}"]
-                lines += [f"  executor {e['pid']}: {len(e['runs'])} run(s) "
-                          + " ".join(r[:8] for r in e["runs"]) for e in state.executors]
+                lines += [
+                    f"  executor {e['pid']}: {len(e['runs'])} run(s) "
+                    + " ".join(r[:8] for r in e["runs"])
+                    for e in state.executors
+                ]
                 text = "\n".join(lines)
             else:
                 text = f"supervisor not running, home {settings.home}"
@@ -202,15 +218,21 @@ def step_line(step: Step) -> str:
         calls = ", ".join(c["name"] for c in d.get("tool_calls") or [])
         text = (d.get("content") or "").replace("\n", " ")
         body = text[:70] + ("…" if len(text) > 70 else "")
-        return f"#{step.seq:<4} llm   {body}" + (f" → {calls}" if calls else "") + \
-            f"  [{step.tokens} tok]"
+        return (
+            f"#{step.seq:<4} llm   {body}"
+            + (f" → {calls}" if calls else "")
+            + f"  [{step.tokens} tok]"
+        )
     if d["kind"] == "tool":
         result = (step.result or "").replace("\n", " ")
-        return (f"#{step.seq:<4} tool  {describe_call(step.tool, step.arguments, 50)} "
-                f"[{step.status.value}] {result[:50]}")
+        return (
+            f"#{step.seq:<4} tool  {describe_call(step.tool, step.arguments, 50)} "
+            f"[{step.status.value}] {result[:50]}"
+        )
     p = step.payload
-    return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + \
-        (f": {p['reason']}" if p.get("reason") else "")
+    return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + (
+        f": {p['reason']}" if p.get("reason") else ""
+    )
 
 
 def _cmd_run(service: Any, args: argparse.Namespace) -> int:
@@ -218,10 +240,16 @@ def _cmd_run(service: Any, args: argparse.Namespace) -> int:
     from tui_agent.service.views import run_json
 
     run, created = service.start_run(
-        StartRequest(goal=args.goal, workspace=args.workspace, model=args.model,
-                     max_steps=args.max_steps, max_llm_tokens=args.max_tokens,
-                     max_wall_time_s=args.max_wall_time,
-                     auto_approve=tuple(args.auto_approve), key=args.key)
+        StartRequest(
+            goal=args.goal,
+            workspace=args.workspace,
+            model=args.model,
+            max_steps=args.max_steps,
+            max_llm_tokens=args.max_tokens,
+            max_wall_time_s=args.max_wall_time,
+            auto_approve=tuple(args.auto_approve),
+            key=args.key,
+        )
     )
     if not args.wait:
         if args.json:
@@ -255,8 +283,7 @@ def _wait(service: Any, run_id: str, *, quiet: bool) -> int:
     if quiet:
         _print_json(run_json(view))
     else:
-        sys.stdout.write(f"{run.status.value}" + (f": {view.reason}" if view.reason else "")
-                         + "\n")
+        sys.stdout.write(f"{run.status.value}" + (f": {view.reason}" if view.reason else "") + "\n")
         if run.result:
             sys.stdout.write(run.result + "\n")
     if run.status is RunStatus.COMPLETED:
@@ -312,8 +339,12 @@ def _cmd_show(service: Any, args: argparse.Namespace) -> int:
 
 
 def _decided(args: argparse.Namespace, approval: Any) -> int:
-    _say(args, approval.to_dict(), f"{approval.status} {approval.tool} "
-         f"({describe_call(approval.tool, approval.arguments, 60)})")
+    _say(
+        args,
+        approval.to_dict(),
+        f"{approval.status} {approval.tool} "
+        f"({describe_call(approval.tool, approval.arguments, 60)})",
+    )
     return EXIT_OK
 
 
@@ -332,8 +363,9 @@ def _changed(service: Any, args: argparse.Namespace, run: Any) -> int:
         _print_json(run_json(service.run_view(run.id)))
     else:
         reason = service.reason(run)
-        sys.stdout.write(f"{run.id[:8]} {run.status.value}" + (f": {reason}" if reason else "")
-                         + "\n")
+        sys.stdout.write(
+            f"{run.id[:8]} {run.status.value}" + (f": {reason}" if reason else "") + "\n"
+        )
     return EXIT_OK
 
 
@@ -342,8 +374,12 @@ def _cmd_cancel(service: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(service: Any, args: argparse.Namespace) -> int:
-    run = service.resume(service.resolve_ref(args.run), max_steps=args.max_steps,
-                         max_llm_tokens=args.max_tokens, max_wall_time_s=args.max_wall_time)
+    run = service.resume(
+        service.resolve_ref(args.run),
+        max_steps=args.max_steps,
+        max_llm_tokens=args.max_tokens,
+        max_wall_time_s=args.max_wall_time,
+    )
     return _changed(service, args, run)
 
 

@@ -85,16 +85,26 @@ def ensure_private_dir(path: Path) -> None:
 
 
 _POSITIVE = {
-    "max_concurrent_runs", "idle_exit_s", "lease_s", "heartbeat_s", "llm_max_attempts",
-    "max_steps", "max_llm_tokens", "max_wall_time_s", "max_artifact_bytes_in_context",
-    "llm_timeout_s", "tool_timeout_s", "approval_timeout_s", "retry_max_s",
+    "max_concurrent_runs",
+    "idle_exit_s",
+    "lease_s",
+    "heartbeat_s",
+    "llm_max_attempts",
+    "max_steps",
+    "max_llm_tokens",
+    "max_wall_time_s",
+    "max_artifact_bytes_in_context",
+    "llm_timeout_s",
+    "tool_timeout_s",
+    "approval_timeout_s",
+    "retry_max_s",
 }
 
 
 def _coerce(name: str, value: Any, current: Any, annotation: str) -> Any:
     if "str" in annotation:
         if not isinstance(value, str) or value.lower() not in ("full", "normal"):
-            raise ConfigError(f"config.toml: {name} must be \"full\" or \"normal\"")
+            raise ConfigError(f'config.toml: {name} must be "full" or "normal"')
         return value.lower()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"config.toml: {name} must be a number")

@@ -20,7 +20,10 @@ def test_demo_run_plans_reads_asks_approval_and_finishes(home: Home) -> None:
     assert "waiting for approval: write_file" in view["reason"]
     assert view["state"]["plan"][0] == "List the workspace"
     assert [s["tool"] for s in view["steps"] if s["kind"] == "tool"] == [
-        "update_state", "list_dir", "read_file"]
+        "update_state",
+        "list_dir",
+        "read_file",
+    ]
 
     approved = home.json("approve", run_id[:6])
     assert approved["status"] == "approved"

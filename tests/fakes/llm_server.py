@@ -114,13 +114,19 @@ class ScriptedLLM:
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
             "choices": [
-                {"index": 0, "message": message,
-                 "finish_reason": "tool_calls" if reply.calls else "stop"}
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if reply.calls else "stop",
+                }
             ],
         }
         if reply.usage is None:
-            data["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                             "total_tokens": prompt + completion}
+            data["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
         elif reply.usage:
             data["usage"] = reply.usage
         return 200, {}, json.dumps(data).encode(), reply.delay_s + self.latency_s
@@ -134,7 +140,7 @@ class ScriptedLLM:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 status, headers, payload, delay = owner._answer(body)

@@ -40,6 +40,7 @@ def integrity_ok(home: Home) -> None:
 
 # ---- promise 2: a recorded LLM reply is never requested again -----------------------------
 
+
 def test_reply_recorded_then_executor_killed_is_not_requested_again(
     home: Home, llm: ScriptedLLM
 ) -> None:
@@ -76,6 +77,7 @@ def test_reply_received_but_not_recorded_is_asked_again_and_recorded_once(
 
 # ---- promise 3: a finished call never runs again ----------------------------------------
 
+
 def test_finished_tool_call_is_not_run_again_after_kill(home: Home, llm: ScriptedLLM) -> None:
     home.use_server(llm)
     shell_script(llm)
@@ -91,6 +93,7 @@ def test_finished_tool_call_is_not_run_again_after_kill(home: Home, llm: Scripte
 
 
 # ---- promise 4: in-doubt calls --------------------------------------------------------------
+
 
 def test_in_doubt_shell_call_is_never_rerun_silently(home: Home, llm: ScriptedLLM) -> None:
     home.use_server(llm)
@@ -163,6 +166,7 @@ def test_in_doubt_idempotent_write_is_simply_rerun(home: Home, llm: ScriptedLLM)
 
 # ---- promise 5: approvals are rows that survive everything --------------------------------
 
+
 def test_approved_call_killed_before_execution_runs_once_with_approved_args(
     home: Home, llm: ScriptedLLM
 ) -> None:
@@ -185,6 +189,7 @@ def test_approved_call_killed_before_execution_runs_once_with_approved_args(
 
 
 # ---- promise 7: budgets survive restarts --------------------------------------------------
+
 
 def test_max_steps_is_exact_across_a_crash(home: Home, llm: ScriptedLLM) -> None:
     home.use_server(llm)
@@ -209,13 +214,18 @@ def test_max_steps_is_exact_across_a_crash(home: Home, llm: ScriptedLLM) -> None
 
 # ---- supervisor and executor killed together -------------------------------------------
 
+
 def test_supervisor_and_executor_killed_together_next_start_recovers(
     home: Home, llm: ScriptedLLM
 ) -> None:
     home.use_server(llm)
     llm.latency_s = 0.3
-    llm.script = [Reply("1", [call("list_dir", {})]), Reply("2", [call("list_dir", {})]),
-                  Reply("3", [call("list_dir", {})]), Reply("finished")]
+    llm.script = [
+        Reply("1", [call("list_dir", {})]),
+        Reply("2", [call("list_dir", {})]),
+        Reply("3", [call("list_dir", {})]),
+        Reply("finished"),
+    ]
     run_id = home.start()
     wait_for(lambda: home.show(run_id)["usage"]["steps"] >= 2, 20, "two steps")
     home.kill_all()
@@ -229,9 +239,7 @@ def test_supervisor_and_executor_killed_together_next_start_recovers(
     integrity_ok(home)
 
 
-def test_executor_killed_is_restarted_and_run_resumes_quickly(
-    home: Home, llm: ScriptedLLM
-) -> None:
+def test_executor_killed_is_restarted_and_run_resumes_quickly(home: Home, llm: ScriptedLLM) -> None:
     import time
 
     home.use_server(llm)

@@ -32,8 +32,11 @@ def test_timeout_and_malformed_reply_are_transient(home: Home, llm: ScriptedLLM)
     home.configure(FAST_CONFIG + "llm_timeout_s = 0.5\n")
     home.use_server(llm)
     llm.script = [Reply("Fine.")]
-    llm.fail(0, Fault(delay_s=1.5, status=200, body="{}"),
-             Fault(status=200, body='{"id": "x", "object": "chat.completion", "choices": []}'))
+    llm.fail(
+        0,
+        Fault(delay_s=1.5, status=200, body="{}"),
+        Fault(status=200, body='{"id": "x", "object": "chat.completion", "choices": []}'),
+    )
     run_id = home.start()
     view = home.wait_status(run_id, "completed")
     messages = [e["message"] for e in view["events"] if e["kind"] == "retry"]
@@ -90,9 +93,7 @@ def test_malformed_tool_calls_are_answered_as_errors_not_crashes(
     assert len(tool_msgs) == 4 and all(m.startswith("error:") for m in tool_msgs)
 
 
-def test_large_tool_result_becomes_an_artifact_read_in_slices(
-    home: Home, llm: ScriptedLLM
-) -> None:
+def test_large_tool_result_becomes_an_artifact_read_in_slices(home: Home, llm: ScriptedLLM) -> None:
     import re
 
     home.configure(FAST_CONFIG + "max_artifact_bytes_in_context = 300\n")
@@ -103,11 +104,16 @@ def test_large_tool_result_becomes_an_artifact_read_in_slices(
         summary = str(messages[-1]["content"])
         found = re.search(r"artifact ([0-9a-f]+)", summary)
         assert found, summary
-        return Reply("Slice.", [call("read_file", {"path": f"artifact:{found.group(1)}",
-                                                   "offset": 100, "limit": 6})])
+        return Reply(
+            "Slice.",
+            [call("read_file", {"path": f"artifact:{found.group(1)}", "offset": 100, "limit": 6})],
+        )
 
-    llm.script = [Reply("Read.", [call("read_file", {"path": "big.txt", "limit": 5000})]),
-                  read_slice, Reply("Got it.")]
+    llm.script = [
+        Reply("Read.", [call("read_file", {"path": "big.txt", "limit": 5000})]),
+        read_slice,
+        Reply("Got it."),
+    ]
     run_id = home.start()
     view = home.wait_status(run_id, "completed")
     first, second = [s for s in view["steps"] if s["kind"] == "tool"]
@@ -115,8 +121,11 @@ def test_large_tool_result_becomes_an_artifact_read_in_slices(
     assert aid and f"artifact {aid}" in first["result"] and len(first["result"]) < 800
     assert second["result"].startswith("MARKER")
     assert view["state"]["artifacts"][0] == {
-        "artifact_id": aid, "type": "tool_result", "summary": "read_file result, 1106 bytes",
-        "bytes": 1106}
+        "artifact_id": aid,
+        "type": "tool_result",
+        "summary": "read_file result, 1106 bytes",
+        "bytes": 1106,
+    }
     # Another run cannot read this run's artifacts.
     llm.script = [Reply("Peek.", [call("read_file", {"path": f"artifact:{aid}"})])]
     other = home.start("peek")

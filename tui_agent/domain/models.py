@@ -100,9 +100,7 @@ def spent_budget(budget: Budget, usage: Usage) -> str | None:
     if usage.llm_tokens >= budget.max_llm_tokens:
         return f"budget spent: tokens {usage.llm_tokens} of {budget.max_llm_tokens}"
     if usage.wall_time_s >= budget.max_wall_time_s:
-        return (
-            f"budget spent: wall time {usage.wall_time_s:.1f}s of {budget.max_wall_time_s:g}s"
-        )
+        return f"budget spent: wall time {usage.wall_time_s:.1f}s of {budget.max_wall_time_s:g}s"
     return None
 
 

@@ -28,8 +28,7 @@ def build_messages(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
     """The exact message list for the next LLM call, from recorded steps only."""
     state = json.dumps(run.state.to_dict(), ensure_ascii=False)
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": SYSTEM_PROMPT.format(workspace=run.workspace,
-                                                           state=state)},
+        {"role": "system", "content": SYSTEM_PROMPT.format(workspace=run.workspace, state=state)},
         {"role": "user", "content": run.goal},
     ]
     for step in steps:
@@ -38,8 +37,11 @@ def build_messages(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
             message: dict[str, Any] = {"role": "assistant", "content": reply.content}
             if reply.tool_calls:
                 message["tool_calls"] = [
-                    {"id": c.id, "type": "function",
-                     "function": {"name": c.name, "arguments": c.arguments}}
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
                     for c in reply.tool_calls
                 ]
             messages.append(message)

@@ -18,7 +18,7 @@ from tui_agent.llm.base import TransientLLMError
 MAX_RETRY_AFTER_S = 300.0
 
 
-class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming style
+class wait_retry_after(wait_base):
     """Exponential backoff with jitter, but never sooner than the server's Retry-After."""
 
     def __init__(self, fallback: wait_base) -> None:
@@ -43,8 +43,9 @@ def llm_retrying(
 ) -> Retrying:
     return Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_retry_after(wait_exponential_jitter(initial=initial_s, max=max_s,
-                                                      jitter=initial_s)),
+        wait=wait_retry_after(
+            wait_exponential_jitter(initial=initial_s, max=max_s, jitter=initial_s)
+        ),
         retry=retry_if_exception_type(TransientLLMError),
         sleep=sleep,
         before_sleep=before_sleep,

@@ -8,6 +8,7 @@ run again, others wait for a person (`needs_attention`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,7 +25,6 @@ from tui_agent.domain.errors import LeaseLost
 from tui_agent.domain.models import (
     Run,
     RunStatus,
-    Step,
     StepStatus,
     ToolCall,
     Usage,
@@ -103,19 +103,24 @@ class RunWorker:
             self._let_go()
         except Exception as exc:  # a bug must not leave the run silently stuck
             log.error("run %s crashed:\n%s", self.run_id, traceback.format_exc())
-            try:
+            with contextlib.suppress(LeaseLost):
                 self.journal.finish_run(
-                    self.run_id, RunStatus.FAILED, wall=self.take_wall(),
-                    message=f"internal error: {exc}", error=f"internal error: {exc}",
+                    self.run_id,
+                    RunStatus.FAILED,
+                    wall=self.take_wall(),
+                    message=f"internal error: {exc}",
+                    error=f"internal error: {exc}",
                 )
-            except LeaseLost:
-                pass
 
     def _let_go(self) -> None:
         try:
             if self.cancel.is_set():
-                self.journal.finish_run(self.run_id, RunStatus.CANCELLED, wall=self.take_wall(),
-                                        message="cancelled by user")
+                self.journal.finish_run(
+                    self.run_id,
+                    RunStatus.CANCELLED,
+                    wall=self.take_wall(),
+                    message="cancelled by user",
+                )
             else:
                 self.journal.release_to_queue(self.run_id, self.take_wall())
         except LeaseLost:
@@ -150,8 +155,9 @@ class RunWorker:
             self._ask_model(client)
 
     def _finish(self, status: RunStatus, message: str, **fields: str | None) -> None:
-        self.journal.finish_run(self.run_id, status, wall=self.take_wall(), message=message,
-                                **fields)
+        self.journal.finish_run(
+            self.run_id, status, wall=self.take_wall(), message=message, **fields
+        )
         raise _Stop
 
     def _reload(self) -> None:
@@ -186,11 +192,15 @@ class RunWorker:
         except PermanentLLMError as exc:
             self._finish(RunStatus.FAILED, f"failed: {exc}", error=f"LLM error: {exc}")
         except TransientLLMError as exc:
-            self._finish(RunStatus.FAILED, f"failed: {exc}",
-                         error=f"LLM error after {self.retry.attempts} attempts: {exc}")
+            self._finish(
+                RunStatus.FAILED,
+                f"failed: {exc}",
+                error=f"LLM error after {self.retry.attempts} attempts: {exc}",
+            )
         failpoints.hit("llm.before_record", self.run_id)
-        self.journal.record_llm_reply(self.run_id, reply.to_payload(), reply.total_tokens,
-                                      self.take_wall())
+        self.journal.record_llm_reply(
+            self.run_id, reply.to_payload(), reply.total_tokens, self.take_wall()
+        )
         failpoints.hit("llm.after_record", self.run_id)
         self._reload()
 
@@ -205,8 +215,11 @@ class RunWorker:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         self.journal.set_retry(
-            self.run_id, attempt=state.attempt_number, max_attempts=self.retry.attempts,
-            retry_at=self.journal.now() + delay, error=str(exc),
+            self.run_id,
+            attempt=state.attempt_number,
+            max_attempts=self.retry.attempts,
+            retry_at=self.journal.now() + delay,
+            error=str(exc),
         )
 
     # ---- tools ---------------------------------------------------------------------------
@@ -219,7 +232,9 @@ class RunWorker:
             if tool is not None and (tool.idempotent or step.payload.get("resolution") == "retry"):
                 why = "idempotent" if tool.idempotent else "retry chosen by the user"
                 self.journal.restart_in_doubt(self.run_id, step.seq, why)
-                self._execute(step.seq, step.tool or "", parse_arguments(tool, step.arguments or ""))
+                self._execute(
+                    step.seq, step.tool or "", parse_arguments(tool, step.arguments or "")
+                )
                 continue
             text = (
                 f"call in doubt: {describe_call(step.tool, step.arguments)} (step {step.seq}) "
@@ -231,8 +246,12 @@ class RunWorker:
         tool = self.tools.get(call.name)
         if tool is None:
             available = ", ".join(self.tools.names())
-            self._answer(llm_seq, call, StepStatus.ERROR,
-                         f"error: unknown tool {call.name!r}; available tools: {available}")
+            self._answer(
+                llm_seq,
+                call,
+                StepStatus.ERROR,
+                f"error: unknown tool {call.name!r}; available tools: {available}",
+            )
             return
         try:
             args = parse_arguments(tool, call.arguments)
@@ -245,12 +264,21 @@ class RunWorker:
             approval = self.journal.approval_for(self.run_id, llm_seq, call.id)
             if approval is None or approval.args_hash != digest or approval.status == "pending":
                 # Never decided, or decided for other arguments: a person must look (again).
-                text = f"waiting for approval: {describe_call(tool.name, call.arguments)} " \
-                       f"[{tool.risk.value}]"
+                text = (
+                    f"waiting for approval: {describe_call(tool.name, call.arguments)} "
+                    f"[{tool.risk.value}]"
+                )
                 self.journal.request_approval(
-                    self.run_id, llm_seq=llm_seq, call_id=call.id, tool=tool.name,
-                    arguments=call.arguments, args_hash=digest, risk=tool.risk.value,
-                    model_reason=model_text, wall=self.take_wall(), reason_text=text,
+                    self.run_id,
+                    llm_seq=llm_seq,
+                    call_id=call.id,
+                    tool=tool.name,
+                    arguments=call.arguments,
+                    args_hash=digest,
+                    risk=tool.risk.value,
+                    model_reason=model_text,
+                    wall=self.take_wall(),
+                    reason_text=text,
                 )
                 raise _Stop
             if approval.status != "approved":
@@ -260,16 +288,26 @@ class RunWorker:
                 return
         failpoints.hit("tool.before_start", self.run_id)
         seq = self.journal.journal_tool_start(
-            self.run_id, llm_seq=llm_seq, call_id=call.id, tool=tool.name,
-            arguments=call.arguments, wall=self.take_wall(),
+            self.run_id,
+            llm_seq=llm_seq,
+            call_id=call.id,
+            tool=tool.name,
+            arguments=call.arguments,
+            wall=self.take_wall(),
         )
         failpoints.hit("tool.after_start", self.run_id)
         self._execute(seq, tool.name, args)
 
     def _answer(self, llm_seq: int, call: ToolCall, status: StepStatus, result: str) -> None:
         self.journal.record_tool_outcome(
-            self.run_id, llm_seq=llm_seq, call_id=call.id, tool=call.name,
-            arguments=call.arguments, status=status, result=result, wall=self.take_wall(),
+            self.run_id,
+            llm_seq=llm_seq,
+            call_id=call.id,
+            tool=call.name,
+            arguments=call.arguments,
+            status=status,
+            result=result,
+            wall=self.take_wall(),
         )
         self._reload()
 
@@ -293,8 +331,10 @@ class RunWorker:
         except ToolInputError as exc:
             status, text = StepStatus.ERROR, f"error: {exc}"
         except TimeoutError:
-            status, text = StepStatus.ERROR, f"error: {name} timed out after " \
-                                             f"{budget.tool_timeout_s:g}s"
+            status, text = (
+                StepStatus.ERROR,
+                f"error: {name} timed out after {budget.tool_timeout_s:g}s",
+            )
         except OSError as exc:
             status, text = StepStatus.ERROR, f"error: {exc.strerror or exc}"
         failpoints.hit("tool.before_finish", self.run_id)
@@ -310,8 +350,15 @@ class RunWorker:
                 f"[{summary}: stored as artifact {artifact_id}. Read it in slices with "
                 f"read_file(path='artifact:{artifact_id}', offset, limit).]\n{preview}"
             )
-        self.journal.finish_tool(self.run_id, seq, status=status, result=text,
-                                 wall=self.take_wall(), artifact=artifact, state=state)
+        self.journal.finish_tool(
+            self.run_id,
+            seq,
+            status=status,
+            result=text,
+            wall=self.take_wall(),
+            artifact=artifact,
+            state=state,
+        )
         failpoints.hit("tool.after_finish", self.run_id)
         self._reload()
 

@@ -52,7 +52,9 @@ class DemoClient:
             finish_reason="tool_calls" if calls else "stop",
         )
 
-    def _script(self, turn: int, results: list[str], goal: str) -> tuple[str | None, list[ToolCall]]:
+    def _script(
+        self, turn: int, results: list[str], goal: str
+    ) -> tuple[str | None, list[ToolCall]]:
         def call(name: str, args: dict[str, Any]) -> list[ToolCall]:
             return [ToolCall(id=f"demo_{turn}", name=name, arguments=json.dumps(args))]
 
@@ -65,9 +67,13 @@ class DemoClient:
             ]
             return "I'll start by writing down a plan.", call(
                 "update_state",
-                {"patch": {"plan": plan, "add_facts": [{"key": "goal", "value": goal,
-                                                          "source": "user"}],
-                           "add_questions": ["Is the summary file wanted?"]}},
+                {
+                    "patch": {
+                        "plan": plan,
+                        "add_facts": [{"key": "goal", "value": goal, "source": "user"}],
+                        "add_questions": ["Is the summary file wanted?"],
+                    }
+                },
             )
         if turn == 1:
             return "Let me look at the workspace.", call("list_dir", {"path": "."})
@@ -75,7 +81,9 @@ class DemoClient:
         files = [
             line.split(" (")[0]
             for line in listing.splitlines()
-            if line and not line.endswith("/") and " (" in line
+            if line
+            and not line.endswith("/")
+            and " (" in line
             and not line.startswith(SUMMARY_FILE)
         ]
         if turn == 2:
@@ -100,10 +108,18 @@ class DemoClient:
         if turn == 4:
             return None, call(
                 "update_state",
-                {"patch": {"resolve_questions": ["Is the summary file wanted?"],
-                           "add_facts": [{"key": "summary",
-                                          "value": "written" if last.startswith("wrote")
-                                          else "not written", "source": "agent"}]}},
+                {
+                    "patch": {
+                        "resolve_questions": ["Is the summary file wanted?"],
+                        "add_facts": [
+                            {
+                                "key": "summary",
+                                "value": "written" if last.startswith("wrote") else "not written",
+                                "source": "agent",
+                            }
+                        ],
+                    }
+                },
             )
         write_result = results[-2] if len(results) >= 2 else last
         if write_result.startswith("wrote"):

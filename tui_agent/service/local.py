@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from tui_agent.domain.errors import BadInput
@@ -88,17 +89,23 @@ class LocalService:
             "max_llm_tokens": request.max_llm_tokens,
             "max_wall_time_s": request.max_wall_time_s,
         }
-        from dataclasses import replace
-
         budget = replace(budget, **{k: v for k, v in changes.items() if v is not None})
         policy = Policy(
-            approval_risks=tuple(r for r in DEFAULT_APPROVAL_RISKS if r not in request.auto_approve),
+            approval_risks=tuple(
+                r for r in DEFAULT_APPROVAL_RISKS if r not in request.auto_approve
+            ),
             approval_timeout_s=self.settings.approval_timeout_s,
         )
         base_url = None if model == "demo" else os.environ.get("OPENAI_BASE_URL") or None
-        return RunSpec(goal=goal, workspace=str(workspace.resolve()), model=model,
-                       budget=budget, policy=policy, base_url=base_url,
-                       idem_key=request.key.strip() if request.key else None)
+        return RunSpec(
+            goal=goal,
+            workspace=str(workspace.resolve()),
+            model=model,
+            budget=budget,
+            policy=policy,
+            base_url=base_url,
+            idem_key=request.key.strip() if request.key else None,
+        )
 
     def start_run(self, request: StartRequest) -> tuple[Run, bool]:
         run, created = self.store.create_run(self.build_spec(request))
@@ -158,8 +165,9 @@ class LocalService:
         return approval
 
     def deny(self, run_id: str, *, reason: str | None = None) -> Approval:
-        approval = self.store.decide_approval(run_id, approve=False, by=self.who,
-                                              reason=reason or None)
+        approval = self.store.decide_approval(
+            run_id, approve=False, by=self.who, reason=reason or None
+        )
         self.ensure_supervisor()
         return approval
 
@@ -177,8 +185,12 @@ class LocalService:
         _positive("--max-steps", max_steps)
         _positive("--max-tokens", max_llm_tokens)
         _positive("--max-wall-time", max_wall_time_s)
-        run = self.store.resume(run_id, max_steps=max_steps, max_llm_tokens=max_llm_tokens,
-                                max_wall_time_s=max_wall_time_s)
+        run = self.store.resume(
+            run_id,
+            max_steps=max_steps,
+            max_llm_tokens=max_llm_tokens,
+            max_wall_time_s=max_wall_time_s,
+        )
         self.ensure_supervisor()
         return run
 
@@ -192,8 +204,9 @@ class LocalService:
 
     def supervisor_state(self) -> SupervisorState:
         data = spawn.supervisor_status(self.settings, self.leases.executors())
-        return SupervisorState(running=data["running"], pid=data["pid"],
-                               executors=data["executors"])
+        return SupervisorState(
+            running=data["running"], pid=data["pid"], executors=data["executors"]
+        )
 
     def ensure_supervisor(self) -> int:
         return spawn.ensure_supervisor(self.settings)

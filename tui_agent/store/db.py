@@ -28,7 +28,9 @@ def check_database_file(path: Path) -> None:
     with path.open("rb") as fh:
         header = fh.read(len(SQLITE_HEADER))
     if header != SQLITE_HEADER:
-        raise StoreError(f"{path} is not a tui-agent database (corrupt or foreign file); left it untouched")
+        raise StoreError(
+            f"{path} is not a tui-agent database (corrupt or foreign file); left it untouched"
+        )
 
 
 def create_file_private(path: Path) -> None:
@@ -119,8 +121,9 @@ class _Txn:
             self._conn.close()
 
 
-def open_database(path: Path, *, synchronous: str = "FULL", pool_size: int = 5,
-                  clock: Any = None) -> Database:
+def open_database(
+    path: Path, *, synchronous: str = "FULL", pool_size: int = 5, clock: Any = None
+) -> Database:
     """Open (creating if needed) and migrate; refuses corrupt files and newer schemas."""
     from sqlalchemy.exc import DatabaseError, OperationalError
 

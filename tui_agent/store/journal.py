@@ -143,21 +143,26 @@ class StepJournal:
                 .where(steps_t.c.run_id == run_id, steps_t.c.seq == seq)
                 .values(payload_json=json.dumps({"rerun": why}))
             )
-            add_event_txn(conn, run_id, "in_doubt", f"re-running interrupted call (step {seq}): "
-                          f"{why}", now)
+            add_event_txn(
+                conn, run_id, "in_doubt", f"re-running interrupted call (step {seq}): {why}", now
+            )
 
     def approval_for(self, run_id: str, llm_seq: int, call_id: str) -> Approval | None:
         with self.db.read() as conn:
-            row = conn.execute(
-                select(approvals_t)
-                .where(
-                    approvals_t.c.run_id == run_id,
-                    approvals_t.c.llm_seq == llm_seq,
-                    approvals_t.c.call_id == call_id,
+            row = (
+                conn.execute(
+                    select(approvals_t)
+                    .where(
+                        approvals_t.c.run_id == run_id,
+                        approvals_t.c.llm_seq == llm_seq,
+                        approvals_t.c.call_id == call_id,
+                    )
+                    .order_by(approvals_t.c.created_at.desc())
+                    .limit(1)
                 )
-                .order_by(approvals_t.c.created_at.desc())
-                .limit(1)
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         return approval_from_row(row) if row else None
 
     # ---- durable steps -----------------------------------------------------------------
@@ -187,10 +192,19 @@ class StepJournal:
         conn.exec_driver_sql(
             _INSERT_STEP,
             (
-                run_id, seq, cols["kind"], cols["status"], cols.get("tool"),
-                cols.get("call_id"), cols.get("arguments"), cols.get("result"),
-                cols.get("artifact_id"), cols.get("llm_seq"),
-                json.dumps(cols.get("payload") or {}), cols.get("tokens", 0), now,
+                run_id,
+                seq,
+                cols["kind"],
+                cols["status"],
+                cols.get("tool"),
+                cols.get("call_id"),
+                cols.get("arguments"),
+                cols.get("result"),
+                cols.get("artifact_id"),
+                cols.get("llm_seq"),
+                json.dumps(cols.get("payload") or {}),
+                cols.get("tokens", 0),
+                now,
                 cols.get("finished_at"),
             ),
         )
@@ -206,8 +220,15 @@ class StepJournal:
                 conn, run_id, steps=1, tokens=tokens, wall=wall, now=now, new_step=True
             )
             return self._insert_step_txn(
-                conn, run_id, seq, now, kind=StepKind.LLM.value, status=StepStatus.DONE.value,
-                payload=payload, tokens=tokens, finished_at=now,
+                conn,
+                run_id,
+                seq,
+                now,
+                kind=StepKind.LLM.value,
+                status=StepStatus.DONE.value,
+                payload=payload,
+                tokens=tokens,
+                finished_at=now,
             )
 
     def journal_tool_start(
@@ -220,8 +241,16 @@ class StepJournal:
                 conn, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
             )
             return self._insert_step_txn(
-                conn, run_id, seq, now, kind=StepKind.TOOL.value, status=StepStatus.STARTED.value,
-                tool=tool, call_id=call_id, arguments=arguments, llm_seq=llm_seq,
+                conn,
+                run_id,
+                seq,
+                now,
+                kind=StepKind.TOOL.value,
+                status=StepStatus.STARTED.value,
+                tool=tool,
+                call_id=call_id,
+                arguments=arguments,
+                llm_seq=llm_seq,
             )
 
     def finish_tool(
@@ -242,26 +271,43 @@ class StepJournal:
             if artifact is not None:
                 conn.execute(
                     insert(artifacts_t).values(
-                        id=artifact.id, run_id=run_id, seq=seq, size=len(artifact.content),
-                        summary=artifact.summary, content=artifact.content, created_at=now,
+                        id=artifact.id,
+                        run_id=run_id,
+                        seq=seq,
+                        size=len(artifact.content),
+                        summary=artifact.summary,
+                        content=artifact.content,
+                        created_at=now,
                     )
                 )
                 state = state or load_run_txn(conn, run_id).state
                 state.artifacts.append(
-                    {"artifact_id": artifact.id, "type": "tool_result",
-                     "summary": artifact.summary, "bytes": len(artifact.content)}
+                    {
+                        "artifact_id": artifact.id,
+                        "type": "tool_result",
+                        "summary": artifact.summary,
+                        "bytes": len(artifact.content),
+                    }
                 )
             if state is not None:
                 conn.execute(
-                    update(runs_t).where(runs_t.c.id == run_id)
+                    update(runs_t)
+                    .where(runs_t.c.id == run_id)
                     .values(state_json=json.dumps(state.to_dict()))
                 )
             updated = conn.execute(
                 update(steps_t)
-                .where(steps_t.c.run_id == run_id, steps_t.c.seq == seq,
-                       steps_t.c.status == StepStatus.STARTED.value)
-                .values(status=status.value, result=result, finished_at=now,
-                        artifact_id=artifact.id if artifact else None)
+                .where(
+                    steps_t.c.run_id == run_id,
+                    steps_t.c.seq == seq,
+                    steps_t.c.status == StepStatus.STARTED.value,
+                )
+                .values(
+                    status=status.value,
+                    result=result,
+                    finished_at=now,
+                    artifact_id=artifact.id if artifact else None,
+                )
             )
             if updated.rowcount != 1:
                 raise LeaseLost(run_id)
@@ -285,8 +331,17 @@ class StepJournal:
                 conn, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
             )
             return self._insert_step_txn(
-                conn, run_id, seq, now, kind=StepKind.TOOL.value, status=status.value, tool=tool,
-                call_id=call_id, arguments=arguments, llm_seq=llm_seq, result=result,
+                conn,
+                run_id,
+                seq,
+                now,
+                kind=StepKind.TOOL.value,
+                status=status.value,
+                tool=tool,
+                call_id=call_id,
+                arguments=arguments,
+                llm_seq=llm_seq,
+                result=result,
                 finished_at=now,
             )
 
@@ -316,17 +371,34 @@ class StepJournal:
             )
             conn.execute(
                 insert(approvals_t).values(
-                    id=approval_id, run_id=run_id, llm_seq=llm_seq, call_id=call_id,
-                    tool=tool, arguments=arguments, args_hash=args_hash, risk=risk,
-                    model_reason=model_reason, status="pending", created_at=now, always=False,
+                    id=approval_id,
+                    run_id=run_id,
+                    llm_seq=llm_seq,
+                    call_id=call_id,
+                    tool=tool,
+                    arguments=arguments,
+                    args_hash=args_hash,
+                    risk=risk,
+                    model_reason=model_reason,
+                    status="pending",
+                    created_at=now,
+                    always=False,
                 )
             )
-            self._release_txn(conn, run_id, RunStatus.WAITING_APPROVAL, now,
-                              pause_reason=reason_text, waiting_tool=tool)
+            self._release_txn(
+                conn,
+                run_id,
+                RunStatus.WAITING_APPROVAL,
+                now,
+                pause_reason=reason_text,
+                waiting_tool=tool,
+            )
             add_event_txn(conn, run_id, "approval", f"waiting for approval of {tool}", now)
-            row = conn.execute(
-                select(approvals_t).where(approvals_t.c.id == approval_id)
-            ).mappings().one()
+            row = (
+                conn.execute(select(approvals_t).where(approvals_t.c.id == approval_id))
+                .mappings()
+                .one()
+            )
             return approval_from_row(row)
 
     def _release_txn(
@@ -335,8 +407,15 @@ class StepJournal:
         conn.execute(
             update(runs_t)
             .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
-            .values(status=status.value, owner=None, owner_pid=None, lease_until=None,
-                    revision=runs_t.c.revision + 1, updated_at=now, **values)
+            .values(
+                status=status.value,
+                owner=None,
+                owner_pid=None,
+                lease_until=None,
+                revision=runs_t.c.revision + 1,
+                updated_at=now,
+                **values,
+            )
         )
 
     def finish_run(
@@ -373,21 +452,30 @@ class StepJournal:
             result = conn.execute(
                 update(runs_t)
                 .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
-                .values(retry_attempt=attempt, retry_max=max_attempts, retry_at=retry_at,
-                        retry_error=error, revision=runs_t.c.revision + 1, updated_at=now)
+                .values(
+                    retry_attempt=attempt,
+                    retry_max=max_attempts,
+                    retry_at=retry_at,
+                    retry_error=error,
+                    revision=runs_t.c.revision + 1,
+                    updated_at=now,
+                )
             )
             if result.rowcount != 1:
                 raise LeaseLost(run_id)
             add_event_txn(
-                conn, run_id, "retry",
+                conn,
+                run_id,
+                "retry",
                 f"attempt {attempt} of {max_attempts} failed: {error}; retrying in "
                 f"{max(0.0, retry_at - now):.1f}s",
                 now,
                 {"attempt": attempt, "max": max_attempts, "retry_at": retry_at},
             )
 
-    def event(self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None
-              ) -> None:
+    def event(
+        self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> None:
         now = self.now()
         with self.db.write() as conn:
             add_event_txn(conn, run_id, kind, message, now, data)

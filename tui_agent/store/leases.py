@@ -46,8 +46,13 @@ class LeaseStore:
         for pid, run_id in held:
             by_pid.setdefault(int(pid), []).append(run_id)
         return [
-            {"pid": p.pid, "supervisor_pid": p.supervisor_pid, "started_at": p.started_at,
-             "heartbeat_at": p.heartbeat_at, "runs": sorted(by_pid.get(p.pid, []))}
+            {
+                "pid": p.pid,
+                "supervisor_pid": p.supervisor_pid,
+                "started_at": p.started_at,
+                "heartbeat_at": p.heartbeat_at,
+                "runs": sorted(by_pid.get(p.pid, [])),
+            }
             for p in procs
         ]
 
@@ -57,16 +62,20 @@ class LeaseStore:
         with self.db.write() as conn:
             ids = [
                 r[0]
-                for r in conn.execute(
-                    select(runs_t.c.id).where(runs_t.c.owner_pid == pid)
-                ).all()
+                for r in conn.execute(select(runs_t.c.id).where(runs_t.c.owner_pid == pid)).all()
             ]
             for run_id in ids:
                 conn.execute(
                     update(runs_t)
                     .where(runs_t.c.id == run_id)
-                    .values(owner=None, owner_pid=None, lease_until=None, lost_at=now,
-                            revision=runs_t.c.revision + 1, updated_at=now)
+                    .values(
+                        owner=None,
+                        owner_pid=None,
+                        lease_until=None,
+                        lost_at=now,
+                        revision=runs_t.c.revision + 1,
+                        updated_at=now,
+                    )
                 )
                 add_event_txn(conn, run_id, "lost", f"executor {pid} {why}; recovering", now)
             conn.execute(delete(executors_t).where(executors_t.c.pid == pid))
@@ -77,9 +86,7 @@ class LeaseStore:
         now = self.now()
         with self.db.read() as conn:
             owners = conn.execute(
-                select(runs_t.c.owner_pid, runs_t.c.lease_until).where(
-                    runs_t.c.owner.is_not(None)
-                )
+                select(runs_t.c.owner_pid, runs_t.c.lease_until).where(runs_t.c.owner.is_not(None))
             ).all()
             registered = [r[0] for r in conn.execute(select(executors_t.c.pid)).all()]
         dead = {
@@ -113,9 +120,7 @@ class LeaseStore:
     def active_count(self) -> int:
         """Runs held by an executor right now."""
         with self.db.read() as conn:
-            return len(
-                conn.execute(select(runs_t.c.id).where(runs_t.c.owner.is_not(None))).all()
-            )
+            return len(conn.execute(select(runs_t.c.id).where(runs_t.c.owner.is_not(None))).all())
 
     def expire_approvals(self) -> tuple[list[str], float | None]:
         """Deny approvals left undecided past the run's approval_timeout_s.
@@ -127,49 +132,72 @@ class LeaseStore:
         expired: list[str] = []
         next_deadline: float | None = None
         with self.db.write() as conn:
-            rows = conn.execute(
-                select(approvals_t, runs_t.c.policy_json)
-                .join(runs_t, runs_t.c.id == approvals_t.c.run_id)
-                .where(approvals_t.c.status == "pending",
-                       runs_t.c.status == RunStatus.WAITING_APPROVAL.value)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(approvals_t, runs_t.c.policy_json)
+                    .join(runs_t, runs_t.c.id == approvals_t.c.run_id)
+                    .where(
+                        approvals_t.c.status == "pending",
+                        runs_t.c.status == RunStatus.WAITING_APPROVAL.value,
+                    )
+                )
+                .mappings()
+                .all()
+            )
             for row in rows:
                 timeout = Policy.from_dict(json.loads(row["policy_json"])).approval_timeout_s
                 if not timeout:
                     continue
                 deadline = row["created_at"] + timeout
                 if deadline > now:
-                    next_deadline = deadline if next_deadline is None else min(
-                        next_deadline, deadline)
+                    next_deadline = (
+                        deadline if next_deadline is None else min(next_deadline, deadline)
+                    )
                     continue
                 self._expire_one_txn(conn, dict(row), now, timeout)
                 expired.append(row["run_id"])
         return expired, next_deadline
 
-    def _expire_one_txn(self, conn: Any, row: dict[str, Any], now: float, timeout: float
-                        ) -> None:
+    def _expire_one_txn(self, conn: Any, row: dict[str, Any], now: float, timeout: float) -> None:
         reason = f"no decision within {timeout:g}s"
         conn.execute(
             update(approvals_t)
             .where(approvals_t.c.id == row["id"])
-            .values(status="denied", decided_at=now, decided_by="timeout",
-                    decision_reason=reason)
+            .values(status="denied", decided_at=now, decided_by="timeout", decision_reason=reason)
         )
         seq = alloc_seq_txn(conn, row["run_id"], None)
         conn.execute(
             insert(steps_t).values(
-                run_id=row["run_id"], seq=seq, kind=StepKind.APPROVAL.value,
-                status=StepStatus.DONE.value, tool=row["tool"], call_id=row["call_id"],
-                arguments=row["arguments"], llm_seq=row["llm_seq"],
-                payload_json=json.dumps({"approval_id": row["id"], "decision": "denied",
-                                         "by": "timeout", "reason": reason}),
-                tokens=0, created_at=now, finished_at=now,
+                run_id=row["run_id"],
+                seq=seq,
+                kind=StepKind.APPROVAL.value,
+                status=StepStatus.DONE.value,
+                tool=row["tool"],
+                call_id=row["call_id"],
+                arguments=row["arguments"],
+                llm_seq=row["llm_seq"],
+                payload_json=json.dumps(
+                    {
+                        "approval_id": row["id"],
+                        "decision": "denied",
+                        "by": "timeout",
+                        "reason": reason,
+                    }
+                ),
+                tokens=0,
+                created_at=now,
+                finished_at=now,
             )
         )
         conn.execute(
             update(runs_t)
             .where(runs_t.c.id == row["run_id"])
-            .values(status=RunStatus.QUEUED.value, waiting_tool=None, pause_reason=None,
-                    revision=runs_t.c.revision + 1, updated_at=now)
+            .values(
+                status=RunStatus.QUEUED.value,
+                waiting_tool=None,
+                pause_reason=None,
+                revision=runs_t.c.revision + 1,
+                updated_at=now,
+            )
         )
         add_event_txn(conn, row["run_id"], "approval", f"denied {row['tool']}: {reason}", now)

@@ -47,10 +47,10 @@ from tui_agent.store.txn import add_event_txn, alloc_seq_txn, load_run_txn
 _FINAL = [s.value for s in FINAL_STATUSES]
 
 
-def open_store(path: Path, *, synchronous: str = "FULL", pool_size: int = 5,
-               clock: object = None) -> RunStore:
-    return RunStore(open_database(path, synchronous=synchronous, pool_size=pool_size,
-                                  clock=clock))
+def open_store(
+    path: Path, *, synchronous: str = "FULL", pool_size: int = 5, clock: object = None
+) -> RunStore:
+    return RunStore(open_database(path, synchronous=synchronous, pool_size=pool_size, clock=clock))
 
 
 class RunStore:
@@ -106,20 +106,22 @@ class RunStore:
         if statuses:
             query = query.where(runs_t.c.status.in_(statuses))
         if waiting_only:
-            query = query.where(
-                runs_t.c.status.in_(["waiting_approval", "needs_attention"])
-            )
+            query = query.where(runs_t.c.status.in_(["waiting_approval", "needs_attention"]))
         if text:
             escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             query = query.where(
-                or_(runs_t.c.goal.like(f"%{escaped}%", escape="\\"),
-                    runs_t.c.id.like(f"{escaped}%", escape="\\"))
+                or_(
+                    runs_t.c.goal.like(f"%{escaped}%", escape="\\"),
+                    runs_t.c.id.like(f"{escaped}%", escape="\\"),
+                )
             )
         if before is not None:
             created, rid = before
             query = query.where(
-                or_(runs_t.c.created_at < created,
-                    and_(runs_t.c.created_at == created, runs_t.c.id < rid))
+                or_(
+                    runs_t.c.created_at < created,
+                    and_(runs_t.c.created_at == created, runs_t.c.id < rid),
+                )
             )
         query = query.order_by(runs_t.c.created_at.desc(), runs_t.c.id.desc()).limit(limit)
         with self.db.read() as conn:
@@ -148,9 +150,13 @@ class RunStore:
 
     def step(self, run_id: str, seq: int) -> Step | None:
         with self.db.read() as conn:
-            row = conn.execute(
-                select(steps_t).where(steps_t.c.run_id == run_id, steps_t.c.seq == seq)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(steps_t).where(steps_t.c.run_id == run_id, steps_t.c.seq == seq)
+                )
+                .mappings()
+                .first()
+            )
         return step_from_row(row) if row else None
 
     def events(self, run_id: str, *, after_id: int = 0) -> list[Event]:
@@ -177,12 +183,16 @@ class RunStore:
     def in_doubt_step(self, run_id: str) -> Step | None:
         """The tool call journaled as started but never finished, if any."""
         with self.db.read() as conn:
-            row = conn.execute(
-                select(steps_t)
-                .where(steps_t.c.run_id == run_id, steps_t.c.status == StepStatus.STARTED.value)
-                .order_by(steps_t.c.seq)
-                .limit(1)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(steps_t)
+                    .where(steps_t.c.run_id == run_id, steps_t.c.status == StepStatus.STARTED.value)
+                    .order_by(steps_t.c.seq)
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
         return step_from_row(row) if row else None
 
     def artifact(self, artifact_id: str) -> tuple[str, bytes] | None:
@@ -213,11 +223,15 @@ class RunStore:
         try:
             with self.db.write() as conn:
                 if spec.idem_key:
-                    existing = conn.execute(
-                        select(runs_t).where(
-                            runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
+                    existing = (
+                        conn.execute(
+                            select(runs_t).where(
+                                runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
+                            )
                         )
-                    ).mappings().first()
+                        .mappings()
+                        .first()
+                    )
                     if existing is not None:
                         return run_from_row(existing), False
                 conn.execute(
@@ -250,11 +264,15 @@ class RunStore:
             # A concurrent start with the same key won the race: return its run.
             if spec.idem_key:
                 with self.db.read() as conn:
-                    row = conn.execute(
-                        select(runs_t).where(
-                            runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
+                    row = (
+                        conn.execute(
+                            select(runs_t).where(
+                                runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
+                            )
                         )
-                    ).mappings().first()
+                        .mappings()
+                        .first()
+                    )
                 if row is not None:
                     return run_from_row(row), False
             raise
@@ -272,11 +290,15 @@ class RunStore:
         now = self.now()
         with self.db.write() as conn:
             run = load_run_txn(conn, run_id)
-            row = conn.execute(
-                select(approvals_t).where(
-                    approvals_t.c.run_id == run_id, approvals_t.c.status == "pending"
+            row = (
+                conn.execute(
+                    select(approvals_t).where(
+                        approvals_t.c.run_id == run_id, approvals_t.c.status == "pending"
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if row is None or run.status is not RunStatus.WAITING_APPROVAL:
                 raise InvalidTransition(
                     f"run {run_id[:8]} has no pending approval (status {run.status.value})"
@@ -315,9 +337,9 @@ class RunStore:
                 text += f" (always allow {pending.tool} for this run)"
             add_event_txn(conn, run_id, "approval", text, now)
             return approval_from_row(
-                conn.execute(
-                    select(approvals_t).where(approvals_t.c.id == pending.id)
-                ).mappings().one()
+                conn.execute(select(approvals_t).where(approvals_t.c.id == pending.id))
+                .mappings()
+                .one()
             )
 
     def _insert_decision_step_txn(
@@ -344,8 +366,7 @@ class RunStore:
                 arguments=approval.arguments,
                 llm_seq=approval.llm_seq,
                 payload_json=json.dumps(
-                    {"approval_id": approval.id, "decision": decision, "by": by,
-                     "reason": reason}
+                    {"approval_id": approval.id, "decision": decision, "by": by, "reason": reason}
                 ),
                 tokens=0,
                 created_at=now,
@@ -365,14 +386,26 @@ class RunStore:
                 values["cancel_requested"] = True
                 add_event_txn(conn, run_id, "cancel", f"cancel requested by {by}", now)
             elif run.status is RunStatus.NEEDS_ATTENTION:
-                values.update(status=RunStatus.FAILED.value,
-                              error=f"in-doubt call failed by {by}", owner=None)
-                self._mark_in_doubt_txn(conn, run_id, "error", "failed by the user after an "
-                                        "interruption; the outcome is unknown", now)
+                values.update(
+                    status=RunStatus.FAILED.value, error=f"in-doubt call failed by {by}", owner=None
+                )
+                self._mark_in_doubt_txn(
+                    conn,
+                    run_id,
+                    "error",
+                    "failed by the user after an interruption; the outcome is unknown",
+                    now,
+                )
                 add_event_txn(conn, run_id, "status", f"failed by {by} (call in doubt)", now)
             else:
-                values.update(status=RunStatus.CANCELLED.value, error=f"cancelled by {by}",
-                              owner=None, owner_pid=None, lease_until=None, waiting_tool=None)
+                values.update(
+                    status=RunStatus.CANCELLED.value,
+                    error=f"cancelled by {by}",
+                    owner=None,
+                    owner_pid=None,
+                    lease_until=None,
+                    waiting_tool=None,
+                )
                 conn.execute(
                     update(approvals_t)
                     .where(approvals_t.c.run_id == run_id, approvals_t.c.status == "pending")
@@ -452,21 +485,28 @@ class RunStore:
                 )
             if choice == "skip":
                 self._mark_in_doubt_txn(
-                    conn, run_id, StepStatus.SKIPPED.value,
+                    conn,
+                    run_id,
+                    StepStatus.SKIPPED.value,
                     "The outcome of this call is unknown: it was interrupted and the user "
-                    "chose not to run it again.", now)
+                    "chose not to run it again.",
+                    now,
+                )
             else:
                 conn.execute(
                     update(steps_t)
-                    .where(steps_t.c.run_id == run_id,
-                           steps_t.c.status == StepStatus.STARTED.value)
+                    .where(steps_t.c.run_id == run_id, steps_t.c.status == StepStatus.STARTED.value)
                     .values(payload_json=json.dumps({"resolution": "retry", "by": by}))
                 )
             conn.execute(
                 update(runs_t)
                 .where(runs_t.c.id == run_id)
-                .values(status=RunStatus.QUEUED.value, pause_reason=None,
-                        revision=runs_t.c.revision + 1, updated_at=now)
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    pause_reason=None,
+                    revision=runs_t.c.revision + 1,
+                    updated_at=now,
+                )
             )
             add_event_txn(conn, run_id, "resolve", f"in-doubt call: {choice} chosen by {by}", now)
             return load_run_txn(conn, run_id)

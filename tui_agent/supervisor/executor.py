@@ -36,13 +36,17 @@ class Executor:
         self.settings = settings
         self.supervisor_pid = supervisor_pid
         self.pid = os.getpid()
-        self.db = open_database(settings.db_path, synchronous=settings.synchronous,
-                                pool_size=settings.max_concurrent_runs + 2)
+        self.db = open_database(
+            settings.db_path,
+            synchronous=settings.synchronous,
+            pool_size=settings.max_concurrent_runs + 2,
+        )
         self.journal = StepJournal(self.db, f"{self.pid}-{uuid.uuid4().hex[:8]}", self.pid)
         self.leases = LeaseStore(self.db)
         self.tools = builtin_registry()
-        self.retry = RetryPolicy(settings.llm_max_attempts, settings.retry_initial_s,
-                                 settings.retry_max_s)
+        self.retry = RetryPolicy(
+            settings.llm_max_attempts, settings.retry_initial_s, settings.retry_max_s
+        )
         self.stopping = threading.Event()
         self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
         self._lock = threading.Lock()
@@ -74,8 +78,7 @@ class Executor:
             self.db.dispose()
 
     def _start(self, run_id: str) -> None:
-        worker = RunWorker(self.journal, run_id, self.tools, _client_for, self.retry,
-                           self.stopping)
+        worker = RunWorker(self.journal, run_id, self.tools, _client_for, self.retry, self.stopping)
         thread = threading.Thread(target=worker.run, name=f"run-{run_id[:8]}", daemon=True)
         with self._lock:
             self.workers[run_id] = (worker, thread)
@@ -116,4 +119,3 @@ def main(settings: Settings, supervisor_pid: int, *, standby: bool = False) -> i
         import tui_agent.llm.openai_client  # noqa: F401
     Executor(settings, supervisor_pid).serve(standby=standby)
     return 0
-

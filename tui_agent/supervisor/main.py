@@ -88,13 +88,21 @@ class Supervisor:
 
     def _spawn(self, *, standby: bool) -> subprocess.Popen[bytes]:
         log_fd = open_private_log(self.settings.log_dir / "executor.log")
-        argv = [sys.executable, "-m", "tui_agent", "supervisor", "executor",
-                "--supervisor-pid", str(os.getpid())]
+        argv = [
+            sys.executable,
+            "-m",
+            "tui_agent",
+            "supervisor",
+            "executor",
+            "--supervisor-pid",
+            str(os.getpid()),
+        ]
         try:
             proc = subprocess.Popen(
                 [*argv, "--standby"] if standby else argv,
                 stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
-                stdout=log_fd, stderr=log_fd,
+                stdout=log_fd,
+                stderr=log_fd,
                 env={**os.environ, "TUI_AGENT_HOME": str(self.settings.home)},
             )
         finally:

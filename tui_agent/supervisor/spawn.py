@@ -34,7 +34,9 @@ def ensure_supervisor(settings: Settings) -> int:
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tui_agent", "supervisor", "run"],
-            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
             start_new_session=True,
             env={**os.environ, "TUI_AGENT_HOME": str(settings.home)},
         )
@@ -78,9 +80,11 @@ def supervisor_status(settings: Settings, executors: list[dict[str, Any]]) -> di
     pid = supervisor_pid(settings)
     running = bool(pid)
     live = [
-        {"pid": e["pid"], "runs": e["runs"]}
-        for e in executors
-        if running and pid_alive(e["pid"])
+        {"pid": e["pid"], "runs": e["runs"]} for e in executors if running and pid_alive(e["pid"])
     ]
-    return {"running": running, "pid": pid if running else None, "executors": live,
-            "home": str(settings.home)}
+    return {
+        "running": running,
+        "pid": pid if running else None,
+        "executors": live,
+        "home": str(settings.home),
+    }

@@ -50,7 +50,7 @@ def _read_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
     if path.startswith(ARTIFACT_PREFIX):
         content = ctx.read_artifact(path[len(ARTIFACT_PREFIX) :])
         if content is None:
-            raise ToolInputError(f"no artifact {path[len(ARTIFACT_PREFIX):]!r} in this run")
+            raise ToolInputError(f"no artifact {path[len(ARTIFACT_PREFIX) :]!r} in this run")
         return ToolOutput(_slice(content.decode("utf-8", "replace"), offset, limit))
     target = resolve_inside(ctx.workspace, path)
     if not target.is_file():
@@ -123,46 +123,81 @@ def builtin_registry() -> ToolRegistry:
     path = {"type": "string", "description": "path relative to the workspace"}
     return ToolRegistry(
         [
-            Tool("list_dir", Risk.READ_ONLY, True,
-                 "List a directory of the workspace (directories end with '/').",
-                 {"type": "object", "properties": {"path": path}, "required": []},
-                 _list_dir),
-            Tool("read_file", Risk.READ_ONLY, True,
-                 "Read a slice of a text file of the workspace, or of a stored artifact "
-                 "(path 'artifact:ID'). offset and limit count characters.",
-                 {"type": "object",
-                  "properties": {"path": path,
-                                 "offset": {"type": "integer", "minimum": 0},
-                                 "limit": {"type": "integer", "minimum": 1}},
-                  "required": ["path"]},
-                 _read_file),
-            Tool("write_file", Risk.WRITE_LOCAL, True,
-                 "Write a text file in the workspace (replaces it whole).",
-                 {"type": "object",
-                  "properties": {"path": path, "content": {"type": "string"}},
-                  "required": ["path", "content"]},
-                 _write_file),
-            Tool("run_shell", Risk.EXTERNAL_ACTION, False,
-                 "Run a shell command in the workspace; returns its exit code and output.",
-                 {"type": "object",
-                  "properties": {"command": {"type": "string"},
-                                 "timeout_s": {"type": "number", "minimum": 0}},
-                  "required": ["command"]},
-                 _run_shell),
-            Tool("update_state", Risk.READ_ONLY, True,
-                 "Change the agent state: patch may have plan (replaces it), add_facts, "
-                 "add_questions, resolve_questions, add_risk_flags.",
-                 {"type": "object",
-                  "properties": {"patch": {
-                      "type": "object",
-                      "properties": {
-                          "plan": {"type": "array", "items": {"type": "string"}},
-                          "add_facts": {"type": "array"},
-                          "add_questions": {"type": "array", "items": {"type": "string"}},
-                          "resolve_questions": {"type": "array", "items": {"type": "string"}},
-                          "add_risk_flags": {"type": "array", "items": {"type": "string"}},
-                      }}},
-                  "required": ["patch"]},
-                 _update_state),
+            Tool(
+                "list_dir",
+                Risk.READ_ONLY,
+                True,
+                "List a directory of the workspace (directories end with '/').",
+                {"type": "object", "properties": {"path": path}, "required": []},
+                _list_dir,
+            ),
+            Tool(
+                "read_file",
+                Risk.READ_ONLY,
+                True,
+                "Read a slice of a text file of the workspace, or of a stored artifact "
+                "(path 'artifact:ID'). offset and limit count characters.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "path": path,
+                        "offset": {"type": "integer", "minimum": 0},
+                        "limit": {"type": "integer", "minimum": 1},
+                    },
+                    "required": ["path"],
+                },
+                _read_file,
+            ),
+            Tool(
+                "write_file",
+                Risk.WRITE_LOCAL,
+                True,
+                "Write a text file in the workspace (replaces it whole).",
+                {
+                    "type": "object",
+                    "properties": {"path": path, "content": {"type": "string"}},
+                    "required": ["path", "content"],
+                },
+                _write_file,
+            ),
+            Tool(
+                "run_shell",
+                Risk.EXTERNAL_ACTION,
+                False,
+                "Run a shell command in the workspace; returns its exit code and output.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "command": {"type": "string"},
+                        "timeout_s": {"type": "number", "minimum": 0},
+                    },
+                    "required": ["command"],
+                },
+                _run_shell,
+            ),
+            Tool(
+                "update_state",
+                Risk.READ_ONLY,
+                True,
+                "Change the agent state: patch may have plan (replaces it), add_facts, "
+                "add_questions, resolve_questions, add_risk_flags.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "patch": {
+                            "type": "object",
+                            "properties": {
+                                "plan": {"type": "array", "items": {"type": "string"}},
+                                "add_facts": {"type": "array"},
+                                "add_questions": {"type": "array", "items": {"type": "string"}},
+                                "resolve_questions": {"type": "array", "items": {"type": "string"}},
+                                "add_risk_flags": {"type": "array", "items": {"type": "string"}},
+                            },
+                        }
+                    },
+                    "required": ["patch"],
+                },
+                _update_state,
+            ),
         ]
     )

@@ -66,7 +66,9 @@ def parse_arguments(tool: Tool, raw: str) -> dict[str, Any]:
     try:
         args = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
-        raise ToolInputError(f"arguments are not valid JSON ({exc.msg}); send a JSON object") from None
+        raise ToolInputError(
+            f"arguments are not valid JSON ({exc.msg}); send a JSON object"
+        ) from None
     if not isinstance(args, dict):
         raise ToolInputError("arguments must be a JSON object")
     props: dict[str, Any] = tool.parameters.get("properties", {})

@@ -1,0 +1,133 @@
+"""Bad input: one readable line on stderr, exit 2 (unknown run: 3), nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import pytest
+
+from tests.conftest import Home
+
+
+def _one_line(stderr: str) -> None:
+    assert stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+
+
+def _runs(home: Home) -> int:
+    db = home.path / "tui-agent.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", ""], "goal must not be empty"),
+        (["run", "   "], "goal must not be empty"),
+        (["run", "x", "--max-steps", "-3"], "must be greater than 0"),
+        (["run", "x", "--max-steps", "0"], "must be greater than 0"),
+        (["run", "x", "--max-steps", "ten"], "expected a whole number"),
+        (["run", "x", "--max-tokens", "-1"], "must be greater than 0"),
+        (["run", "x", "--max-wall-time", "-5"], "must be greater than 0"),
+        (["run", "x", "--max-wall-time", "nan"], "must be greater than 0"),
+        (["run", "x", "--workspace", "/does/not/exist"], "does not exist"),
+        (["run", "x", "--auto-approve", "everything"], "invalid choice"),
+        (["run", "x", "--key", " "], "--key must not be empty"),
+        (["run", "x", "--model", "two words"], "not valid"),
+        (["ls", "--status", "sleeping"], "invalid choice"),
+        (["ls", "--limit", "0"], "must be greater than 0"),
+        (["resolve", "abc", "maybe"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_flags_are_one_line_exit_2_nothing_written(
+    home: Home, args: list[str], message: str
+) -> None:
+    proc = home.cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    _one_line(proc.stderr)
+    assert _runs(home) == 0
+
+
+@pytest.mark.parametrize("command", ["show", "approve", "deny", "cancel", "resume"])
+def test_unknown_run_exits_3(home: Home, command: str) -> None:
+    proc = home.cli(command, "deadbeef")
+    assert proc.returncode == 3 and "no run 'deadbeef'" in proc.stderr
+    _one_line(proc.stderr)
+
+
+def test_actions_on_the_wrong_status_are_clear(home: Home) -> None:
+    run_id = home.start()
+    home.wait_status(run_id, "waiting_approval")
+    for args, text in [
+        (["resume", run_id], "approve or deny it instead"),
+        (["resolve", run_id, "retry"], "no call in doubt"),
+    ]:
+        proc = home.cli(*args)
+        assert proc.returncode == 2 and text in proc.stderr
+        _one_line(proc.stderr)
+    home.cli("cancel", run_id, check=True)
+    for args in (["cancel", run_id], ["approve", run_id], ["resume", run_id]):
+        proc = home.cli(*args)
+        assert proc.returncode == 2
+        _one_line(proc.stderr)
+
+
+def test_corrupt_database_is_refused_and_left_untouched(home: Home) -> None:
+    db = home.path / "tui-agent.db"
+    db.write_bytes(b"this is not a database at all" * 100)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for args in (["ls"], ["run", "x"], ["show", "abc"]):
+        proc = home.cli(*args)
+        assert proc.returncode == 2 and "not a tui-agent database" in proc.stderr
+        _one_line(proc.stderr)
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_truncated_database_is_refused_clearly(home: Home) -> None:
+    home.start("x")
+    home.kill_all()
+    db = home.path / "tui-agent.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2 + 100])
+    for suffix in ("-wal", "-shm"):
+        (home.path / f"tui-agent.db{suffix}").unlink(missing_ok=True)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    proc = home.cli("ls")
+    assert proc.returncode == 2, proc.stderr
+    _one_line(proc.stderr)
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_newer_schema_is_refused(home: Home) -> None:
+    home.cli("ls", check=True)
+    with sqlite3.connect(home.path / "tui-agent.db") as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    proc = home.cli("ls")
+    assert proc.returncode == 2
+    assert "schema version 99 is newer" in proc.stderr
+    _one_line(proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("max_concurrent_runs = [", "config.toml"),
+        ("max_concurrent_runs = 0", "must be greater than 0"),
+        ("max_concurrent_runs = 'four'", "must be a number"),
+        ("colour = 'red'", "unknown setting 'colour'"),
+        ("synchronous = 'sometimes'", 'must be "full" or "normal"'),
+    ],
+)
+def test_corrupt_config_is_one_clear_line(home: Home, config: str, message: str) -> None:
+    home.configure(config)
+    proc = home.cli("ls")
+    assert proc.returncode == 2 and message in proc.stderr
+    _one_line(proc.stderr)

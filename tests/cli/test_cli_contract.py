@@ -1,0 +1,196 @@
+"""Every CLI command with its JSON shape and exit codes, against a real home."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tests.conftest import Home, wait_for
+from tests.fakes.llm_server import Reply, ScriptedLLM, call
+
+
+def test_run_returns_at_once_with_the_id(home: Home) -> None:
+    proc = home.cli("run", "hello", "--workspace", str(home.workspace), check=True)
+    run_id = proc.stdout.strip()
+    assert len(run_id) == 32 and proc.stderr == ""
+
+
+def test_run_json_has_the_show_shape(home: Home) -> None:
+    data = home.json("run", "hello", "--workspace", str(home.workspace))
+    for key in (
+        "id",
+        "status",
+        "goal",
+        "created_at",
+        "updated_at",
+        "budget",
+        "usage",
+        "state",
+        "steps",
+        "pending_approvals",
+        "result",
+        "error",
+    ):
+        assert key in data, key
+    assert set(data["usage"]) == {"steps", "llm_tokens", "wall_time_s"}
+    for key in (
+        "goal",
+        "constraints",
+        "budget",
+        "plan",
+        "known_facts",
+        "open_questions",
+        "artifacts",
+        "risk_flags",
+    ):
+        assert key in data["state"], key
+    assert data["state"]["constraints"]["human_in_the_loop"]["required_for_risk_levels"] == [
+        "write_local",
+        "external_action",
+    ]
+
+
+def test_show_json_steps_have_tool_arguments_and_results(home: Home) -> None:
+    run_id = home.start()
+    home.wait_status(run_id, "waiting_approval")
+    data = home.json("show", run_id[:10])
+    tool = next(s for s in data["steps"] if s["kind"] == "tool")
+    for key in ("seq", "kind", "status", "tool", "arguments", "result"):
+        assert key in tool
+    assert data["pending_approvals"][0]["tool"] == "write_file"
+    assert "waiting for approval" in home.cli("show", run_id, check=True).stdout
+
+
+def test_ls_json_lists_newest_first_with_reason_and_filters(home: Home) -> None:
+    first = home.start("first")
+    home.wait_status(first, "waiting_approval")
+    second = home.start("second")
+    home.wait_status(second, "waiting_approval")
+    home.cli("cancel", second, check=True)
+    rows = home.json("ls")
+    assert [r["id"] for r in rows] == [second, first]
+    assert set(rows[0]) >= {"id", "status", "goal", "created_at", "updated_at", "usage", "reason"}
+    assert rows[1]["reason"].startswith("waiting for approval")
+    only = home.json("ls", "--status", "cancelled")
+    assert [r["id"] for r in only] == [second]
+    assert len(home.json("ls", "--limit", "1")) == 1
+    text = home.cli("ls", check=True).stdout
+    assert first[:8] in text and "waiting_approval" in text
+
+
+def test_wait_exit_codes(home: Home, llm: ScriptedLLM) -> None:
+    home.use_server(llm)
+    llm.script = [Reply("Done.")]
+    ok = home.cli("run", "a", "--workspace", str(home.workspace), "--wait", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "completed"
+    llm.script = [Reply("Shell.", [call("run_shell", {"command": "true"})])]
+    waiting = home.cli("run", "b", "--workspace", str(home.workspace), "--wait")
+    assert waiting.returncode == 4
+    from tests.fakes.llm_server import Fault
+
+    llm.script = [Reply("x")]
+    llm.fail(0, Fault(401, message="bad key"))
+    failed = home.cli("run", "c", "--workspace", str(home.workspace), "--wait")
+    assert failed.returncode == 1 and "bad key" in failed.stdout
+
+
+def test_idempotency_key_returns_the_live_run_then_a_new_one(home: Home) -> None:
+    a = home.start("x", "--key", "job-1")
+    b = home.start("x", "--key", "job-1")
+    assert a == b
+    home.cli("cancel", a, check=True)
+    c = home.start("x", "--key", "job-1")
+    assert c != a
+
+
+def test_approve_always_allows_the_tool_for_the_rest_of_the_run(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    home.use_server(llm)
+    llm.script = [
+        Reply("One.", [call("write_file", {"path": "a.txt", "content": "1"})]),
+        Reply("Two.", [call("write_file", {"path": "b.txt", "content": "2"})]),
+        Reply("Done."),
+    ]
+    run_id = home.start()
+    home.wait_status(run_id, "waiting_approval")
+    out = home.json("approve", run_id, "--always")
+    assert out["always"] is True
+    view = home.wait_status(run_id, "completed")
+    assert (home.workspace / "b.txt").read_text() == "2"
+    assert len(view["approvals"]) == 1
+    assert view["policy"]["always_allow"] == ["write_file"]
+
+
+def test_cancel_running_run_stops_it(home: Home, llm: ScriptedLLM) -> None:
+    home.use_server(llm)
+    llm.default = Reply("Sleep.", [call("run_shell", {"command": "sleep 30"})])
+    run_id = home.start("sleepy", "--auto-approve", "external_action")
+    wait_for(
+        lambda: any(s["status"] == "started" for s in home.show(run_id)["steps"]),
+        20,
+        "the shell call to start",
+    )
+    home.cli("cancel", run_id, check=True)
+    view = home.wait_status(run_id, "cancelled", timeout=10)
+    tool = next(s for s in view["steps"] if s["kind"] == "tool")
+    assert tool["result"].startswith("cancelled")
+    assert view["reason"].startswith("cancelled by")
+
+
+def test_approval_timeout_counts_as_denied(home: Home, llm: ScriptedLLM) -> None:
+    from tests.conftest import FAST_CONFIG
+
+    home.configure(FAST_CONFIG + "approval_timeout_s = 1\n")
+    home.use_server(llm)
+    llm.script = [
+        Reply("Write?", [call("write_file", {"path": "a", "content": "x"})]),
+        Reply("OK, not written."),
+    ]
+    run_id = home.start()
+    view = home.wait_status(run_id, "waiting_approval")
+    assert "denied at" in view["reason"]
+    view = home.wait_status(run_id, "completed", timeout=15)
+    assert view["approvals"][0]["decided_by"] == "timeout"
+    tool = next(s for s in view["steps"] if s["kind"] == "tool")
+    assert tool["status"] == "denied" and "timeout" in tool["result"]
+
+
+def test_supervisor_commands(home: Home) -> None:
+    assert home.json("supervisor", "status")["running"] is False
+    started = home.json("supervisor", "start")
+    status = home.json("supervisor", "status")
+    assert status["running"] is True and status["pid"] == started["pid"]
+    assert isinstance(status["executors"], list)
+    again = home.json("supervisor", "start")
+    assert again["pid"] == started["pid"]  # one per home
+    run = home.cli("supervisor", "run")
+    assert run.returncode == 2 and "already running" in run.stderr
+    home.json("supervisor", "stop")
+    assert home.json("supervisor", "status")["running"] is False
+
+
+def test_status_lists_executors_with_the_runs_they_hold(home: Home, llm: ScriptedLLM) -> None:
+    home.use_server(llm)
+    llm.default = Reply("Sleep.", [call("run_shell", {"command": "sleep 5"})])
+    run_id = home.start("x", "--auto-approve", "external_action")
+    wait_for(
+        lambda: any(s["status"] == "started" for s in home.show(run_id)["steps"]), 20, "running"
+    )
+    status = home.json("supervisor", "status")
+    assert any(run_id in e["runs"] for e in status["executors"])
+
+
+def test_api_key_is_never_written_to_the_home(home: Home, llm: ScriptedLLM) -> None:
+    home.use_server(llm)
+    home.env["OPENAI_API_KEY"] = "sk-very-secret-0123456789"
+    llm.script = [Reply("Hi.", [call("list_dir", {})]), Reply("Bye.")]
+    run_id = home.start()
+    home.wait_status(run_id, "completed")
+    home.cli("supervisor", "stop", check=True)
+    for path in home.path.rglob("*"):
+        if path.is_file():
+            assert b"sk-very-secret" not in path.read_bytes(), path
+    with sqlite3.connect(home.path / "tui-agent.db") as conn:
+        dump = "\n".join(conn.iterdump())
+    assert "sk-very-secret" not in dump

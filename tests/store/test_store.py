@@ -1,0 +1,213 @@
+"""The store against real SQLite files: migrations, pragmas, transactions, ownership."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from tui_agent.domain.errors import LeaseLost, StoreError, UnknownRun
+from tui_agent.domain.models import Budget, Policy, RunSpec, RunStatus, StepStatus
+from tui_agent.store.db import make_engine, open_database
+from tui_agent.store.journal import StepJournal
+from tui_agent.store.migrations import LATEST_VERSION, migrate
+from tui_agent.store.run_store import RunStore, open_store
+from tui_agent.store.tables import metadata
+
+
+def spec(**kw: object) -> RunSpec:
+    base = {
+        "goal": "g",
+        "workspace": "/tmp",
+        "model": "demo",
+        "budget": Budget(),
+        "policy": Policy(),
+    }
+    base.update(kw)
+    return RunSpec(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    s = open_store(tmp_path / "db.sqlite")
+    yield s
+    s.close()
+
+
+def test_pragmas_are_wal_full_and_foreign_keys(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path / "x.db")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+    normal = make_engine(tmp_path / "y.db", synchronous="normal")
+    with normal.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+
+
+def test_migrations_build_the_schema_the_tables_describe(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "m.db")
+    with db.read() as conn:
+        insp = inspect(conn)
+        for table in metadata.sorted_tables:
+            cols = {c["name"] for c in insp.get_columns(table.name)}
+            assert cols == {c.name for c in table.columns}, table.name
+            indexes = {i["name"] for i in insp.get_indexes(table.name)}
+            assert {i.name for i in table.indexes} <= indexes, table.name
+        applied = conn.exec_driver_sql("SELECT name FROM schema_migrations").scalars().all()
+    assert applied == ["initial", "waiting_tool_and_executors"]
+
+
+def test_older_database_is_migrated_in_place_keeping_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    engine = make_engine(path)
+    with engine.begin() as conn:
+        migrate(conn, upto=1)
+        conn.exec_driver_sql(
+            "INSERT INTO runs (id, status, goal, workspace, model, budget_json, policy_json, "
+            "state_json, usage_steps, usage_tokens, usage_wall_s, cancel_requested, "
+            "retry_attempt, retry_max, next_seq, revision, created_at, updated_at) VALUES "
+            "('ab12', 'paused', 'old goal', '/tmp', 'demo', '{}', '{}', '{}', 3, 10, 1.0, 0, "
+            "0, 0, 4, 1, 1.0, 1.0)"
+        )
+    engine.dispose()
+    store = open_store(path)
+    run = store.get_run("ab12")
+    assert run.goal == "old goal" and run.usage.steps == 3 and run.waiting_tool is None
+    with store.db.read() as conn:
+        version = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").scalar()
+    assert int(version) == LATEST_VERSION
+
+
+def test_newer_schema_is_refused_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    open_store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    with pytest.raises(StoreError, match="schema version 7 is newer"):
+        open_store(path)
+
+
+def test_foreign_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    path.write_text("hello")
+    with pytest.raises(StoreError, match="not a tui-agent database"):
+        open_store(path)
+    assert path.read_text() == "hello"
+    assert not (tmp_path / "x.db-wal").exists()
+
+
+def test_prefix_resolution(store: RunStore) -> None:
+    run, _ = store.create_run(spec())
+    assert store.resolve_id(run.id[:5]) == run.id
+    with pytest.raises(UnknownRun):
+        store.resolve_id("zz")
+    with pytest.raises(UnknownRun):
+        store.resolve_id("")
+
+
+def test_idempotency_key_is_unique_among_live_runs_under_concurrency(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    open_store(path).close()
+    ids: list[str] = []
+
+    def start() -> None:
+        s = open_store(path)
+        ids.append(s.create_run(spec(idem_key="same"))[0].id)
+        s.close()
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1
+
+
+def test_a_step_commit_needs_the_lease(store: RunStore) -> None:
+    run, _ = store.create_run(spec())
+    a = StepJournal(store.db, "owner-a", 1)
+    b = StepJournal(store.db, "owner-b", 2)
+    assert a.claim(4, 30) == [run.id]
+    assert b.claim(4, 30) == []  # a second executor cannot take a leased run
+    with pytest.raises(LeaseLost):
+        b.record_llm_reply(run.id, {"content": "x"}, 5, 0.0)
+    assert store.steps(run.id) == []
+    seq = a.record_llm_reply(run.id, {"content": "x"}, 5, 0.0)
+    assert seq == 1 and store.get_run(run.id).usage.llm_tokens == 5
+
+
+def test_expired_lease_can_be_claimed_and_old_owner_cannot_write(store: RunStore) -> None:
+    run, _ = store.create_run(spec())
+    a = StepJournal(store.db, "owner-a", 1)
+    b = StepJournal(store.db, "owner-b", 2)
+    a.claim(1, -1)  # a lease that has already run out
+    assert b.claim(1, 30) == [run.id]
+    with pytest.raises(LeaseLost):
+        a.journal_tool_start(run.id, llm_seq=1, call_id="c", tool="t", arguments="{}", wall=0)
+
+
+def test_step_and_checkpoint_commit_together_or_not_at_all(store: RunStore) -> None:
+    run, _ = store.create_run(spec())
+    j = StepJournal(store.db, "o", 1)
+    j.claim(1, 30)
+    seq = j.journal_tool_start(run.id, llm_seq=1, call_id="c", tool="t", arguments="{}", wall=0)
+    with store.db.write() as conn:  # another step already holds the next seq: force a clash
+        conn.exec_driver_sql(
+            "INSERT INTO steps (run_id, seq, kind, status, payload_json, tokens, created_at) "
+            "VALUES (?, ?, 'llm', 'done', '{}', 0, 0)",
+            (run.id, seq + 1),
+        )
+    before = store.get_run(run.id)
+    with pytest.raises(Exception, match="UNIQUE"):
+        j.record_llm_reply(run.id, {"content": "x"}, 7, 1.0)
+    after = store.get_run(run.id)
+    assert after.usage == before.usage and after.next_seq == before.next_seq
+    assert store.step(run.id, seq).status is StepStatus.STARTED
+
+
+def test_history_page_uses_an_index_not_a_scan(store: RunStore) -> None:
+    with store.db.read() as conn:
+        plan = " ".join(
+            str(r[3])
+            for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE status IN ('queued') "
+                "ORDER BY created_at DESC, id DESC LIMIT 50"
+            )
+        )
+        assert "ix_runs_status_created" in plan
+        plan = " ".join(
+            str(r[3])
+            for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 50"
+            )
+        )
+        assert "ix_runs_created" in plan
+
+
+def test_list_runs_pages_with_a_cursor(store: RunStore) -> None:
+    ids = [store.create_run(spec(goal=f"goal {i}"))[0].id for i in range(7)]
+    page1 = store.list_runs(limit=3)
+    page2 = store.list_runs(limit=3, before=(page1[-1].created_at, page1[-1].id))
+    page3 = store.list_runs(limit=3, before=(page2[-1].created_at, page2[-1].id))
+    seen = [r.id for r in page1 + page2 + page3]
+    assert sorted(seen) == sorted(ids) and len(seen) == 7
+    assert [r.goal for r in store.list_runs(text="goal 3")] == ["goal 3"]
+    assert store.list_runs(text="50%_") == []
+
+
+def test_resume_refuses_a_still_spent_budget(store: RunStore) -> None:
+    from tui_agent.domain.errors import BadInput
+
+    run, _ = store.create_run(spec(budget=Budget(max_steps=1)))
+    j = StepJournal(store.db, "o", 1)
+    j.claim(1, 30)
+    j.record_llm_reply(run.id, {"content": "x"}, 1, 0)
+    j.finish_run(run.id, RunStatus.PAUSED, wall=0, message="paused", pause_reason="budget spent")
+    with pytest.raises(BadInput, match="larger budget"):
+        store.resume(run.id)
+    assert store.resume(run.id, max_steps=5).status is RunStatus.QUEUED

@@ -1,0 +1,67 @@
+"""The seams, proven in fresh interpreters: the core never loads Textual, the CLI path never
+loads openai, and the UI never reaches past the service layer."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "tui_agent"
+
+
+def _loaded(statement: str) -> set[str]:
+    code = f"{statement}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return set(out.split())
+
+
+def test_core_never_imports_textual() -> None:
+    mods = _loaded(
+        "import tui_agent.cli, tui_agent.service.local, tui_agent.engine.worker, "
+        "tui_agent.supervisor.main, tui_agent.supervisor.executor, tui_agent.llm.openai_client"
+    )
+    assert "textual" not in mods
+
+
+def test_cli_and_service_do_not_import_openai() -> None:
+    mods = _loaded("import tui_agent.cli, tui_agent.service.local, tui_agent.engine.worker")
+    assert "openai" not in mods
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_ui_imports_only_the_service_api() -> None:
+    forbidden = (
+        "tui_agent.store",
+        "tui_agent.engine",
+        "tui_agent.llm",
+        "tui_agent.tools",
+        "tui_agent.supervisor",
+        "tui_agent.service.local",
+        "sqlmodel",
+        "sqlalchemy",
+        "openai",
+    )
+    for path in (PACKAGE / "ui").rglob("*.py"):
+        for name in _imports(path):
+            assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+def test_domain_modules_import_no_framework() -> None:
+    for sub in ("domain", "store", "engine", "llm", "tools", "supervisor", "service"):
+        for path in (PACKAGE / sub).rglob("*.py"):
+            for name in _imports(path):
+                assert not name.startswith(("textual", "tui_agent.ui")), f"{path} -> {name}"
