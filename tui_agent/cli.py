@@ -129,9 +129,7 @@ def _print_json(data: Any) -> None:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command is None:
-        from tui_agent.ui.launch import launch_tui
-
-        return launch_tui(settings)
+        return _open_tui(settings)
     if args.command == "supervisor":
         return _supervisor(args, settings)
     from tui_agent.service.local import LocalService
@@ -141,6 +139,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _COMMANDS[args.command](service, args)
     finally:
         service.close()
+
+
+def _open_tui(settings: Settings) -> int:
+    """Build the service here (the composition root) and hand it to the app."""
+    from tui_agent.llm.factory import default_model
+    from tui_agent.service.local import LocalService
+    from tui_agent.ui.app import AgentApp
+
+    service = LocalService.open(settings)
+    try:
+        AgentApp(service, ui_state_path=settings.ui_state_path, default_model=default_model()).run()
+    finally:
+        service.close()
+    return EXIT_OK
 
 
 def _supervisor(args: argparse.Namespace, settings: Settings) -> int:

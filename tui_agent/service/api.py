@@ -35,6 +35,22 @@ class RunView:
 
 
 @dataclass(frozen=True)
+class RunDelta:
+    """What changed in a run since the UI last looked (steps after a seq, events after an id).
+
+    `steps` also re-sends any step still open at `after_seq` or later, since a tool call
+    journaled as started is updated in place when it finishes.
+    """
+
+    run: Run
+    steps: list[Step]
+    events: list[Event]
+    pending: Approval | None
+    in_doubt: Step | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class SupervisorState:
     running: bool
     pid: int | None
@@ -67,6 +83,10 @@ class AgentService(Protocol):
     def get_run(self, run_id: str) -> Run: ...
 
     def steps_since(self, run_id: str, after_seq: int) -> list[Step]: ...
+
+    def run_delta(self, run_id: str, after_seq: int, after_event: int) -> RunDelta: ...
+
+    def database_size(self) -> int: ...
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]: ...
 

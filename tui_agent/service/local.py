@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 from dataclasses import replace
@@ -20,7 +21,7 @@ from tui_agent.domain.models import (
 )
 from tui_agent.domain.reason import run_reason
 from tui_agent.llm.factory import default_model
-from tui_agent.service.api import RunView, StartRequest, SupervisorState
+from tui_agent.service.api import RunDelta, RunView, StartRequest, SupervisorState
 from tui_agent.settings import Settings, ensure_private_dir
 from tui_agent.store.leases import LeaseStore
 from tui_agent.store.run_store import RunStore, open_store
@@ -150,6 +151,28 @@ class LocalService:
 
     def steps_since(self, run_id: str, after_seq: int) -> list[Step]:
         return self.store.steps(run_id, after_seq=after_seq)
+
+    def run_delta(self, run_id: str, after_seq: int, after_event: int) -> RunDelta:
+        run = self.store.get_run(run_id)
+        waiting = run.status.value in ("waiting_approval", "needs_attention")
+        pending = self.store.pending_approval(run_id) if waiting else None
+        in_doubt = self.store.in_doubt_step(run_id) if waiting else None
+        return RunDelta(
+            run=run,
+            steps=self.store.steps(run_id, after_seq=after_seq),
+            events=self.store.events(run_id, after_id=after_event),
+            pending=pending,
+            in_doubt=in_doubt,
+            reason=run_reason(run, now=self.now(), pending=pending, in_doubt=in_doubt),
+        )
+
+    def database_size(self) -> int:
+        """Bytes on disk of the database and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += Path(f"{self.db_path}{suffix}").stat().st_size
+        return total
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
         return self.store.events(run_id, after_id=after_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,16 +49,24 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 
 
 def open_store(
-    path: Path, *, synchronous: str = "FULL", pool_size: int = 5, clock: object = None
+    path: Path,
+    *,
+    synchronous: str = "FULL",
+    pool_size: int = 5,
+    clock: object = None,
+    new_id: Callable[[], str] | None = None,
 ) -> RunStore:
-    return RunStore(open_database(path, synchronous=synchronous, pool_size=pool_size, clock=clock))
+    db = open_database(path, synchronous=synchronous, pool_size=pool_size, clock=clock)
+    return RunStore(db, new_id=new_id)
 
 
 class RunStore:
     """The store as the service layer and CLI see it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, new_id: Callable[[], str] | None = None) -> None:
         self.db = db
+        # Injectable so seeded databases (snapshot tests, benchmarks) are reproducible.
+        self.new_id = new_id or (lambda: uuid.uuid4().hex)
 
     @property
     def path(self) -> Path:
@@ -205,21 +214,12 @@ class RunStore:
             ).first()
         return (str(row[0]), bytes(row[1])) if row else None
 
-    def data_version(self) -> tuple[int, int]:
-        """(max revision marker, run count): a cheap fingerprint of 'anything changed'."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(func.coalesce(func.max(runs_t.c.updated_at), 0), func.count())
-            ).first()
-        assert row is not None
-        return (int(float(row[0]) * 1_000_000), int(row[1]))
-
     # ---- person-driven changes ---------------------------------------------------------
 
     def create_run(self, spec: RunSpec) -> tuple[Run, bool]:
         """Insert a queued run; with an idempotency key, return the live run holding it."""
         now = self.now()
-        run_id = uuid.uuid4().hex
+        run_id = self.new_id()
         try:
             with self.db.write() as conn:
                 if spec.idem_key:

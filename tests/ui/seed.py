@@ -1,0 +1,151 @@
+"""Deterministic databases for UI tests: fixed ids, a counting clock, the real store/journal."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui_agent.domain.models import (
+    AgentState,
+    Budget,
+    Policy,
+    RunSpec,
+    RunStatus,
+    StatePatch,
+    StepStatus,
+    arguments_hash,
+)
+from tui_agent.store.journal import StepJournal
+from tui_agent.store.run_store import RunStore, open_store
+
+T0 = 1_790_000_000.0
+
+
+@dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+class Seeder:
+    def __init__(self, db_path: Path) -> None:
+        self.clock = Clock()
+        self._n = 0
+        self.store: RunStore = open_store(db_path, clock=self.clock, new_id=self._new_id)
+        self.journal = StepJournal(self.store.db, "seed-owner", 1)
+
+    def _new_id(self) -> str:
+        self._n += 1
+        return f"{self._n:04x}" + "c0ffee" * 4 + "00000000"[: 32 - 4 - 24]
+
+    def run(self, goal: str, *, max_steps: int = 20, workspace: str = "/work/project") -> str:
+        run, _ = self.store.create_run(
+            RunSpec(
+                goal=goal,
+                workspace=workspace,
+                model="demo",
+                budget=Budget(max_steps=max_steps, max_llm_tokens=50_000),
+                policy=Policy(),
+            )
+        )
+        assert self.journal.claim(1, 10_000) == [run.id]
+        return run.id
+
+    def llm(self, run_id: str, text: str, calls: list[tuple[str, dict[str, object]]]) -> int:
+        payload = {
+            "content": text,
+            "tool_calls": [
+                {"id": f"c{i}-{text[:3]}", "name": n, "arguments": json.dumps(a)}
+                for i, (n, a) in enumerate(calls)
+            ],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            "model": "demo",
+        }
+        return self.journal.record_llm_reply(run_id, payload, 120, 1.5)
+
+    def tool(
+        self,
+        run_id: str,
+        llm_seq: int,
+        name: str,
+        args: dict[str, object],
+        result: str,
+        state: AgentState | None = None,
+    ) -> None:
+        raw = json.dumps(args)
+        seq = self.journal.journal_tool_start(
+            run_id, llm_seq=llm_seq, call_id=f"c0-{llm_seq}", tool=name, arguments=raw, wall=0.5
+        )
+        self.journal.finish_tool(
+            run_id, seq, status=StepStatus.FINISHED, result=result, wall=0.5, state=state
+        )
+
+    def finish(self, run_id: str, status: RunStatus, **kw: str) -> None:
+        self.journal.finish_run(run_id, status, wall=1.0, message=status.value, **kw)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def seed_showcase(db_path: Path) -> dict[str, str]:
+    """A completed run with many steps, a paused run, a run waiting for approval."""
+    s = Seeder(db_path)
+    ids: dict[str, str] = {}
+
+    done = s.run("Tidy the docs folder and list what changed", max_steps=40)
+    plan = StatePatch(
+        plan=["Survey docs/", "Fix headings", "Report"],
+        add_facts=[{"key": "files", "value": 12, "source": "agent"}],
+    )
+    seq = s.llm(done, "I'll plan first.", [("update_state", {"patch": {"plan": []}})])
+    s.tool(
+        done,
+        seq,
+        "update_state",
+        {"patch": {"plan": ["Survey docs/"]}},
+        "state updated",
+        state=plan.apply(AgentState()),
+    )
+    for i in range(8):
+        seq = s.llm(done, f"Reading chapter {i}.", [("read_file", {"path": f"docs/ch{i}.md"})])
+        s.tool(done, seq, "read_file", {"path": f"docs/ch{i}.md"}, f"# Chapter {i}\nText…")
+    s.llm(done, "All chapters are tidy; nothing else to change.", [])
+    s.finish(done, RunStatus.COMPLETED, result="All chapters are tidy; nothing else to change.")
+    ids["completed"] = done
+
+    paused = s.run("Count the lines of every file", max_steps=4)
+    for i in range(2):
+        seq = s.llm(paused, f"Listing part {i}.", [("list_dir", {"path": f"part{i}"})])
+        s.tool(paused, seq, "list_dir", {"path": f"part{i}"}, "a.txt (10 bytes)")
+    s.finish(paused, RunStatus.PAUSED, pause_reason="budget spent: steps 4 of 4")
+    ids["paused"] = paused
+
+    waiting = s.run("Write a changelog entry for the release")
+    seq = s.llm(
+        waiting,
+        "I'll write the entry now.",
+        [("write_file", {"path": "CHANGELOG.md", "content": "## 1.2.0\n- faster"})],
+    )
+    args = json.dumps({"path": "CHANGELOG.md", "content": "## 1.2.0\n- faster"})
+    s.journal.request_approval(
+        waiting,
+        llm_seq=seq,
+        call_id="c0-I'l",
+        tool="write_file",
+        arguments=args,
+        args_hash=arguments_hash("write_file", json.loads(args)),
+        risk="write_local",
+        model_reason="I'll write the entry now.",
+        wall=0.2,
+        reason_text='waiting for approval: write_file(path="CHANGELOG.md", …) [write_local]',
+    )
+    ids["waiting"] = waiting
+    s.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return ids

@@ -1,0 +1,314 @@
+"""Every key path with Pilot, against a real store and a real supervisor process. Nothing
+is refreshed by hand: what the supervisor commits must reach the screen by itself."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Home
+from tests.fakes.llm_server import Reply, ScriptedLLM, call
+from tui_agent.llm.factory import default_model
+from tui_agent.service.local import LocalService
+from tui_agent.settings import load_settings
+from tui_agent.ui.app import AgentApp
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def make_app(home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], AgentApp]]:
+    services: list[LocalService] = []
+
+    def build() -> AgentApp:
+        for key, value in home.env.items():
+            monkeypatch.setenv(key, value)
+        service = LocalService.open(load_settings())
+        services.append(service)
+        settings = load_settings()
+        return AgentApp(
+            service,
+            ui_state_path=settings.ui_state_path,
+            default_workspace=str(home.workspace),
+            default_model=default_model(),
+        )
+
+    yield build
+    for service in services:
+        service.close()
+
+
+async def until(
+    pilot: Any, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def footer_keys(app: AgentApp) -> set[str]:
+    """The keys the footer shows now (check_action decides)."""
+    return {k for k, b in app.active_bindings.items() if b.enabled and b.binding.show}
+
+
+async def start_from_form(pilot: Any, goal: str) -> None:
+    await pilot.press("s")
+    await pilot.pause()
+    await pilot.press(*goal)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def test_start_from_form_then_approve_with_y(make_app: Any, home: Home) -> None:
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        assert "y" not in footer_keys(app)
+        await start_from_form(pilot, "Summarise the workspace")
+        assert app.selected is not None
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="approval")
+        assert "y" in footer_keys(app) and "n" in footer_keys(app)
+        request = app.query_one("#run-request")
+        assert "write_file" in str(request.render()) and "write_local" in str(request.render())
+        await pilot.press("y")
+        await until(pilot, lambda: app.run_status == "completed", what="completion")
+        assert "y" not in footer_keys(app)
+    run = home.show(app.selected)
+    assert run["status"] == "completed" and run["approvals"][0]["status"] == "approved"
+
+
+async def test_enter_in_goal_starts_with_defaults_and_errors_stay_in_form(
+    make_app: Any, home: Home
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("s")
+        await pilot.pause()
+        await pilot.press("enter")  # empty goal
+        await pilot.pause()
+        assert "goal must not be empty" in str(app.screen.query_one("#start-error").render())
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert app.screen is app.screen_stack[0]
+        await start_from_form(pilot, "defaults please")
+        run = home.show(app.selected)
+        assert run["model"] == "demo" and run["workspace"] == str(home.workspace.resolve())
+        assert run["budget"]["max_steps"] == 50
+
+
+async def test_deny_with_reason(make_app: Any, home: Home) -> None:
+    run_id = home.start("Summarise")
+    home.wait_status(run_id, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press(*"not today")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.run_status == "completed", what="completion")
+    run = home.show(run_id)
+    write = next(s for s in run["steps"] if s.get("tool") == "write_file" and s["kind"] == "tool")
+    assert write["status"] == "denied" and "not today" in write["result"]
+    assert run["approvals"][0]["decision_reason"] == "not today"
+
+
+async def test_always_allow_with_a(make_app: Any, home: Home, llm: ScriptedLLM) -> None:
+    home.use_server(llm)
+    llm.script = [
+        Reply("One.", [call("write_file", {"path": "a.txt", "content": "1"})]),
+        Reply("Two.", [call("write_file", {"path": "b.txt", "content": "2"})]),
+        Reply("Done."),
+    ]
+    run_id = home.start()
+    home.wait_status(run_id, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
+        await pilot.press("a")
+        await until(pilot, lambda: app.run_status == "completed", what="completion")
+    assert (home.workspace / "b.txt").exists()
+    assert len(home.show(run_id)["approvals"]) == 1
+
+
+async def test_cancel_asks_for_confirmation(make_app: Any, home: Home) -> None:
+    run_id = home.start("to cancel")
+    home.wait_status(run_id, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("n")  # no: nothing happens
+        await pilot.pause()
+        assert home.show(run_id)["status"] == "waiting_approval"
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("y")
+        await until(pilot, lambda: app.run_status == "cancelled", what="cancel")
+        assert "c" not in footer_keys(app)
+
+
+async def test_resume_after_budget_pause_extends_the_budget(
+    make_app: Any, home: Home, llm: ScriptedLLM
+) -> None:
+    home.use_server(llm)
+    llm.default = Reply("Again.", [call("list_dir", {})])
+    run_id = home.start("loop", "--max-steps", "4")
+    home.wait_status(run_id, "paused")
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.run_status == "paused", what="selection")
+        assert "r" in footer_keys(app)
+        await pilot.press("r")
+        await pilot.pause()
+        assert app.screen.query_one("#resume-steps").value == "8"  # prefilled: doubled
+        await pilot.press("enter")
+        await until(pilot, lambda: home.show(run_id)["usage"]["steps"] == 8, what="8 steps")
+        await until(pilot, lambda: app.run_status == "paused", what="paused again")
+        assert "8/8" in str(app.query_one("#gauge-steps .gauge-value").render())
+
+
+async def test_skip_an_in_doubt_call_with_k(make_app: Any, home: Home) -> None:
+    from tests.ui.seed import Seeder
+    from tui_agent.domain.models import RunStatus
+
+    home.cli("ls", check=True)
+    seeder = Seeder(home.path / "tui-agent.db")
+    run_id = seeder.run("shell work", workspace=str(home.workspace))
+    seq = seeder.llm(run_id, "Deploying.", [("run_shell", {"command": "echo deploy"})])
+    seeder.journal.journal_tool_start(
+        run_id,
+        llm_seq=seq,
+        call_id="c0-Dep",
+        tool="run_shell",
+        arguments='{"command": "echo deploy"}',
+        wall=0,
+    )
+    seeder.finish(run_id, RunStatus.NEEDS_ATTENTION, pause_reason="call in doubt")
+    seeder.close()
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.run_status == "needs_attention", what="selection")
+        assert {"t", "k"} <= footer_keys(app) and "y" not in footer_keys(app)
+        assert "Call in doubt" in str(app.query_one("#run-request").render())
+        await pilot.press("k")
+        await until(pilot, lambda: app.run_status != "needs_attention", what="resolution")
+    step = next(s for s in home.show(run_id)["steps"] if s["kind"] == "tool")
+    assert step["status"] == "skipped"
+
+
+async def test_filter_by_text_and_status(make_app: Any, home: Home) -> None:
+    a = home.start("alpha task")
+    home.wait_status(a, "waiting_approval")
+    b = home.start("beta task")
+    home.wait_status(b, "waiting_approval")
+    home.cli("cancel", b, check=True)
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        table = app.query_one("#history-table")
+        await until(pilot, lambda: table.row_count == 2, what="two rows")
+        await pilot.press("slash")
+        await pilot.press(*"alpha")
+        await pilot.pause()
+        assert table.row_count == 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert table.row_count == 2
+        await pilot.press("slash")
+        await pilot.press(*"status:cancelled")
+        await pilot.pause()
+        assert table.row_count == 1 and app.query_one("#history").selected_id == b
+
+
+async def test_reattach_after_closing_the_app_while_a_run_goes_on(
+    make_app: Any, home: Home, llm: ScriptedLLM
+) -> None:
+    home.use_server(llm)
+    llm.latency_s = 0.25
+    llm.script = [Reply(f"step {i}", [call("list_dir", {})]) for i in range(8)]
+    llm.script.append(Reply("finished all"))
+    first = make_app()
+    async with first.run_test(size=(140, 40)) as pilot:
+        await start_from_form(pilot, "long job")
+        run_id = first.selected
+        await until(pilot, lambda: home.show(run_id)["usage"]["steps"] >= 2, what="progress")
+    # The app is closed; the supervisor keeps running the run.
+    steps_at_close = home.show(run_id)["usage"]["steps"]
+    assert home.show(run_id)["status"] == "running"
+    second = make_app()
+    async with second.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        assert second.selected == run_id  # put back where we were
+        timeline = second.query_one("#run-timeline")
+        await until(pilot, lambda: timeline.last_seq > steps_at_close, what="live steps")
+        await until(pilot, lambda: second.run_status == "completed", 30, "completion")
+        assert "finished all" in str(second.query_one("#run-header").render())
+        assert "supervisor: running" in str(second.query_one("#status-bar").render())
+
+
+async def test_quitting_never_stops_a_run(make_app: Any, home: Home, llm: ScriptedLLM) -> None:
+    home.use_server(llm)
+    llm.latency_s = 0.2
+    llm.script = [Reply(f"s{i}", [call("list_dir", {})]) for i in range(5)] + [Reply("end")]
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await start_from_form(pilot, "keeps going")
+        run_id = app.selected
+        await pilot.press("q")
+    home.wait_status(run_id, "completed", timeout=30)
+
+
+async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
+    import sqlite3
+
+    home.cli("ls", check=True)
+    rows = [
+        (
+            f"{i:032x}",
+            "completed",
+            f"goal number {i}",
+            "/w",
+            "demo",
+            "{}",
+            "{}",
+            "{}",
+            i % 50,
+            i * 3,
+            1.0,
+            0,
+            0,
+            0,
+            1,
+            1,
+            1_700_000_000.0 + i,
+            1_700_000_000.0 + i,
+        )
+        for i in range(100_000)
+    ]
+    with sqlite3.connect(home.path / "tui-agent.db") as conn:
+        conn.executemany(
+            "INSERT INTO runs (id, status, goal, workspace, model, budget_json, policy_json, "
+            "state_json, usage_steps, usage_tokens, usage_wall_s, cancel_requested, "
+            "retry_attempt, retry_max, next_seq, revision, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        table = app.query_one("#history-table")
+        await pilot.pause()
+        assert table.row_count == 100  # one page, not 100,000 rows
+        assert app.query_one("#history").selected_id == f"{99_999:032x}"
+        await pilot.press("ctrl+end")
+        await pilot.pause()
+        assert 100 < table.row_count <= 300  # the next page, loaded on demand
+        await pilot.press("slash")
+        await pilot.press(*"number 99998")
+        await pilot.pause()
+        assert table.row_count == 1

@@ -1,0 +1,381 @@
+"""The Textual app: a client of the service layer. It never executes a step, and quitting
+it never stops a run. Changes made by the supervisor arrive through watchfiles on the
+database directory; a cheap stat of the files each second is the safety net."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.theme import Theme
+from textual.widgets import Footer
+
+from tui_agent.domain.errors import TuiAgentError
+from tui_agent.service.api import AgentService, SupervisorState
+from tui_agent.ui.paths import stylesheets
+from tui_agent.ui.screens.dialogs import BudgetChange, ConfirmScreen, DenyScreen, ResumeScreen
+from tui_agent.ui.screens.start_form import StartRunScreen
+from tui_agent.ui.widgets.history import HistoryPane
+from tui_agent.ui.widgets.run_pane import RunPane
+from tui_agent.ui.widgets.status_bar import StatusBar
+
+THEME = Theme(
+    name="tui-agent",
+    primary="#5fafd7",
+    secondary="#87afaf",
+    accent="#ffaf5f",
+    warning="#ffd75f",
+    error="#ff5f5f",
+    success="#87d787",
+    dark=True,
+    variables={"run-waiting": "#ffaf5f", "run-idle": "#808080"},
+)
+
+NARROW = 110
+
+
+class AgentApp(App[None]):
+    CSS_PATH = stylesheets()
+    TITLE = "tui-agent"
+
+    BINDINGS = [
+        Binding("s", "start", "Start", id="start", tooltip="Start a new run"),
+        Binding("y", "approve", "Approve", id="approve", tooltip="Approve the pending call"),
+        Binding("n", "deny", "Deny", id="deny", tooltip="Deny the pending call (with a reason)"),
+        Binding(
+            "a",
+            "always",
+            "Always",
+            id="always",
+            tooltip="Approve and always allow this tool for the rest of the run",
+        ),
+        Binding(
+            "t",
+            "retry_call",
+            "Retry call",
+            id="retry-call",
+            tooltip="Run the interrupted call again",
+        ),
+        Binding(
+            "k",
+            "skip_call",
+            "Skip call",
+            id="skip-call",
+            tooltip="Skip the interrupted call; the model is told its outcome is unknown",
+        ),
+        Binding("c", "cancel_run", "Cancel", id="cancel", tooltip="Cancel the selected run"),
+        Binding(
+            "r",
+            "resume",
+            "Resume",
+            id="resume",
+            tooltip="Resume a paused or failed run (larger budget if one is spent)",
+        ),
+        Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the history"),
+        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Quit the app; runs go on"),
+    ]
+
+    selected: reactive[str | None] = reactive(None, bindings=True)
+    """The run shown in the run pane."""
+    run_status: reactive[str | None] = reactive(None, bindings=True)
+    """The selected run's status: decides which keys apply."""
+
+    def __init__(
+        self,
+        service: AgentService,
+        *,
+        ui_state_path: Path | None = None,
+        default_workspace: str | None = None,
+        default_model: str = "demo",
+        start_supervisor: bool = True,
+        live: bool = True,
+    ) -> None:
+        super().__init__()
+        self.register_theme(THEME)
+        self.theme = THEME.name
+        self.service = service
+        self.ui_state_path = ui_state_path
+        self.default_workspace = default_workspace or os.getcwd()
+        self.default_model = default_model
+        self.start_supervisor = start_supervisor
+        self.live = live
+        self.supervisor: SupervisorState | None = None
+        self._fingerprint: tuple[int, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status-bar")
+        with Horizontal(id="main"):
+            yield HistoryPane(self.service, id="history")
+            yield RunPane(id="run-pane")
+        yield Footer()
+
+    # ---- start-up ------------------------------------------------------------------------
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return {"run-waiting": "#ffaf5f", "run-idle": "#808080"}
+
+    def on_mount(self) -> None:
+        history = self.query_one(HistoryPane)
+        history.reload(select=self._restore_selection())
+        history.table.focus()
+        if history.selected_id:
+            self.selected = history.selected_id
+        else:
+            self.query_one(RunPane).show_empty()
+        self._poll_supervisor()
+        if self.start_supervisor:
+            self._ensure_supervisor()
+        if self.live:
+            self._fingerprint = self._db_fingerprint()
+            self._watch_database()
+            self.set_interval(1.0, self._safety_tick)
+            self.set_interval(2.0, self._poll_supervisor)
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW, "-narrow")
+
+    @work(thread=True, exit_on_error=False, group="supervisor")
+    def _ensure_supervisor(self) -> None:
+        try:
+            self.service.ensure_supervisor()
+        except TuiAgentError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+        self.call_from_thread(self._poll_supervisor)
+
+    def _poll_supervisor(self) -> None:
+        self.supervisor = self.service.supervisor_state()
+        self._update_status_bar()
+
+    def _update_status_bar(self) -> None:
+        self.query_one(StatusBar).show_state(
+            self.supervisor,
+            str(self.service.db_path),
+            self.service.database_size(),
+            self.service.count_waiting(),
+        )
+
+    # ---- live updates ----------------------------------------------------------------
+
+    @work(exclusive=True, group="db-watch", exit_on_error=False)
+    async def _watch_database(self) -> None:
+        from watchfiles import awatch
+
+        db = self.service.db_path
+        names = {db.name, f"{db.name}-wal"}
+        async for _ in awatch(
+            db.parent,
+            watch_filter=lambda _change, path: Path(path).name in names,
+            debounce=100,
+            step=10,
+            force_polling=False,
+            recursive=False,
+        ):
+            self.refresh_live()
+
+    def _db_fingerprint(self) -> tuple[int, ...]:
+        parts: list[int] = []
+        for suffix in ("", "-wal"):
+            try:
+                st = os.stat(f"{self.service.db_path}{suffix}")
+                parts += [st.st_mtime_ns, st.st_size]
+            except OSError:
+                parts += [0, 0]
+        return tuple(parts)
+
+    def _safety_tick(self) -> None:
+        """Where file events do not arrive (network filesystems), a stat still notices."""
+        fingerprint = self._db_fingerprint()
+        if fingerprint != self._fingerprint:
+            self.refresh_live()
+        else:
+            self.query_one(HistoryPane).refresh_live()  # ages and time-based reasons move
+
+    def refresh_live(self) -> None:
+        """Re-read only what changed: the top of the history and the selected run's tail."""
+        self._fingerprint = self._db_fingerprint()
+        try:
+            self.query_one(HistoryPane).refresh_live()
+            if self.selected:
+                self._show_run(first=False)
+            self._update_status_bar()
+        except TuiAgentError as exc:
+            self.notify(str(exc), severity="error")
+
+    def _show_run(self, *, first: bool) -> None:
+        if not self.selected:
+            return
+        pane = self.query_one(RunPane)
+        timeline = pane.query_one("#run-timeline")
+        if first:
+            delta = self.service.run_delta(self.selected, 0, 0)
+        else:
+            delta = self.service.run_delta(self.selected, timeline.open_seq(), timeline.last_event)  # type: ignore[attr-defined]
+        pane.show_delta(delta, first=first)
+        self.run_status = delta.run.status.value
+        self._pending_tool = delta.pending.tool if delta.pending else None
+
+    # ---- selection and remembered state --------------------------------------------------
+
+    def on_history_pane_selected(self, message: HistoryPane.Selected) -> None:
+        if message.run_id != self.selected:
+            self.selected = message.run_id
+
+    def watch_selected(self, run_id: str | None) -> None:
+        if run_id is None:
+            return
+        self._show_run(first=True)
+        self._save_selection(run_id)
+
+    def _restore_selection(self) -> str | None:
+        if self.ui_state_path is None:
+            return None
+        try:
+            return str(json.loads(self.ui_state_path.read_text())["selected_run"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _save_selection(self, run_id: str) -> None:
+        if self.ui_state_path is None:
+            return
+        try:
+            fd = os.open(self.ui_state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"selected_run": run_id}, fh)
+        except OSError:
+            pass
+
+    # ---- which keys apply --------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        status = self.run_status
+        if action in ("approve", "deny", "always"):
+            return status == "waiting_approval"
+        if action in ("retry_call", "skip_call"):
+            return status == "needs_attention"
+        if action == "cancel_run":
+            return status is not None and status not in ("completed", "failed", "cancelled")
+        if action == "resume":
+            return status in ("paused", "failed")
+        return True
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if binding.action in ("quit", "clear_filter"):
+                continue
+            if self.check_action(binding.action, ()):
+                yield SystemCommand(
+                    binding.description,
+                    binding.tooltip,
+                    lambda a=binding.action: self.run_action(a),
+                )
+
+    # ---- actions -------------------------------------------------------------------------
+
+    def _guard(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """Run a service call; a refused action is a notification, never a crash."""
+        try:
+            result = fn(*args, **kwargs)
+        except TuiAgentError as exc:
+            self.notify(str(exc), severity="error", timeout=6)
+            return None
+        self.refresh_live()
+        return result
+
+    def action_start(self) -> None:
+        def submit(request):  # type: ignore[no-untyped-def]
+            try:
+                run, _ = self.service.start_run(request)
+            except TuiAgentError as exc:
+                return f"error: {exc}"
+            return run.id
+
+        def started(run_id: str | None) -> None:
+            if run_id:
+                self.query_one(HistoryPane).reload(select=run_id)
+                self.selected = run_id
+                self.notify(f"started run {run_id[:8]}")
+
+        self.push_screen(
+            StartRunScreen(submit, workspace=self.default_workspace, model=self.default_model),
+            started,
+        )
+
+    def action_approve(self) -> None:
+        if self.selected and self._guard(self.service.approve, self.selected):
+            self.notify("approved")
+
+    def action_always(self) -> None:
+        if self.selected and self._guard(self.service.approve, self.selected, always=True):
+            self.notify("approved; this tool is always allowed for the rest of the run")
+
+    def action_deny(self) -> None:
+        run_id = self.selected
+        if not run_id:
+            return
+
+        def decided(reason: str | None) -> None:
+            if reason is not None and self._guard(self.service.deny, run_id, reason=reason):
+                self.notify("denied")
+
+        self.push_screen(DenyScreen(getattr(self, "_pending_tool", None) or "the call"), decided)
+
+    def action_cancel_run(self) -> None:
+        run_id = self.selected
+        if not run_id:
+            return
+        question = f"Cancel run {run_id[:8]}?"
+        if self.run_status == "needs_attention":
+            question += " The call in doubt is not run again and the run fails."
+
+        def confirmed(yes: bool | None) -> None:
+            if yes and self._guard(self.service.cancel, run_id):
+                self.notify(f"cancel requested for {run_id[:8]}")
+
+        self.push_screen(ConfirmScreen(question), confirmed)
+
+    def action_resume(self) -> None:
+        run_id = self.selected
+        if not run_id:
+            return
+        run = self.service.get_run(run_id)
+        reason = self.service.reason(run)
+        if run.status.value == "paused" and reason and reason.startswith("budget spent"):
+
+            def chosen(change: BudgetChange | None) -> None:
+                if change is not None and self._guard(
+                    self.service.resume,
+                    run_id,
+                    max_steps=change.max_steps,
+                    max_llm_tokens=change.max_llm_tokens,
+                    max_wall_time_s=change.max_wall_time_s,
+                ):
+                    self.notify("resumed with a larger budget")
+
+            self.push_screen(ResumeScreen(run.budget, run.usage, reason), chosen)
+        elif self._guard(self.service.resume, run_id):
+            self.notify("resumed")
+
+    def action_retry_call(self) -> None:
+        if self.selected and self._guard(self.service.resolve, self.selected, "retry"):
+            self.notify("retrying the interrupted call")
+
+    def action_skip_call(self) -> None:
+        if self.selected and self._guard(self.service.resolve, self.selected, "skip"):
+            self.notify("skipped; the model is told the outcome is unknown")
+
+    def action_filter(self) -> None:
+        self.query_one(HistoryPane).open_filter()
+
+    def action_clear_filter(self) -> None:
+        self.query_one(HistoryPane).close_filter()

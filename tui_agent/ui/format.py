@@ -1,0 +1,122 @@
+"""Plain-text formatting shared by the widgets (no Textual here: easy to test)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tui_agent.domain.models import Event, RunStatus, Step, StepKind
+from tui_agent.domain.reason import describe_call
+
+STATUS_ICONS = {
+    RunStatus.QUEUED: "○",
+    RunStatus.RUNNING: "▶",
+    RunStatus.WAITING_APPROVAL: "?",
+    RunStatus.NEEDS_ATTENTION: "!",
+    RunStatus.PAUSED: "‖",
+    RunStatus.COMPLETED: "✓",
+    RunStatus.FAILED: "✗",
+    RunStatus.CANCELLED: "⊘",
+}
+
+
+STATUS_SHORT = {
+    RunStatus.QUEUED: "queued",
+    RunStatus.RUNNING: "running",
+    RunStatus.WAITING_APPROVAL: "approve?",
+    RunStatus.NEEDS_ATTENTION: "attention",
+    RunStatus.PAUSED: "paused",
+    RunStatus.COMPLETED: "done",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "cancelled",
+}
+
+
+def status_cell(status: RunStatus) -> str:
+    return f"{STATUS_ICONS[status]} {STATUS_SHORT[status]}"
+
+
+def age(now: float, ts: float) -> str:
+    delta = max(0, int(now - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{delta // size}{unit}"
+    return f"{delta}s"
+
+
+def tokens(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def one_line(text: str | None, limit: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def step_label(step: Step) -> str:
+    """The timeline's one-line summary of a step."""
+    if step.kind is StepKind.LLM:
+        calls = [c["name"] for c in step.payload.get("tool_calls", [])]
+        text = one_line(step.payload.get("content"), 60) or "(no text)"
+        arrow = f" → {', '.join(calls)}" if calls else ""
+        return f"#{step.seq} llm  {text}{arrow}  ({step.tokens} tok)"
+    if step.kind is StepKind.TOOL:
+        call = describe_call(step.tool, step.arguments, 48)
+        return f"#{step.seq} tool {call}  [{step.status.value}]"
+    payload = step.payload
+    who = payload.get("by", "?")
+    why = f": {payload['reason']}" if payload.get("reason") else ""
+    return f"#{step.seq} you  {payload.get('decision', 'decided')} {step.tool} by {who}{why}"
+
+
+def step_details(step: Step) -> list[str]:
+    """The lines shown when a step is expanded."""
+    lines: list[str] = []
+    if step.kind is StepKind.LLM:
+        if step.payload.get("content"):
+            lines += str(step.payload["content"]).splitlines() or [""]
+        for c in step.payload.get("tool_calls", []):
+            lines.append(f"call {c['name']}({c['arguments']})")
+        usage = step.payload.get("usage") or {}
+        lines.append(
+            f"tokens: {usage.get('prompt_tokens', 0)} in, {usage.get('completion_tokens', 0)} out"
+        )
+    elif step.kind is StepKind.TOOL:
+        lines.append("arguments: " + _pretty(step.parsed_arguments()))
+        if step.result is not None:
+            result = step.result.splitlines() or [""]
+            shown = result[:20]
+            lines += ["result:"] + [f"  {line}" for line in shown]
+            if len(result) > 20:
+                lines.append(f"  … {len(result) - 20} more lines")
+        if step.artifact_id:
+            lines.append(f"artifact: {step.artifact_id}")
+    else:
+        lines.append("arguments: " + _pretty(step.parsed_arguments()))
+    return lines
+
+
+def event_label(event: Event) -> str:
+    icon = {"retry": "↻", "lost": "⚠", "in_doubt": "⚠", "cancel": "⊘", "released": "‖"}.get(
+        event.kind, "•"
+    )
+    return f"{icon} {event.message}"
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)

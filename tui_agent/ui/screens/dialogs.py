@@ -1,0 +1,117 @@
+"""Small modal questions: a deny reason, a confirmation, a budget extension."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from tui_agent.domain.models import Budget, Usage
+
+
+class DenyScreen(ModalScreen[str | None]):
+    """Dismisses with the reason ('' for none), or None if the person backs out."""
+
+    BINDINGS = [Binding("escape", "back", "Back", id="deny-back", tooltip="Do not deny")]
+
+    def __init__(self, tool: str) -> None:
+        super().__init__()
+        self.tool = tool
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(f"Deny [b]{self.tool}[/b]? The model is told, with your reason.")
+            yield Input(placeholder="reason (optional), enter to deny", id="deny-reason")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def submit(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip())
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm-yes", tooltip="Yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm-no", tooltip="No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Yes (y)", variant="error", id="confirm-yes-button")
+                yield Button("No (n)", id="confirm-no-button")
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes-button")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    max_steps: int | None
+    max_llm_tokens: int | None
+    max_wall_time_s: float | None
+
+
+class ResumeScreen(ModalScreen[BudgetChange | None]):
+    """Resume with the same budget, or a larger one (prefilled when one is spent)."""
+
+    BINDINGS = [Binding("escape", "back", "Back", id="resume-back", tooltip="Do not resume")]
+
+    def __init__(self, budget: Budget, usage: Usage, reason: str | None) -> None:
+        super().__init__()
+        self.budget = budget
+        self.usage = usage
+        self.reason = reason
+
+    def compose(self) -> ComposeResult:
+        b, u = self.budget, self.usage
+        steps = b.max_steps * 2 if u.steps >= b.max_steps else b.max_steps
+        toks = b.max_llm_tokens * 2 if u.llm_tokens >= b.max_llm_tokens else b.max_llm_tokens
+        wall = b.max_wall_time_s * 2 if u.wall_time_s >= b.max_wall_time_s else b.max_wall_time_s
+        with Vertical(classes="dialog", id="resume-dialog"):
+            yield Static(f"Resume the run{': ' + self.reason if self.reason else ''}")
+            yield Label(f"max steps (used {u.steps})")
+            yield Input(str(steps), id="resume-steps", type="integer")
+            yield Label(f"max tokens (used {u.llm_tokens})")
+            yield Input(str(toks), id="resume-tokens", type="integer")
+            yield Label(f"max wall time s (used {u.wall_time_s:.0f})")
+            yield Input(f"{wall:g}", id="resume-wall", type="number")
+            yield Static("", id="resume-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#resume-steps", Input).focus()
+
+    @on(Input.Submitted)
+    def submit(self) -> None:
+        try:
+            change = BudgetChange(
+                max_steps=int(self.query_one("#resume-steps", Input).value),
+                max_llm_tokens=int(self.query_one("#resume-tokens", Input).value),
+                max_wall_time_s=float(self.query_one("#resume-wall", Input).value),
+            )
+        except ValueError:
+            self.query_one("#resume-error", Static).update("⚠ budgets must be numbers")
+            return
+        self.dismiss(change)
+
+    def action_back(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,100 @@
+"""The start form: goal first; `enter` in the goal starts with the defaults, `escape` closes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Static
+
+from tui_agent.service.api import StartRequest
+
+Submit = Callable[[StartRequest], str | None]
+
+
+class StartRunScreen(ModalScreen[str | None]):
+    """Dismisses with the new run's id, or None when closed. Errors stay in the form."""
+
+    BINDINGS = [Binding("escape", "close", "Close", id="start-close", tooltip="Close the form")]
+
+    def __init__(self, submit: Submit, *, workspace: str, model: str) -> None:
+        super().__init__()
+        self._submit = submit
+        self._workspace = workspace
+        self._model = model
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="start-dialog"):
+            yield Static("[b]Start a run[/b]", id="start-title")
+            yield Label("Goal")
+            yield Input(placeholder="what should the agent do?", id="start-goal")
+            yield Label("Workspace")
+            yield Input(self._workspace, id="start-workspace")
+            yield Label("Model")
+            yield Input(self._model, id="start-model")
+            with Horizontal(id="start-budgets"):
+                yield Input(placeholder="max steps", id="start-max-steps", type="integer")
+                yield Input(placeholder="max tokens", id="start-max-tokens", type="integer")
+                yield Input(placeholder="max wall s", id="start-max-wall", type="number")
+            with Horizontal(id="start-auto"):
+                yield Label("auto-approve:")
+                yield Checkbox("write_local", id="start-auto-write")
+                yield Checkbox("external_action", id="start-auto-external")
+            yield Static("", id="start-error")
+            with Horizontal(id="start-buttons"):
+                yield Button("Start", variant="primary", id="start-go")
+                yield Button("Cancel", id="start-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#start-goal", Input).focus()
+
+    def _value(self, widget_id: str) -> str:
+        return self.query_one(f"#{widget_id}", Input).value.strip()
+
+    def _number(self, widget_id: str, kind: type[int] | type[float]) -> int | float | None:
+        text = self._value(widget_id)
+        return kind(text) if text else None
+
+    def request(self) -> StartRequest:
+        auto = tuple(
+            risk
+            for risk, wid in (
+                ("write_local", "start-auto-write"),
+                ("external_action", "start-auto-external"),
+            )
+            if self.query_one(f"#{wid}", Checkbox).value
+        )
+        return StartRequest(
+            goal=self._value("start-goal"),
+            workspace=self._value("start-workspace") or None,
+            model=self._value("start-model") or None,
+            max_steps=self._number("start-max-steps", int),  # type: ignore[arg-type]
+            max_llm_tokens=self._number("start-max-tokens", int),  # type: ignore[arg-type]
+            max_wall_time_s=self._number("start-max-wall", float),
+            auto_approve=auto,
+        )
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#start-go")
+    def start(self) -> None:
+        try:
+            request = self.request()
+        except ValueError:
+            self._error("budgets must be numbers")
+            return
+        result = self._submit(request)
+        if result is not None and result.startswith("error:"):
+            self._error(result.removeprefix("error:").strip())
+            return
+        self.dismiss(result)
+
+    def _error(self, text: str) -> None:
+        self.query_one("#start-error", Static).update(f"⚠ {text}")
+
+    @on(Button.Pressed, "#start-cancel")
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,118 @@
+"""The run pane: header with reason, budget gauges, the approval request, timeline and state."""
+
+from __future__ import annotations
+
+import json
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Static
+
+from tui_agent.domain.models import Approval, Run, Step
+from tui_agent.domain.reason import describe_call
+from tui_agent.service.api import RunDelta
+from tui_agent.ui.format import STATUS_ICONS
+from tui_agent.ui.widgets.gauges import BudgetGauges
+from tui_agent.ui.widgets.timeline import Timeline
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+class RunPane(Vertical):
+    def compose(self) -> ComposeResult:
+        yield Static("No run selected. Press [b]s[/b] to start one.", id="run-header")
+        yield BudgetGauges(id="run-gauges")
+        yield Static("", id="run-request")
+        with Horizontal(id="run-body"):
+            yield Timeline(id="run-timeline")
+            with VerticalScroll(id="run-state-box"):
+                yield Static("", id="run-state")
+
+    def show_empty(self) -> None:
+        self.add_class("-empty")
+        self.query_one("#run-header", Static).update(
+            "No runs yet. Press [b]s[/b] to start one (the offline demo model needs no key)."
+        )
+        self.query_one(Timeline).reset()
+
+    def show_delta(self, delta: RunDelta, *, first: bool) -> None:
+        self.remove_class("-empty")
+        run = delta.run
+        timeline = self.query_one(Timeline)
+        if first:
+            timeline.reset()
+            timeline.add_all(delta.steps, delta.events)
+            timeline.scroll_end(animate=False)
+        else:
+            timeline.add_delta(delta.steps, delta.events)
+        self._header(run, delta.reason)
+        self.query_one(BudgetGauges).show(run.budget, run.usage)
+        self._request(delta.pending, delta.in_doubt)
+        self._state(run)
+        for status in ("waiting_approval", "needs_attention", "paused", "failed", "completed"):
+            self.set_class(run.status.value == status, f"-{status.replace('_', '-')}")
+
+    def _header(self, run: Run, reason: str | None) -> None:
+        icon = STATUS_ICONS[run.status]
+        lines = [
+            f"[b]{_escape(run.goal)}[/b]",
+            f"{icon} [b]{run.status.value}[/b]  ·  {run.id[:8]}  ·  model {run.model}"
+            f"  ·  {_escape(run.workspace)}",
+        ]
+        if reason:
+            lines.append(f"[i]{_escape(reason)}[/i]")
+        if run.result:
+            lines.append(f"result: {_escape(run.result)}")
+        self.query_one("#run-header", Static).update("\n".join(lines))
+
+    def _request(self, pending: Approval | None, in_doubt: Step | None) -> None:
+        box = self.query_one("#run-request", Static)
+        if pending is not None:
+            try:
+                args = json.dumps(json.loads(pending.arguments), ensure_ascii=False)
+            except ValueError:
+                args = pending.arguments
+            if len(args) > 400:
+                args = args[:400] + "…"
+            reason = pending.model_reason or "(the model gave no reason)"
+            box.update(
+                f"[b]Approval needed[/b]: {pending.tool}  \\[{pending.risk}]\n"
+                f"{_escape(args)}\n"
+                f"model's reason: {_escape(reason)}\n"
+                "[b]y[/b] approve   [b]n[/b] deny   [b]a[/b] always allow this tool"
+            )
+            box.display = True
+        elif in_doubt is not None:
+            box.update(
+                f"[b]Call in doubt[/b]: {_escape(describe_call(in_doubt.tool, in_doubt.arguments))}"
+                f" (step {in_doubt.seq})\nIt was interrupted; whether it took effect is unknown.\n"
+                "[b]t[/b] retry it   [b]k[/b] skip it (the model is told)   "
+                "[b]c[/b] cancel (fails the run)"
+            )
+            box.display = True
+        else:
+            box.update("")
+            box.display = False
+
+    def _state(self, run: Run) -> None:
+        st = run.state
+        out: list[str] = ["[b]Plan[/b]"]
+        out += [f" {i}. {_escape(p)}" for i, p in enumerate(st.plan, 1)] or [" (none yet)"]
+        out.append("[b]Facts[/b]")
+        facts = [
+            f" • {_escape(str(f.get('key') + ': ' if f.get('key') else ''))}"
+            f"{_escape(str(f.get('value')))}"
+            for f in st.known_facts
+        ]
+        out += facts or [" (none)"]
+        out.append("[b]Open questions[/b]")
+        out += [f" ? {_escape(q)}" for q in st.open_questions] or [" (none)"]
+        out.append("[b]Artifacts[/b]")
+        out += [
+            f" ▣ {a.get('artifact_id')} {_escape(str(a.get('summary', '')))}" for a in st.artifacts
+        ] or [" (none)"]
+        if st.risk_flags:
+            out.append("[b]Risk flags[/b] " + ", ".join(st.risk_flags))
+        self.query_one("#run-state", Static).update("\n".join(out))

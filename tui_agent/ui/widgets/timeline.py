@@ -1,0 +1,82 @@
+"""The live step timeline: one expandable node per step, events in between, appended in place."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from tui_agent.domain.models import Event, Step, StepStatus
+from tui_agent.ui.format import event_label, step_details, step_label
+
+MAX_SHOWN = 500  # a run with 10,000 steps shows its latest ones; `show` has them all
+
+
+class Timeline(Tree[str]):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("steps", **kwargs)  # type: ignore[arg-type]
+        self.show_root = False
+        self.guide_depth = 2
+        self._step_nodes: dict[int, TreeNode[str]] = {}
+        self.last_seq = 0
+        self.last_event = 0
+
+    def reset(self) -> None:
+        self.clear()
+        self._step_nodes.clear()
+        self.last_seq = 0
+        self.last_event = 0
+
+    def open_seq(self) -> int:
+        """Steps after this seq must be re-read (a started call may have finished)."""
+        open_steps = [
+            seq for seq, node in self._step_nodes.items() if node.data == StepStatus.STARTED.value
+        ]
+        return min(open_steps) - 1 if open_steps else self.last_seq
+
+    def add_all(self, steps: list[Step], events: list[Event]) -> None:
+        """First load: merge steps and events by time, keep only the latest steps."""
+        hidden = max(0, len(steps) - MAX_SHOWN)
+        if hidden:
+            self.root.add_leaf(
+                Text(f"… {hidden} earlier steps (tui-agent show RUN lists them all)")
+            )
+            cutoff = steps[hidden].created_at
+            steps = steps[hidden:]
+            events = [e for e in events if e.created_at >= cutoff]
+        items: list[tuple[float, int, Step | Event]] = [(s.created_at, 0, s) for s in steps]
+        items += [(e.created_at, 1, e) for e in events]
+        for _, _, item in sorted(items, key=lambda t: (t[0], t[1])):
+            if isinstance(item, Step):
+                self._put_step(item)
+            else:
+                self._put_event(item)
+        self.last_event = max([self.last_event, *[e.id for e in events]])
+
+    def add_delta(self, steps: list[Step], events: list[Event]) -> None:
+        for step in steps:
+            self._put_step(step)
+        for event in events:
+            self._put_event(event)
+        if steps or events:
+            self.scroll_end(animate=False)
+
+    def _put_step(self, step: Step) -> None:
+        node = self._step_nodes.get(step.seq)
+        if node is None:
+            node = self.root.add(Text(step_label(step)), data=step.status.value)
+            self._step_nodes[step.seq] = node
+        else:
+            node.set_label(Text(step_label(step)))
+            node.data = step.status.value
+            node.remove_children()
+        for line in step_details(step):
+            node.add_leaf(Text(line))
+        self.last_seq = max(self.last_seq, step.seq)
+
+    def _put_event(self, event: Event) -> None:
+        if event.id <= self.last_event:
+            return
+        if event.kind in ("retry", "lost", "in_doubt", "cancel", "released"):
+            self.root.add_leaf(Text(event_label(event)), data="event")
+        self.last_event = event.id
