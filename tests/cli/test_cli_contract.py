@@ -194,3 +194,14 @@ def test_api_key_is_never_written_to_the_home(home: Home, llm: ScriptedLLM) -> N
     with sqlite3.connect(home.path / "tui-agent.db") as conn:
         dump = "\n".join(conn.iterdump())
     assert "sk-very-secret" not in dump
+
+
+def test_supervisor_exits_by_itself_when_idle(home: Home) -> None:
+    from tests.conftest import FAST_CONFIG
+
+    home.configure(FAST_CONFIG.replace("idle_exit_s = 60", "idle_exit_s = 1"))
+    run_id = home.start()
+    home.wait_status(run_id, "waiting_approval")  # waiting for a person needs no process
+    wait_for(lambda: not home.json("supervisor", "status")["running"], 15, "idle exit")
+    home.cli("approve", run_id, check=True)  # starts one again
+    home.wait_status(run_id, "completed")

@@ -44,7 +44,7 @@ def llm_retrying(
     return Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_retry_after(
-            wait_exponential_jitter(initial=initial_s, max=max_s, jitter=initial_s)
+            wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)
         ),
         retry=retry_if_exception_type(TransientLLMError),
         sleep=sleep,
