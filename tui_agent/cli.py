@@ -160,49 +160,54 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
 
     ensure_private_dir(settings.home)
     if args.action == "run":
-        from tui_agent.supervisor.main import Supervisor, configure_logging
+        from tui_agent.supervisor.logs import configure_logging
+        from tui_agent.supervisor.main import Supervisor
 
         configure_logging(settings, "supervisor")
         return Supervisor(settings).run()
     if args.action == "executor":
         from tui_agent.supervisor.executor import main as executor_main
-        from tui_agent.supervisor.main import configure_logging
+        from tui_agent.supervisor.logs import configure_logging
 
         configure_logging(settings, "executor")
         return executor_main(settings, args.supervisor_pid or 0, standby=args.standby)
+    from tui_agent.supervisor import spawn
+
+    # start and stop need no database here: the supervisor opens (and checks) it itself.
+    if args.action == "start":
+        pid = spawn.ensure_supervisor(settings)
+        _say(args, {"running": True, "pid": pid}, f"supervisor running (pid {pid})")
+        return EXIT_OK
+    if args.action == "stop":
+        stopped = spawn.stop_supervisor(settings)
+        _say(
+            args,
+            {"running": False, "stopped_pid": stopped},
+            f"supervisor stopped (pid {stopped})" if stopped else "no supervisor was running",
+        )
+        return EXIT_OK
     from tui_agent.service.local import LocalService
 
     service = LocalService.open(settings)
     try:
-        if args.action == "start":
-            pid = service.ensure_supervisor()
-            _say(args, {"running": True, "pid": pid}, f"supervisor running (pid {pid})")
-        elif args.action == "stop":
-            pid = service.stop_supervisor()
-            _say(
-                args,
-                {"running": False, "stopped_pid": pid},
-                f"supervisor stopped (pid {pid})" if pid else "no supervisor was running",
-            )
+        state = service.supervisor_state()
+        data = {
+            "running": state.running,
+            "pid": state.pid,
+            "executors": state.executors,
+            "home": str(settings.home),
+        }
+        if state.running:
+            lines = [f"supervisor running (pid {state.pid}), home {settings.home}"]
+            lines += [
+                f"  executor {e['pid']}: {len(e['runs'])} run(s) "
+                + " ".join(r[:8] for r in e["runs"])
+                for e in state.executors
+            ]
+            text = "\n".join(lines)
         else:
-            state = service.supervisor_state()
-            data = {
-                "running": state.running,
-                "pid": state.pid,
-                "executors": state.executors,
-                "home": str(settings.home),
-            }
-            if state.running:
-                lines = [f"supervisor running (pid {state.pid}), home {settings.home}"]
-                lines += [
-                    f"  executor {e['pid']}: {len(e['runs'])} run(s) "
-                    + " ".join(r[:8] for r in e["runs"])
-                    for e in state.executors
-                ]
-                text = "\n".join(lines)
-            else:
-                text = f"supervisor not running, home {settings.home}"
-            _say(args, data, text)
+            text = f"supervisor not running, home {settings.home}"
+        _say(args, data, text)
     finally:
         service.close()
     return EXIT_OK

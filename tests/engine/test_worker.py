@@ -28,8 +28,14 @@ def store(tmp_path: Path) -> Iterator[RunStore]:
 
 
 def start(store: RunStore, llm: ScriptedLLM, ws: Path, **budget: float) -> str:
-    spec = RunSpec(goal="g", workspace=str(ws), model="scripted", base_url=llm.base_url,
-                   budget=Budget(**budget), policy=Policy())  # type: ignore[arg-type]
+    spec = RunSpec(
+        goal="g",
+        workspace=str(ws),
+        model="scripted",
+        base_url=llm.base_url,
+        budget=Budget(**budget),
+        policy=Policy(),
+    )  # type: ignore[arg-type]
     return store.create_run(spec)[0].id
 
 
@@ -37,15 +43,23 @@ def advance(store: RunStore, run_id: str) -> None:
     """Claim the run and let one worker advance it until it leaves the executor."""
     journal = StepJournal(store.db, f"test-{os.getpid()}", os.getpid())
     assert run_id in journal.claim(10, 60)
-    RunWorker(journal, run_id, builtin_registry(), lambda r: make_client(r.model, r.base_url),
-              RetryPolicy(3, 0.01, 0.05), threading.Event()).run()
+    RunWorker(
+        journal,
+        run_id,
+        builtin_registry(),
+        lambda r: make_client(r.model, r.base_url),
+        RetryPolicy(3, 0.01, 0.05),
+        threading.Event(),
+    ).run()
 
 
 def test_approval_is_bound_to_the_exact_arguments(
     store: RunStore, llm: ScriptedLLM, tmp_path: Path
 ) -> None:
-    llm.script = [Reply("Write.", [call("write_file", {"path": "a.txt", "content": "safe"})]),
-                  Reply("Done.")]
+    llm.script = [
+        Reply("Write.", [call("write_file", {"path": "a.txt", "content": "safe"})]),
+        Reply("Done."),
+    ]
     run_id = start(store, llm, tmp_path)
     advance(store, run_id)
     assert store.get_run(run_id).status is RunStatus.WAITING_APPROVAL
@@ -57,8 +71,10 @@ def test_approval_is_bound_to_the_exact_arguments(
         ).one()
         payload = json.loads(row[0])
         payload["tool_calls"][0]["arguments"] = json.dumps({"path": "a.txt", "content": "evil"})
-        conn.exec_driver_sql("UPDATE steps SET payload_json = ? WHERE run_id = ? AND seq = 1",
-                             (json.dumps(payload), run_id))
+        conn.exec_driver_sql(
+            "UPDATE steps SET payload_json = ? WHERE run_id = ? AND seq = 1",
+            (json.dumps(payload), run_id),
+        )
     advance(store, run_id)
     assert store.get_run(run_id).status is RunStatus.WAITING_APPROVAL  # asked again
     assert not (tmp_path / "a.txt").exists()
@@ -68,8 +84,11 @@ def test_approval_is_bound_to_the_exact_arguments(
 
 
 def test_token_budget_pauses_the_run(store: RunStore, llm: ScriptedLLM, tmp_path: Path) -> None:
-    llm.default = Reply("More.", [call("list_dir", {})], usage={
-        "prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500})
+    llm.default = Reply(
+        "More.",
+        [call("list_dir", {})],
+        usage={"prompt_tokens": 400, "completion_tokens": 100, "total_tokens": 500},
+    )
     run_id = start(store, llm, tmp_path, max_llm_tokens=1200)
     advance(store, run_id)
     run = store.get_run(run_id)
@@ -93,9 +112,24 @@ def test_wall_time_budget_counts_active_time(
 def test_a_reply_without_tool_calls_completes_with_its_text(
     store: RunStore, llm: ScriptedLLM, tmp_path: Path
 ) -> None:
-    llm.script = [Reply("State first.", [call("update_state", {"patch": {
-        "plan": ["a", "b"], "add_questions": ["why?"], "add_risk_flags": ["budget_pressure"]}})]),
-        Reply("The answer is 42.")]
+    llm.script = [
+        Reply(
+            "State first.",
+            [
+                call(
+                    "update_state",
+                    {
+                        "patch": {
+                            "plan": ["a", "b"],
+                            "add_questions": ["why?"],
+                            "add_risk_flags": ["budget_pressure"],
+                        }
+                    },
+                )
+            ],
+        ),
+        Reply("The answer is 42."),
+    ]
     run_id = start(store, llm, tmp_path)
     advance(store, run_id)
     run = store.get_run(run_id)
@@ -110,8 +144,10 @@ def test_several_tool_calls_in_one_reply_are_answered_in_order(
     store: RunStore, llm: ScriptedLLM, tmp_path: Path
 ) -> None:
     (tmp_path / "x.txt").write_text("X")
-    llm.script = [Reply("Both.", [call("list_dir", {}), call("read_file", {"path": "x.txt"})]),
-                  Reply("ok")]
+    llm.script = [
+        Reply("Both.", [call("list_dir", {}), call("read_file", {"path": "x.txt"})]),
+        Reply("ok"),
+    ]
     run_id = start(store, llm, tmp_path)
     advance(store, run_id)
     messages = llm.requests[-1]["body"]["messages"]

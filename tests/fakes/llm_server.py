@@ -34,6 +34,11 @@ class Reply:
     delay_s: float = 0.0
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # hundreds of runs connect at once in the benchmarks
+    daemon_threads = True
+
+
 def call(name: str, args: Any) -> tuple[str, Any]:
     return (name, args)
 
@@ -48,7 +53,7 @@ class ScriptedLLM:
         self.turns: Counter[int] = Counter()
         self.latency_s = 0.0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -59,7 +59,7 @@ def test_migrations_build_the_schema_the_tables_describe(tmp_path: Path) -> None
             indexes = {i["name"] for i in insp.get_indexes(table.name)}
             assert {i.name for i in table.indexes} <= indexes, table.name
         applied = conn.exec_driver_sql("SELECT name FROM schema_migrations").scalars().all()
-    assert applied == ["initial", "waiting_tool_and_executors"]
+    assert applied == ["initial", "waiting_tool_and_executors", "goal_trigram_search"]
 
 
 def test_older_database_is_migrated_in_place_keeping_its_runs(tmp_path: Path) -> None:
@@ -211,3 +211,23 @@ def test_resume_refuses_a_still_spent_budget(store: RunStore) -> None:
     with pytest.raises(BadInput, match="larger budget"):
         store.resume(run.id)
     assert store.resume(run.id, max_steps=5).status is RunStatus.QUEUED
+
+
+def test_text_filter_uses_the_trigram_index_for_rare_and_a_scan_for_common(
+    store: RunStore,
+) -> None:
+    from tui_agent.store import run_store
+
+    for i in range(30):
+        store.create_run(spec(goal=f"Fix README typo {i}" if i % 3 else f"Deploy service {i}"))
+    assert len(store.list_runs(text="readme", limit=100)) == 20  # case-insensitive
+    assert [r.goal for r in store.list_runs(text="service 27")] == ["Deploy service 27"]
+    old = run_store.COMMON_MATCHES
+    run_store.COMMON_MATCHES = 5  # force the 'common' plan: walk newest first
+    try:
+        common = store.list_runs(text="readme", limit=7)
+    finally:
+        run_store.COMMON_MATCHES = old
+    assert len(common) == 7 and all("README" in r.goal for r in common)
+    assert [r.goal for r in store.list_runs(text="ty")][:1] == ["Fix README typo 29"]
+    assert store.list_runs(text='"; DROP') == []

@@ -132,8 +132,11 @@ async def test_always_allow_with_a(make_app: Any, home: Home, llm: ScriptedLLM) 
         await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
         await pilot.press("a")
         await until(pilot, lambda: app.run_status == "completed", what="completion")
-    assert (home.workspace / "b.txt").exists()
-    assert len(home.show(run_id)["approvals"]) == 1
+    view = home.show(run_id)
+    summary = [(s["kind"], s.get("tool"), s["status"]) for s in view["steps"]]
+    assert (home.workspace / "b.txt").exists(), summary
+    assert [a["status"] for a in view["approvals"]] == ["approved"], view["approvals"]
+    assert view["approvals"][0]["always"] is True
 
 
 async def test_cancel_asks_for_confirmation(make_app: Any, home: Home) -> None:

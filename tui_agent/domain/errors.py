@@ -33,5 +33,14 @@ class StoreError(TuiAgentError):
     exit_code = 2
 
 
+class StoreUnavailable(TuiAgentError):
+    """The database cannot take a write right now (locked too long, disk full, read-only).
+
+    Nothing was half-written; the same action can be tried again later.
+    """
+
+    exit_code = 1
+
+
 class LeaseLost(Exception):
     """This executor no longer owns the run; it must stop without writing."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from tenacity import RetryCallState
 
 from tui_agent import failpoints
-from tui_agent.domain.errors import LeaseLost
+from tui_agent.domain.errors import LeaseLost, StoreUnavailable
 from tui_agent.domain.models import (
     Run,
     RunStatus,
@@ -101,8 +101,16 @@ class RunWorker:
             pass
         except _Interrupted:
             self._let_go()
+        except StoreUnavailable as exc:
+            # Nothing was half-written. Hand the run back (or let its lease run out) so it
+            # is picked up again once the database takes writes.
+            log.warning("run %s: %s; handing it back", self.run_id, exc)
+            with contextlib.suppress(LeaseLost, StoreUnavailable):
+                self.journal.release_to_queue(self.run_id, self.take_wall())
         except Exception as exc:  # a bug must not leave the run silently stuck
             log.error("run %s crashed:\n%s", self.run_id, traceback.format_exc())
+            first_line = (str(exc).splitlines() or [""])[0]
+            exc = RuntimeError(f"{type(exc).__name__}: {first_line}")
             with contextlib.suppress(LeaseLost):
                 self.journal.finish_run(
                     self.run_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from tui_agent.llm.base import LLMClient
 from tui_agent.llm.demo import DEMO_MODEL, DemoClient
@@ -24,3 +25,24 @@ def make_client(model: str, base_url: str | None) -> LLMClient:
     from tui_agent.llm.openai_client import OpenAIClient
 
     return OpenAIClient(model, base_url)
+
+
+class ClientPool:
+    """One client per (model, base URL) for all the runs of an executor.
+
+    Building an `openai` client loads the CA bundle into a new SSL context (tens of ms of
+    CPU) and opens its own connection pool; runs share them instead. Clients are
+    thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, str | None], LLMClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str, base_url: str | None) -> LLMClient:
+        key = (model, base_url)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = make_client(model, base_url)
+            return client

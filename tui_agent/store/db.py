@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import QueuePool
 
-from tui_agent.domain.errors import StoreError
+from tui_agent.domain.errors import StoreError, StoreUnavailable
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 15_000
@@ -88,27 +89,71 @@ class Database:
         self.engine = engine
         self.path = path
         self.clock = clock or time.time
+        # SQLite has one writer at a time. Queueing this process's writers here, instead of
+        # letting dozens of threads poll SQLite's busy handler, keeps a lock wait fair and
+        # short; busy_timeout is then only for other processes.
+        self.write_lock = threading.Lock()
 
     def write(self) -> Any:
         """A BEGIN IMMEDIATE transaction: read-then-write is safe against other processes."""
-        return _Txn(self.engine, write=True)
+        return _Txn(self.engine, write=True, lock=self.write_lock)
 
     def read(self) -> Any:
         """A deferred transaction: one consistent snapshot for several selects."""
-        return _Txn(self.engine, write=False)
+        return _Txn(self.engine, write=False, lock=None)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def raw_write(self) -> Any:
+        """A BEGIN IMMEDIATE transaction on the pooled DB-API connection itself.
+
+        For the step hot path only: the same connections, pragmas and locking as `write()`,
+        without SQLAlchemy's per-statement machinery (which costs more than the fsync).
+        """
+        return _RawTxn(self.engine, self.write_lock)
+
+
+def translate_operational(exc: BaseException) -> StoreUnavailable | None:
+    """SQLite's environmental failures as one readable, retryable error (else None)."""
+    from sqlalchemy.exc import OperationalError
+
+    orig = exc.orig if isinstance(exc, OperationalError) else exc
+    if not isinstance(orig, sqlite3.OperationalError):
+        return None
+    text = str(orig)
+    if "locked" in text or "busy" in text:
+        return StoreUnavailable("the database is locked by another process; try again")
+    if "full" in text:
+        return StoreUnavailable("the disk holding the database is full")
+    if "readonly" in text or "read-only" in text:
+        return StoreUnavailable("the database is read-only")
+    if "disk I/O" in text or "unable to open" in text:
+        return StoreUnavailable(f"the database cannot be written: {text}")
+    return None
+
 
 class _Txn:
-    def __init__(self, engine: Engine, *, write: bool) -> None:
+    def __init__(self, engine: Engine, *, write: bool, lock: threading.Lock | None) -> None:
         self._engine = engine
         self._write = write
+        self._lock = lock
 
     def __enter__(self) -> Any:
-        self._conn = self._engine.connect().execution_options(write=self._write)
-        self._tx = self._conn.begin()
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self._conn = self._engine.connect().execution_options(write=self._write)
+            self._tx = self._conn.begin()
+        except BaseException as err:
+            if getattr(self, "_conn", None) is not None:
+                self._conn.close()
+            if self._lock is not None:
+                self._lock.release()
+            mapped = translate_operational(err)
+            if mapped is not None:
+                raise mapped from err
+            raise
         return self._conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -117,8 +162,68 @@ class _Txn:
                 self._tx.commit()
             else:
                 self._tx.rollback()
+        except Exception as err:
+            mapped = translate_operational(err)
+            if mapped is not None:
+                raise mapped from err
+            raise
         finally:
             self._conn.close()
+            if self._lock is not None:
+                self._lock.release()
+        if exc is not None:
+            mapped = translate_operational(exc)
+            if mapped is not None:
+                raise mapped from exc
+
+
+class _RawTxn:
+    def __init__(self, engine: Engine, lock: threading.Lock) -> None:
+        self._engine = engine
+        self._lock = lock
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self._lock.acquire()
+        try:
+            self._conn = self._engine.raw_connection()
+            self._cur: sqlite3.Cursor = self._conn.cursor()  # type: ignore[assignment]
+            self._cur.execute("BEGIN IMMEDIATE")
+        except BaseException as err:
+            self._release()
+            mapped = translate_operational(err)
+            if mapped is not None:
+                raise mapped from err
+            raise
+        return self._cur
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self._cur.execute("COMMIT")
+            elif self._conn.driver_connection.in_transaction:  # type: ignore[union-attr]
+                self._cur.execute("ROLLBACK")
+        except sqlite3.OperationalError as err:
+            mapped = translate_operational(err)
+            if mapped is not None:
+                raise mapped from err
+            raise
+        finally:
+            self._release()
+        if exc is not None:
+            mapped = translate_operational(exc)
+            if mapped is not None:
+                raise mapped from exc
+
+    def _release(self) -> None:
+        try:
+            cur = getattr(self, "_cur", None)
+            if cur is not None:
+                cur.close()
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
+        finally:
+            self._lock.release()
 
 
 def open_database(

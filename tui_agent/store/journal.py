@@ -42,6 +42,10 @@ _CHECKPOINT = (
     "retry_attempt = 0, retry_at = NULL, retry_error = NULL, lost_at = NULL, "
     "next_seq = next_seq + ? WHERE id = ? AND owner = ? RETURNING next_seq - 1"
 )
+_FINISH_STEP = (
+    "UPDATE steps SET status = ?, result = ?, finished_at = ? "
+    "WHERE run_id = ? AND seq = ? AND status = 'started'"
+)
 _INSERT_STEP = (
     "INSERT INTO steps (run_id, seq, kind, status, tool, call_id, arguments, result, "
     "artifact_id, llm_seq, payload_json, tokens, created_at, finished_at) "
@@ -169,7 +173,7 @@ class StepJournal:
 
     def _checkpoint_txn(
         self,
-        conn: Connection,
+        cur: Any,
         run_id: str,
         *,
         steps: int,
@@ -178,18 +182,22 @@ class StepJournal:
         now: float,
         new_step: bool = False,
     ) -> int:
-        """Update usage and revision in one statement; returns the new step's seq if asked."""
-        row = conn.exec_driver_sql(
-            _CHECKPOINT, (steps, tokens, wall, now, int(new_step), run_id, self.owner)
-        ).first()
+        """Update usage and revision in one statement; returns the new step's seq if asked.
+
+        `cur` is a raw DB-API cursor or a SQLAlchemy connection: both take `?` parameters.
+        """
+        params = (steps, tokens, wall, now, int(new_step), run_id, self.owner)
+        if isinstance(cur, Connection):
+            row = cur.exec_driver_sql(_CHECKPOINT, params).first()
+        else:
+            row = cur.execute(_CHECKPOINT, params).fetchone()
         if row is None:
             raise LeaseLost(run_id)
         return int(row[0])
 
-    def _insert_step_txn(
-        self, conn: Connection, run_id: str, seq: int, now: float, **cols: Any
-    ) -> int:
-        conn.exec_driver_sql(
+    @staticmethod
+    def _insert_step(cur: Any, run_id: str, seq: int, now: float, **cols: Any) -> int:
+        cur.execute(
             _INSERT_STEP,
             (
                 run_id,
@@ -215,12 +223,12 @@ class StepJournal:
     ) -> int:
         """Promise 2: once this commits, the reply is never requested again."""
         now = self.now()
-        with self.db.write() as conn:
+        with self.db.raw_write() as cur:
             seq = self._checkpoint_txn(
-                conn, run_id, steps=1, tokens=tokens, wall=wall, now=now, new_step=True
+                cur, run_id, steps=1, tokens=tokens, wall=wall, now=now, new_step=True
             )
-            return self._insert_step_txn(
-                conn,
+            return self._insert_step(
+                cur,
                 run_id,
                 seq,
                 now,
@@ -236,12 +244,12 @@ class StepJournal:
     ) -> int:
         """Promise 3: the call is on record as started before it runs."""
         now = self.now()
-        with self.db.write() as conn:
+        with self.db.raw_write() as cur:
             seq = self._checkpoint_txn(
-                conn, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
+                cur, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
             )
-            return self._insert_step_txn(
-                conn,
+            return self._insert_step(
+                cur,
                 run_id,
                 seq,
                 now,
@@ -266,6 +274,13 @@ class StepJournal:
     ) -> None:
         """The result, any artifact and any state patch commit together with the checkpoint."""
         now = self.now()
+        if artifact is None and state is None:
+            with self.db.raw_write() as cur:
+                self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
+                cur.execute(_FINISH_STEP, (status.value, result, now, run_id, seq))
+                if cur.rowcount != 1:
+                    raise LeaseLost(run_id)
+            return
         with self.db.write() as conn:
             self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=wall, now=now)
             if artifact is not None:
@@ -326,12 +341,12 @@ class StepJournal:
     ) -> int:
         """A call that never ran (malformed or denied) is still one answered step."""
         now = self.now()
-        with self.db.write() as conn:
+        with self.db.raw_write() as cur:
             seq = self._checkpoint_txn(
-                conn, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
+                cur, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
             )
-            return self._insert_step_txn(
-                conn,
+            return self._insert_step(
+                cur,
                 run_id,
                 seq,
                 now,

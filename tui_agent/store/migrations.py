@@ -87,9 +87,34 @@ CREATE TABLE executors (
     started_at FLOAT NOT NULL, heartbeat_at FLOAT NOT NULL);
 """
 
+# v3: substring search of goals through a trigram index, so filtering the history by text
+# never scans every run (statements listed one by one: the triggers contain semicolons).
+_V3 = (
+    "CREATE VIRTUAL TABLE runs_fts USING fts5(goal, content='runs', content_rowid='rowid', "
+    "tokenize='trigram')",
+    "INSERT INTO runs_fts (rowid, goal) SELECT rowid, goal FROM runs",
+    "CREATE TRIGGER runs_fts_ai AFTER INSERT ON runs BEGIN "
+    "INSERT INTO runs_fts (rowid, goal) VALUES (new.rowid, new.goal); END",
+    "CREATE TRIGGER runs_fts_ad AFTER DELETE ON runs BEGIN "
+    "INSERT INTO runs_fts (runs_fts, rowid, goal) VALUES ('delete', old.rowid, old.goal); END",
+    "CREATE TRIGGER runs_fts_au AFTER UPDATE OF goal ON runs BEGIN "
+    "INSERT INTO runs_fts (runs_fts, rowid, goal) VALUES ('delete', old.rowid, old.goal); "
+    "INSERT INTO runs_fts (rowid, goal) VALUES (new.rowid, new.goal); END",
+)
+
+
+def _run_statements(statements: tuple[str, ...]) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+
+    return apply
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _run_sql(_V1)),
     Migration(2, "waiting_tool_and_executors", _run_sql(_V2)),
+    Migration(3, "goal_trigram_search", _run_statements(_V3)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -12,7 +12,19 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from tui_agent.domain.errors import BadInput, InvalidTransition, UnknownRun
@@ -46,6 +58,39 @@ from tui_agent.store.rows import (
 from tui_agent.store.txn import add_event_txn, alloc_seq_txn, load_run_txn
 
 _FINAL = [s.value for s in FINAL_STATUSES]
+_HEX = set("0123456789abcdef")
+
+
+COMMON_MATCHES = 2000
+
+
+def _fts_phrase(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _text_match(conn: Connection, text: str) -> ColumnElement[bool]:
+    """Goal contains `text` (case-insensitive), or the id starts with it.
+
+    A rare text (three characters or more) is found through the trigram index and sorted;
+    a common one is cheaper to find by walking the newest runs until the page is full.
+    """
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    goal: ColumnElement[bool] = runs_t.c.goal.like(f"%{escaped}%", escape="\\")
+    if len(text) >= 3:
+        fts = (
+            select(literal_column("rowid"))
+            .select_from(table("runs_fts"))
+            .where(literal_column("runs_fts").op("MATCH")(_fts_phrase(text)))
+        )
+        hits = conn.execute(
+            select(func.count()).select_from(fts.limit(COMMON_MATCHES + 1).subquery())
+        ).scalar_one()
+        if hits <= COMMON_MATCHES:
+            goal = literal_column("runs.rowid").in_(fts)
+    prefix = text.lower()
+    if set(prefix) <= _HEX:
+        return or_(goal, and_(runs_t.c.id >= prefix, runs_t.c.id < prefix + "g"))
+    return goal
 
 
 def open_store(
@@ -116,24 +161,12 @@ class RunStore:
             query = query.where(runs_t.c.status.in_(statuses))
         if waiting_only:
             query = query.where(runs_t.c.status.in_(["waiting_approval", "needs_attention"]))
-        if text:
-            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(
-                or_(
-                    runs_t.c.goal.like(f"%{escaped}%", escape="\\"),
-                    runs_t.c.id.like(f"{escaped}%", escape="\\"),
-                )
-            )
         if before is not None:
-            created, rid = before
-            query = query.where(
-                or_(
-                    runs_t.c.created_at < created,
-                    and_(runs_t.c.created_at == created, runs_t.c.id < rid),
-                )
-            )
+            query = query.where(tuple_(runs_t.c.created_at, runs_t.c.id) < tuple_(*before))
         query = query.order_by(runs_t.c.created_at.desc(), runs_t.c.id.desc()).limit(limit)
         with self.db.read() as conn:
+            if text:
+                query = query.where(_text_match(conn, text))
             return [run_from_row(dict(r)) for r in conn.execute(query).mappings()]
 
     def count_runs(self, *, statuses: list[str] | None = None) -> int:

@@ -34,9 +34,6 @@ class RunRow(SQLModel, table=True):
             sqlite_where=text(
                 "idem_key IS NOT NULL AND status NOT IN ('completed','failed','cancelled')"
             ),
-            postgresql_where=text(
-                "idem_key IS NOT NULL AND status NOT IN ('completed','failed','cancelled')"
-            ),
         ),
     )
     id: str = Field(primary_key=True)

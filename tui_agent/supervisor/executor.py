@@ -13,10 +13,11 @@ import sys
 import threading
 import uuid
 
+from tui_agent.domain.errors import StoreUnavailable
 from tui_agent.domain.models import Run
 from tui_agent.engine.worker import RetryPolicy, RunWorker
 from tui_agent.llm.base import LLMClient
-from tui_agent.llm.factory import make_client
+from tui_agent.llm.factory import ClientPool
 from tui_agent.settings import Settings
 from tui_agent.store.db import open_database
 from tui_agent.store.journal import StepJournal
@@ -25,10 +26,6 @@ from tui_agent.tools.builtin import builtin_registry
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
-
-
-def _client_for(run: Run) -> LLMClient:
-    return make_client(run.model, run.base_url)
 
 
 class Executor:
@@ -44,6 +41,7 @@ class Executor:
         self.journal = StepJournal(self.db, f"{self.pid}-{uuid.uuid4().hex[:8]}", self.pid)
         self.leases = LeaseStore(self.db)
         self.tools = builtin_registry()
+        self.clients = ClientPool()
         self.retry = RetryPolicy(
             settings.llm_max_attempts, settings.retry_initial_s, settings.retry_max_s
         )
@@ -67,7 +65,13 @@ class Executor:
                     break
                 self._reap()
                 free = self.settings.max_concurrent_runs - len(self.workers)
-                for run_id in self.journal.claim(free, self.settings.lease_s):
+                try:
+                    claimed = self.journal.claim(free, self.settings.lease_s)
+                except StoreUnavailable as exc:
+                    log.warning("cannot claim runs: %s", exc)
+                    self.stopping.wait(1.0)
+                    continue
+                for run_id in claimed:
                     self._start(run_id)
                 self.stopping.wait(POLL_S)
         finally:
@@ -78,11 +82,16 @@ class Executor:
             self.db.dispose()
 
     def _start(self, run_id: str) -> None:
-        worker = RunWorker(self.journal, run_id, self.tools, _client_for, self.retry, self.stopping)
+        worker = RunWorker(
+            self.journal, run_id, self.tools, self._client_for, self.retry, self.stopping
+        )
         thread = threading.Thread(target=worker.run, name=f"run-{run_id[:8]}", daemon=True)
         with self._lock:
             self.workers[run_id] = (worker, thread)
         thread.start()
+
+    def _client_for(self, run: Run) -> LLMClient:
+        return self.clients.get(run.model, run.base_url)
 
     def _reap(self) -> None:
         with self._lock:

@@ -10,13 +10,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tui_agent.domain.errors import TuiAgentError
+from tui_agent.domain.errors import StoreUnavailable, TuiAgentError
 from tui_agent.settings import Settings
-from tui_agent.store.db import open_database
-from tui_agent.store.leases import LeaseStore
 from tui_agent.supervisor.lock import SupervisorLock, pid_alive
+from tui_agent.supervisor.logs import open_private_log
+
+if TYPE_CHECKING:
+    from tui_agent.store.leases import LeaseStore
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
@@ -27,9 +29,8 @@ class AlreadyRunning(TuiAgentError):
     exit_code = 2
 
 
-def open_private_log(path: Path) -> int:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+class _IdleExit(Exception):
+    """Nothing to run for idle_exit_s: the supervisor leaves."""
 
 
 class Supervisor:
@@ -49,6 +50,13 @@ class Supervisor:
             raise AlreadyRunning(f"a supervisor is already running (pid {self.lock.holder()})")
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        # Start the executor before our own (slow) imports, so the two overlap: after a
+        # crash of everything, `supervisor start` is about one Python start-up from work.
+        self.executor = self._spawn(standby=False)
+        self._executor_started = time.time()
+        from tui_agent.store.db import open_database
+        from tui_agent.store.leases import LeaseStore
+
         db = open_database(self.settings.db_path, synchronous=self.settings.synchronous)
         leases = LeaseStore(db)
         try:
@@ -67,24 +75,44 @@ class Supervisor:
         next_approval_check = 0.0
         next_deadline: float | None = None
         while not self.stopping.is_set():
-            now = time.time()
-            if now >= next_approval_check:
-                _, next_deadline = leases.expire_approvals()
-                next_approval_check = now + APPROVAL_CHECK_S
-            self._watch_executor(leases)
-            busy = leases.runnable_count() > 0 or leases.active_count() > 0
-            if busy and self.executor is None and now >= self._restart_delay:
-                self._promote_or_spawn()
-            if self.standby is None or self.standby.poll() is not None:
-                self.standby = self._spawn(standby=True)
-            if busy or next_deadline is not None:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            elif now - idle_since >= self.settings.idle_exit_s:
+            try:
+                idle_since, next_approval_check, next_deadline = self._tick(
+                    leases, idle_since, next_approval_check, next_deadline
+                )
+            except StoreUnavailable as exc:
+                log.warning("database unavailable: %s", exc)
+                self.stopping.wait(1.0)
+                continue
+            except _IdleExit:
                 log.info("idle for %.0fs; exiting", self.settings.idle_exit_s)
                 return
             self.stopping.wait(TICK_S)
+
+    def _tick(
+        self,
+        leases: LeaseStore,
+        idle_since: float | None,
+        next_approval_check: float,
+        next_deadline: float | None,
+    ) -> tuple[float | None, float, float | None]:
+        """One round: deadlines, the executor's health, spawning, idleness."""
+        now = time.time()
+        if now >= next_approval_check:
+            _, next_deadline = leases.expire_approvals()
+            next_approval_check = now + APPROVAL_CHECK_S
+        self._watch_executor(leases)
+        busy = leases.runnable_count() > 0 or leases.active_count() > 0
+        if busy and self.executor is None and now >= self._restart_delay:
+            self._promote_or_spawn()
+        if self.standby is None or self.standby.poll() is not None:
+            self.standby = self._spawn(standby=True)
+        if busy or next_deadline is not None:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= self.settings.idle_exit_s:
+            raise _IdleExit
+        return idle_since, next_approval_check, next_deadline
 
     def _spawn(self, *, standby: bool) -> subprocess.Popen[bytes]:
         log_fd = open_private_log(self.settings.log_dir / "executor.log")
@@ -154,13 +182,3 @@ class Supervisor:
             proc.wait()
         leases.release_runs_of(proc.pid, "stopped with the supervisor")
         self.executor = None
-
-
-def configure_logging(settings: Settings, name: str) -> None:
-    fd = open_private_log(settings.log_dir / f"{name}.log")
-    stream = os.fdopen(fd, "a", buffering=1)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=stream,
-        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s",
-    )

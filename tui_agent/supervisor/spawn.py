@@ -12,7 +12,7 @@ from typing import Any
 from tui_agent.domain.errors import TuiAgentError
 from tui_agent.settings import Settings
 from tui_agent.supervisor.lock import SupervisorLock, pid_alive
-from tui_agent.supervisor.main import open_private_log
+from tui_agent.supervisor.logs import open_private_log
 
 START_TIMEOUT_S = 15.0
 

@@ -1,0 +1,150 @@
+"""A commit by another process → visible in the running TUI (headless), against the floor of
+a bare watchfiles watcher woken by the same commits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import emit, median, p95, scratch
+from tui_agent.domain.models import Budget, Policy, RunSpec
+from tui_agent.service.local import LocalService
+from tui_agent.settings import Settings
+from tui_agent.store.run_store import open_store
+from tui_agent.ui.app import AgentApp
+
+WRITER = """
+import json, random, sys, time
+from tui_agent.store.journal import StepJournal
+from tui_agent.store.db import open_database
+db = open_database(__import__('pathlib').Path(sys.argv[1]))
+j = StepJournal(db, "writer", 1)
+run_id, n = sys.argv[2], int(sys.argv[3])
+j.claim(1, 3600)
+time.sleep(1.0)
+for i in range(n):
+    time.sleep(random.uniform(0.05, 0.15))
+    seq = j.record_llm_reply(run_id, {"content": f"step {i}"}, 10, 0.0)
+    print(json.dumps([seq, time.time()]), flush=True)
+"""
+
+
+def _seed(home: Path) -> str:
+    store = open_store(home / "tui-agent.db")
+    run, _ = store.create_run(
+        RunSpec(
+            goal="watch me",
+            workspace="/tmp",
+            model="demo",
+            budget=Budget(max_steps=10**6),
+            policy=Policy(),
+        )
+    )
+    store.close()
+    return run.id
+
+
+def _writer(home: Path, run_id: str, n: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(home / "tui-agent.db"), run_id, str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _latencies(commits: dict[int, float], seen: list[tuple[float, int]]) -> list[float]:
+    out = []
+    for seq, at in commits.items():
+        first = next((t for t, last in seen if last >= seq and t >= at - 0.001), None)
+        if first is not None:
+            out.append((first - at) * 1000)
+    return out
+
+
+async def _app_run(home: Path, run_id: str, n: int) -> list[float]:
+    seen: list[tuple[float, int]] = []
+
+    class Probe(AgentApp):
+        def refresh_live(self) -> None:
+            super().refresh_live()
+            seen.append((time.time(), self.query_one("#run-timeline").last_seq))
+
+    service = LocalService.open(Settings(home=home))
+    app = Probe(service, start_supervisor=False, live=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        writer = _writer(home, run_id, n)
+        while writer.poll() is None:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+    commits = dict(json.loads(line) for line in writer.stdout.read().splitlines())  # type: ignore[union-attr]
+    service.close()
+    return _latencies(commits, seen)
+
+
+async def _floor_run(home: Path, run_id: str, n: int) -> list[float]:
+    from watchfiles import awatch
+
+    seen: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+    db = home / "tui-agent.db"
+    names = {db.name, f"{db.name}-wal"}
+    counter = {"seq": 0}
+
+    async def watch() -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(db)
+        async for _ in awatch(
+            home,
+            watch_filter=lambda _c, p: Path(p).name in names,
+            debounce=100,
+            step=10,
+            force_polling=False,
+            recursive=False,
+            stop_event=stop,
+        ):
+            row = conn.execute("SELECT max(seq) FROM steps WHERE run_id = ?", (run_id,)).fetchone()
+            counter["seq"] = row[0] or 0
+            seen.append((time.time(), counter["seq"]))
+
+    task = asyncio.create_task(watch())
+    await asyncio.sleep(0.3)
+    writer = _writer(home, run_id, n)
+    while writer.poll() is None:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    commits = dict(json.loads(line) for line in writer.stdout.read().splitlines())  # type: ignore[union-attr]
+    return _latencies(commits, seen)
+
+
+def run(quick: bool) -> None:
+    n = 40 if quick else 200
+    floor_home = scratch("c2s-floor")
+    floor = asyncio.run(_floor_run(floor_home, _seed(floor_home), n))
+    app_home = scratch("c2s-app")
+    app_home.chmod(0o700)
+    values = asyncio.run(_app_run(app_home, _seed(app_home), n))
+    ok = median(values) <= 30 and p95(values) <= 50
+    emit(
+        "commit_to_screen",
+        p95(values),
+        "ms",
+        p95(floor),
+        "median <= 30 ms, p95 <= 50 ms",
+        ok,
+        median=median(values),
+        floor_median=median(floor),
+        samples=len(values),
+        commits=n,
+    )
+
+
+if __name__ == "__main__":
+    run(quick=True)

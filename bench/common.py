@@ -1,0 +1,51 @@
+"""Output format and small statistics shared by the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parent / ".data"
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def emit(
+    name: str, value: float, unit: str, floor: float, target: str, ok: bool, **extra: Any
+) -> dict[str, Any]:
+    """One JSON object per line: the contract of `python -m bench`."""
+    row: dict[str, Any] = {
+        "name": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "floor": round(floor, 4),
+        "ratio": round(value / floor, 3) if floor else None,
+        "target": target,
+        "ok": bool(ok),
+    }
+    row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in extra.items()})
+    sys.stdout.write(json.dumps(row) + "\n")
+    sys.stdout.flush()
+    return row
+
+
+def scratch(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"tui-agent-bench-{prefix}-"))
+
+
+def bench_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TUI_AGENT_"))}
+    env.update(TUI_AGENT_HOME=str(home), TUI_AGENT_DEMO_DELAY="0", **extra)
+    return env
