@@ -218,10 +218,10 @@ class StepJournal:
         )
         return seq
 
-    def record_llm_reply(
-        self, run_id: str, payload: dict[str, Any], tokens: int, wall: float
+    def _new_step(
+        self, run_id: str, *, tokens: int, wall: float, finished: bool, **cols: Any
     ) -> int:
-        """Promise 2: once this commits, the reply is never requested again."""
+        """Insert one step with its checkpoint (usage +1 step) in one transaction."""
         now = self.now()
         with self.db.raw_write() as cur:
             seq = self._checkpoint_txn(
@@ -232,34 +232,41 @@ class StepJournal:
                 run_id,
                 seq,
                 now,
-                kind=StepKind.LLM.value,
-                status=StepStatus.DONE.value,
-                payload=payload,
                 tokens=tokens,
-                finished_at=now,
+                finished_at=now if finished else None,
+                **cols,
             )
+
+    def record_llm_reply(
+        self, run_id: str, payload: dict[str, Any], tokens: int, wall: float
+    ) -> int:
+        """Promise 2: once this commits, the reply is never requested again."""
+        return self._new_step(
+            run_id,
+            tokens=tokens,
+            wall=wall,
+            kind=StepKind.LLM.value,
+            status=StepStatus.DONE.value,
+            payload=payload,
+            finished=True,
+        )
 
     def journal_tool_start(
         self, run_id: str, *, llm_seq: int, call_id: str, tool: str, arguments: str, wall: float
     ) -> int:
         """Promise 3: the call is on record as started before it runs."""
-        now = self.now()
-        with self.db.raw_write() as cur:
-            seq = self._checkpoint_txn(
-                cur, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
-            )
-            return self._insert_step(
-                cur,
-                run_id,
-                seq,
-                now,
-                kind=StepKind.TOOL.value,
-                status=StepStatus.STARTED.value,
-                tool=tool,
-                call_id=call_id,
-                arguments=arguments,
-                llm_seq=llm_seq,
-            )
+        return self._new_step(
+            run_id,
+            tokens=0,
+            wall=wall,
+            kind=StepKind.TOOL.value,
+            status=StepStatus.STARTED.value,
+            finished=False,
+            tool=tool,
+            call_id=call_id,
+            arguments=arguments,
+            llm_seq=llm_seq,
+        )
 
     def finish_tool(
         self,
@@ -340,25 +347,19 @@ class StepJournal:
         wall: float,
     ) -> int:
         """A call that never ran (malformed or denied) is still one answered step."""
-        now = self.now()
-        with self.db.raw_write() as cur:
-            seq = self._checkpoint_txn(
-                cur, run_id, steps=1, tokens=0, wall=wall, now=now, new_step=True
-            )
-            return self._insert_step(
-                cur,
-                run_id,
-                seq,
-                now,
-                kind=StepKind.TOOL.value,
-                status=status.value,
-                tool=tool,
-                call_id=call_id,
-                arguments=arguments,
-                llm_seq=llm_seq,
-                result=result,
-                finished_at=now,
-            )
+        return self._new_step(
+            run_id,
+            tokens=0,
+            wall=wall,
+            kind=StepKind.TOOL.value,
+            status=status.value,
+            tool=tool,
+            call_id=call_id,
+            arguments=arguments,
+            llm_seq=llm_seq,
+            result=result,
+            finished=True,
+        )
 
     def request_approval(
         self,

@@ -61,6 +61,18 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 _HEX = set("0123456789abcdef")
 
 
+def _live_run_with_key(conn: Connection, key: str | None) -> Run | None:
+    """The run holding an idempotency key, while it is not final."""
+    if not key:
+        return None
+    row = (
+        conn.execute(select(runs_t).where(runs_t.c.idem_key == key, runs_t.c.status.not_in(_FINAL)))
+        .mappings()
+        .first()
+    )
+    return run_from_row(row) if row is not None else None
+
+
 COMMON_MATCHES = 2000
 
 
@@ -255,18 +267,9 @@ class RunStore:
         run_id = self.new_id()
         try:
             with self.db.write() as conn:
-                if spec.idem_key:
-                    existing = (
-                        conn.execute(
-                            select(runs_t).where(
-                                runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
-                            )
-                        )
-                        .mappings()
-                        .first()
-                    )
-                    if existing is not None:
-                        return run_from_row(existing), False
+                existing = _live_run_with_key(conn, spec.idem_key)
+                if existing is not None:
+                    return existing, False
                 conn.execute(
                     insert(runs_t).values(
                         id=run_id,
@@ -295,19 +298,10 @@ class RunStore:
                 return load_run_txn(conn, run_id), True
         except IntegrityError:
             # A concurrent start with the same key won the race: return its run.
-            if spec.idem_key:
-                with self.db.read() as conn:
-                    row = (
-                        conn.execute(
-                            select(runs_t).where(
-                                runs_t.c.idem_key == spec.idem_key, runs_t.c.status.not_in(_FINAL)
-                            )
-                        )
-                        .mappings()
-                        .first()
-                    )
-                if row is not None:
-                    return run_from_row(row), False
+            with self.db.read() as conn:
+                existing = _live_run_with_key(conn, spec.idem_key)
+            if existing is not None:
+                return existing, False
             raise
 
     def decide_approval(
