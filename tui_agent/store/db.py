@@ -42,6 +42,17 @@ def create_file_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def configure_connection(conn: sqlite3.Connection, synchronous: str) -> None:
+    """The pragmas every connection gets, pooled or not (foreign keys are off by default)."""
+    conn.isolation_level = None
+    cur = conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute(f"PRAGMA synchronous = {synchronous}")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
 def make_engine(path: Path, *, synchronous: str = "FULL", pool_size: int = 5) -> Engine:
     """An engine whose writers use BEGIN IMMEDIATE and whose readers use a deferred BEGIN.
 
@@ -62,13 +73,7 @@ def make_engine(path: Path, *, synchronous: str = "FULL", pool_size: int = 5) ->
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute(f"PRAGMA synchronous = {sync}")
-        cur.execute("PRAGMA foreign_keys = ON")
-        cur.close()
+        configure_connection(dbapi_conn, sync)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -83,7 +88,9 @@ def make_engine(path: Path, *, synchronous: str = "FULL", pool_size: int = 5) ->
 class Database:
     """One SQLite file: an engine plus read and write transactions with a shared clock."""
 
-    def __init__(self, engine: Engine, path: Path, clock: Any = None) -> None:
+    def __init__(
+        self, engine: Engine, path: Path, clock: Any = None, synchronous: str = "FULL"
+    ) -> None:
         import time
 
         self.engine = engine
@@ -93,6 +100,8 @@ class Database:
         # letting dozens of threads poll SQLite's busy handler, keeps a lock wait fair and
         # short; busy_timeout is then only for other processes.
         self.write_lock = threading.Lock()
+        self.synchronous = synchronous.upper()
+        self._local = threading.local()
 
     def write(self) -> Any:
         """A BEGIN IMMEDIATE transaction: read-then-write is safe against other processes."""
@@ -111,7 +120,18 @@ class Database:
         For the step hot path only: the same connections, pragmas and locking as `write()`,
         without SQLAlchemy's per-statement machinery (which costs more than the fsync).
         """
-        return _RawTxn(self.engine, self.write_lock)
+        return _RawTxn(self._thread_connection, self.write_lock)
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        """This thread's own connection for the hot path (closed when the thread ends)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=True
+            )
+            configure_connection(conn, self.synchronous)
+            self._local.conn = conn
+        return conn
 
 
 def translate_operational(exc: BaseException) -> StoreUnavailable | None:
@@ -178,15 +198,15 @@ class _Txn:
 
 
 class _RawTxn:
-    def __init__(self, engine: Engine, lock: threading.Lock) -> None:
-        self._engine = engine
+    def __init__(self, connect: Any, lock: threading.Lock) -> None:
+        self._connect = connect
         self._lock = lock
 
     def __enter__(self) -> sqlite3.Cursor:
         self._lock.acquire()
         try:
-            self._conn = self._engine.raw_connection()
-            self._cur: sqlite3.Cursor = self._conn.cursor()  # type: ignore[assignment]
+            self._conn: sqlite3.Connection = self._connect()
+            self._cur: sqlite3.Cursor = self._conn.cursor()
             self._cur.execute("BEGIN IMMEDIATE")
         except BaseException as err:
             self._release()
@@ -200,7 +220,7 @@ class _RawTxn:
         try:
             if exc_type is None:
                 self._cur.execute("COMMIT")
-            elif self._conn.driver_connection.in_transaction:  # type: ignore[union-attr]
+            elif self._conn.in_transaction:
                 self._cur.execute("ROLLBACK")
         except sqlite3.OperationalError as err:
             mapped = translate_operational(err)
@@ -219,9 +239,6 @@ class _RawTxn:
             cur = getattr(self, "_cur", None)
             if cur is not None:
                 cur.close()
-            conn = getattr(self, "_conn", None)
-            if conn is not None:
-                conn.close()
         finally:
             self._lock.release()
 
@@ -240,7 +257,7 @@ def open_database(
     except OSError as exc:
         raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None
     engine = make_engine(path, synchronous=synchronous, pool_size=pool_size)
-    db = Database(engine, path, clock)
+    db = Database(engine, path, clock, synchronous)
     try:
         with db.write() as conn:
             migrate(conn)

@@ -51,6 +51,7 @@ class HistoryPane(Vertical):
         self.service = service
         self.filter_text = ""
         self._runs: dict[str, Run] = {}
+        self._shown: dict[str, tuple[str, ...]] = {}  # the cell texts on screen, per run
         self._order: list[str] = []
         self._exhausted = False
 
@@ -113,28 +114,32 @@ class HistoryPane(Vertical):
         table.clear()
         self._runs = {r.id: r for r in runs}
         self._order = [r.id for r in runs]
+        self._shown = {}
         self._exhausted = len(runs) < PAGE
         for run in runs:
-            table.add_row(*self._cells(run), key=run.id)
+            self._shown[run.id] = cells = self._cells(run)
+            table.add_row(*cells, key=run.id)
         if keep and keep in self._runs:
             table.move_cursor(row=self._order.index(keep))
         self.set_class(not runs, "-empty")
 
     def refresh_live(self) -> None:
-        """Re-read the top rows; update changed cells in place, rebuild only for new runs."""
+        """Re-read the top rows; touch only cells whose text changed, rebuild for new runs."""
         runs = self._query(None, max(PAGE, min(len(self._order), LIVE_ROWS)))
         if any(r.id not in self._runs for r in runs):
             self.reload()
             return
         table = self.table
         for run in runs:
-            old = self._runs.get(run.id)
-            if old is not None and old == run:
-                table.update_cell(run.id, "age", self._cells(run)[3])
-                continue
             self._runs[run.id] = run
-            for key, value in zip(COLUMNS, self._cells(run), strict=True):
-                table.update_cell(run.id, key, value)
+            cells = self._cells(run)
+            shown = self._shown.get(run.id)
+            if cells == shown:
+                continue
+            for index, (key, value) in enumerate(zip(COLUMNS, cells, strict=True)):
+                if shown is None or shown[index] != value:
+                    table.update_cell(run.id, key, value)
+            self._shown[run.id] = cells
 
     def load_more(self) -> None:
         if self._exhausted or not self._order:
@@ -147,7 +152,8 @@ class HistoryPane(Vertical):
                 continue
             self._runs[run.id] = run
             self._order.append(run.id)
-            self.table.add_row(*self._cells(run), key=run.id)
+            self._shown[run.id] = cells = self._cells(run)
+            self.table.add_row(*cells, key=run.id)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
