@@ -18,12 +18,14 @@ class Timeline(Tree[str]):
         self.show_root = False
         self.guide_depth = 2
         self._step_nodes: dict[int, TreeNode[str]] = {}
+        self._steps: dict[int, Step] = {}
         self.last_seq = 0
         self.last_event = 0
 
     def reset(self) -> None:
         self.clear()
         self._step_nodes.clear()
+        self._steps.clear()
         self.last_seq = 0
         self.last_event = 0
 
@@ -62,6 +64,8 @@ class Timeline(Tree[str]):
             self.scroll_end(animate=False)
 
     def _put_step(self, step: Step) -> None:
+        """Details are built when a step is expanded: a long timeline stays cheap to grow."""
+        self._steps[step.seq] = step
         node = self._step_nodes.get(step.seq)
         if node is None:
             node = self.root.add(Text(step_label(step)), data=step.status.value)
@@ -69,10 +73,20 @@ class Timeline(Tree[str]):
         else:
             node.set_label(Text(step_label(step)))
             node.data = step.status.value
-            node.remove_children()
+            if node.is_expanded:
+                self._fill(node, step)
+        self.last_seq = max(self.last_seq, step.seq)
+
+    def _fill(self, node: TreeNode[str], step: Step) -> None:
+        node.remove_children()
         for line in step_details(step):
             node.add_leaf(Text(line))
-        self.last_seq = max(self.last_seq, step.seq)
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[str]) -> None:
+        event.stop()
+        seq = next((k for k, v in self._step_nodes.items() if v is event.node), None)
+        if seq is not None and not event.node.children:
+            self._fill(event.node, self._steps[seq])
 
     def _put_event(self, event: Event) -> None:
         if event.id <= self.last_event:
