@@ -25,6 +25,7 @@ class Settings:
     idle_exit_s: float = 300.0
     synchronous: str = "full"
     lease_s: float = 5.0
+    busy_timeout_s: float = 15.0
     heartbeat_s: float = 1.0
     approval_timeout_s: float | None = None
     llm_max_attempts: int = 6

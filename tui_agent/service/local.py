@@ -46,7 +46,12 @@ class LocalService:
     @classmethod
     def open(cls, settings: Settings, *, clock: object = None) -> LocalService:
         ensure_private_dir(settings.home)
-        store = open_store(settings.db_path, synchronous=settings.synchronous, clock=clock)
+        store = open_store(
+            settings.db_path,
+            synchronous=settings.synchronous,
+            clock=clock,
+            busy_timeout_s=settings.busy_timeout_s,
+        )
         return cls(settings, store)
 
     def close(self) -> None:

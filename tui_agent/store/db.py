@@ -42,18 +42,22 @@ def create_file_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def configure_connection(conn: sqlite3.Connection, synchronous: str) -> None:
+def configure_connection(
+    conn: sqlite3.Connection, synchronous: str, busy_ms: int = BUSY_TIMEOUT_MS
+) -> None:
     """The pragmas every connection gets, pooled or not (foreign keys are off by default)."""
     conn.isolation_level = None
     cur = conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cur.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
     cur.execute("PRAGMA journal_mode = WAL")
     cur.execute(f"PRAGMA synchronous = {synchronous}")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
 
 
-def make_engine(path: Path, *, synchronous: str = "FULL", pool_size: int = 5) -> Engine:
+def make_engine(
+    path: Path, *, synchronous: str = "FULL", pool_size: int = 5, busy_ms: int = BUSY_TIMEOUT_MS
+) -> Engine:
     """An engine whose writers use BEGIN IMMEDIATE and whose readers use a deferred BEGIN.
 
     pysqlite's own transaction handling is turned off (it would run reads outside the
@@ -63,7 +67,7 @@ def make_engine(path: Path, *, synchronous: str = "FULL", pool_size: int = 5) ->
         raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
     engine = create_engine(
         f"sqlite:///{path}",
-        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
         poolclass=QueuePool,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
@@ -73,7 +77,7 @@ def make_engine(path: Path, *, synchronous: str = "FULL", pool_size: int = 5) ->
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-        configure_connection(dbapi_conn, sync)
+        configure_connection(dbapi_conn, sync, busy_ms)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -89,7 +93,12 @@ class Database:
     """One SQLite file: an engine plus read and write transactions with a shared clock."""
 
     def __init__(
-        self, engine: Engine, path: Path, clock: Any = None, synchronous: str = "FULL"
+        self,
+        engine: Engine,
+        path: Path,
+        clock: Any = None,
+        synchronous: str = "FULL",
+        busy_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
         import time
 
@@ -101,6 +110,7 @@ class Database:
         # short; busy_timeout is then only for other processes.
         self.write_lock = threading.Lock()
         self.synchronous = synchronous.upper()
+        self.busy_ms = busy_ms
         self._local = threading.local()
 
     def write(self) -> Any:
@@ -126,10 +136,8 @@ class Database:
         """This thread's own connection for the hot path (closed when the thread ends)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=True
-            )
-            configure_connection(conn, self.synchronous)
+            conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000)
+            configure_connection(conn, self.synchronous, self.busy_ms)
             self._local.conn = conn
         return conn
 
@@ -244,7 +252,12 @@ class _RawTxn:
 
 
 def open_database(
-    path: Path, *, synchronous: str = "FULL", pool_size: int = 5, clock: Any = None
+    path: Path,
+    *,
+    synchronous: str = "FULL",
+    pool_size: int = 5,
+    clock: Any = None,
+    busy_timeout_s: float = BUSY_TIMEOUT_MS / 1000,
 ) -> Database:
     """Open (creating if needed) and migrate; refuses corrupt files and newer schemas."""
     from sqlalchemy.exc import DatabaseError, OperationalError
@@ -256,8 +269,9 @@ def open_database(
         create_file_private(path)
     except OSError as exc:
         raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None
-    engine = make_engine(path, synchronous=synchronous, pool_size=pool_size)
-    db = Database(engine, path, clock, synchronous)
+    busy_ms = int(busy_timeout_s * 1000)
+    engine = make_engine(path, synchronous=synchronous, pool_size=pool_size, busy_ms=busy_ms)
+    db = Database(engine, path, clock, synchronous, busy_ms)
     try:
         with db.write() as conn:
             migrate(conn)

@@ -112,8 +112,15 @@ def open_store(
     pool_size: int = 5,
     clock: object = None,
     new_id: Callable[[], str] | None = None,
+    busy_timeout_s: float = 15.0,
 ) -> RunStore:
-    db = open_database(path, synchronous=synchronous, pool_size=pool_size, clock=clock)
+    db = open_database(
+        path,
+        synchronous=synchronous,
+        pool_size=pool_size,
+        clock=clock,
+        busy_timeout_s=busy_timeout_s,
+    )
     return RunStore(db, new_id=new_id)
 
 

@@ -37,6 +37,7 @@ class Executor:
             settings.db_path,
             synchronous=settings.synchronous,
             pool_size=settings.max_concurrent_runs + 2,
+            busy_timeout_s=settings.busy_timeout_s,
         )
         self.journal = StepJournal(self.db, f"{self.pid}-{uuid.uuid4().hex[:8]}", self.pid)
         self.leases = LeaseStore(self.db)

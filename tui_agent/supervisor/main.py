@@ -57,7 +57,11 @@ class Supervisor:
         from tui_agent.store.db import open_database
         from tui_agent.store.leases import LeaseStore
 
-        db = open_database(self.settings.db_path, synchronous=self.settings.synchronous)
+        db = open_database(
+            self.settings.db_path,
+            synchronous=self.settings.synchronous,
+            busy_timeout_s=self.settings.busy_timeout_s,
+        )
         leases = LeaseStore(db)
         try:
             recovered = leases.recover_orphans(pid_alive)
