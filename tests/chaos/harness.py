@@ -215,9 +215,11 @@ class Chaos:
 
     def check(self, when: str) -> None:
         v = self.report.violations
-        with self.db() as conn:
+        conn = self.db()
+        try:
             if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 v.append(f"{when}: integrity_check failed")
+            conn.execute("BEGIN")  # one snapshot: runs and steps read at the same moment
             steps = conn.execute(
                 "SELECT run_id, seq, kind, status, call_id, result FROM steps"
             ).fetchall()
@@ -230,6 +232,9 @@ class Chaos:
                     "SELECT run_id, count(*) FROM steps WHERE kind != 'approval' GROUP BY run_id"
                 ).fetchall()
             )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
         now = {(s["run_id"], s["seq"]): (s["kind"], s["status"], s["call_id"]) for s in steps}
         for key, old in self.seen_steps.items():
             new = now.get(key)

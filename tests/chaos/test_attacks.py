@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +104,61 @@ def test_huge_reply_and_huge_tool_output_are_recorded_whole(home: Home, llm: Scr
     assert len(llm_step["content"]) == 2_000_000
     tool = next(s for s in view["steps"] if s["kind"] == "tool")
     assert tool["artifact_id"] and len(tool["result"]) < 2000
+
+
+@pytest.fixture
+def tiny_home(home: Home) -> Iterator[Path]:
+    """The home on a 2 MB tmpfs (needs root to mount; skipped where that is refused)."""
+    import shutil
+
+    mount_point = home.path.parent / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    shutil.copy(home.path / "config.toml", mount_point / "config.toml")
+    home.path = mount_point
+    home.env["TUI_AGENT_HOME"] = str(mount_point)
+    yield mount_point
+    home.kill_all()
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_disk_full_pauses_nothing_loses_nothing_and_recovers(
+    home: Home, llm: ScriptedLLM, tiny_home: Path
+) -> None:
+    home.use_server(llm)
+    chunk = "z" * 150_000
+    llm.script = [
+        Reply(
+            f"{i} {chunk}",
+            [call("list_dir", {})],
+            usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        )
+        for i in range(30)
+    ]
+    llm.script.append(Reply("finished after the disk grew"))
+    run_id = home.start("fill the disk", "--max-steps", "100", "--max-tokens", "100000000")
+
+    def stuck_on_full_disk() -> bool:
+        log = tiny_home / "logs" / "executor.log"
+        return log.exists() and b"full" in log.read_bytes()
+
+    wait_for(stuck_on_full_disk, 60, "the disk to fill")
+    proc = home.cli("run", "another", "--workspace", str(home.workspace))
+    assert proc.returncode in (1, 2), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    before = home.show(run_id)
+    assert before["status"] in ("running", "queued")  # handed back, never failed
+    steps_before = {(s["seq"], s["kind"]) for s in before["steps"]}
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_home)], check=True)
+    view = home.wait_status(run_id, "completed", "failed", timeout=90)
+    assert view["status"] == "completed", view["error"]
+    assert steps_before <= {(s["seq"], s["kind"]) for s in view["steps"]}
+    assert view["usage"]["steps"] == len(view["steps"])
+    with sqlite3.connect(tiny_home / "tui-agent.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
