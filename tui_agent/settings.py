@@ -102,7 +102,7 @@ _POSITIVE = {
 }
 
 
-def _coerce(name: str, value: Any, current: Any, annotation: str) -> Any:
+def _coerce(name: str, value: Any, annotation: str) -> Any:
     if "str" in annotation:
         if not isinstance(value, str) or value.lower() not in ("full", "normal"):
             raise ConfigError(f'config.toml: {name} must be "full" or "normal"')
@@ -141,5 +141,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name, value in data.items():
         if name not in types:
             raise ConfigError(f"config.toml: unknown setting {name!r}")
-        changes[name] = _coerce(name, value, getattr(settings, name), types[name])
+        changes[name] = _coerce(name, value, types[name])
     return replace(settings, **changes)

@@ -260,9 +260,6 @@ class Chaos:
         self.check("final")
         with self.db() as conn:
             runs = conn.execute("SELECT id, goal, status, error FROM runs").fetchall()
-            llm_steps = Counter(
-                r[0] for r in conn.execute("SELECT run_id FROM steps WHERE kind = 'llm'")
-            )
         for r in runs:
             if r["status"] not in FINAL and r["status"] not in PERSON:
                 v.append(f"run {r['id'][:8]} stuck in {r['status']}")
@@ -285,7 +282,6 @@ class Chaos:
             done = committed.get((goal, turn))
             if done is not None and at > done:
                 v.append(f"{goal}: turn {turn} requested again after it was recorded")
-        del llm_steps
         # No non-idempotent call ran twice: one line per run in the side-effect log at most.
         log = self.workspace / "side-effects.log"
         lines = log.read_text().splitlines() if log.exists() else []

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
-from tui_agent.domain.models import Policy, RunStatus, StepKind, StepStatus
+from tui_agent.domain.models import Policy, RunStatus
 from tui_agent.store.db import Database
-from tui_agent.store.rows import approvals_t, executors_t, runs_t, steps_t
-from tui_agent.store.txn import add_event_txn, alloc_seq_txn
+from tui_agent.store.rows import approval_from_row, approvals_t, executors_t, runs_t
+from tui_agent.store.txn import add_event_txn, decide_approval_txn
 
 
 class LeaseStore:
@@ -159,45 +159,12 @@ class LeaseStore:
         return expired, next_deadline
 
     def _expire_one_txn(self, conn: Any, row: dict[str, Any], now: float, timeout: float) -> None:
-        reason = f"no decision within {timeout:g}s"
-        conn.execute(
-            update(approvals_t)
-            .where(approvals_t.c.id == row["id"])
-            .values(status="denied", decided_at=now, decided_by="timeout", decision_reason=reason)
+        approval = approval_from_row(row)
+        decide_approval_txn(
+            conn,
+            approval,
+            approve=False,
+            by="timeout",
+            reason=f"no decision within {timeout:g}s",
+            now=now,
         )
-        seq = alloc_seq_txn(conn, row["run_id"], None)
-        conn.execute(
-            insert(steps_t).values(
-                run_id=row["run_id"],
-                seq=seq,
-                kind=StepKind.APPROVAL.value,
-                status=StepStatus.DONE.value,
-                tool=row["tool"],
-                call_id=row["call_id"],
-                arguments=row["arguments"],
-                llm_seq=row["llm_seq"],
-                payload_json=json.dumps(
-                    {
-                        "approval_id": row["id"],
-                        "decision": "denied",
-                        "by": "timeout",
-                        "reason": reason,
-                    }
-                ),
-                tokens=0,
-                created_at=now,
-                finished_at=now,
-            )
-        )
-        conn.execute(
-            update(runs_t)
-            .where(runs_t.c.id == row["run_id"])
-            .values(
-                status=RunStatus.QUEUED.value,
-                waiting_tool=None,
-                pause_reason=None,
-                revision=runs_t.c.revision + 1,
-                updated_at=now,
-            )
-        )
-        add_event_txn(conn, row["run_id"], "approval", f"denied {row['tool']}: {reason}", now)

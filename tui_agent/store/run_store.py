@@ -38,7 +38,6 @@ from tui_agent.domain.models import (
     RunSpec,
     RunStatus,
     Step,
-    StepKind,
     StepStatus,
     spent_budget,
 )
@@ -55,7 +54,7 @@ from tui_agent.store.rows import (
     step_from_row,
     steps_t,
 )
-from tui_agent.store.txn import add_event_txn, alloc_seq_txn, load_run_txn
+from tui_agent.store.txn import add_event_txn, decide_approval_txn, load_run_txn
 
 _FINAL = [s.value for s in FINAL_STATUSES]
 _HEX = set("0123456789abcdef")
@@ -338,75 +337,17 @@ class RunStore:
                     f"run {run_id[:8]} has no pending approval (status {run.status.value})"
                 )
             pending = approval_from_row(row)
-            decision = "approved" if approve else "denied"
-            conn.execute(
-                update(approvals_t)
-                .where(approvals_t.c.id == pending.id)
-                .values(
-                    status=decision,
-                    decided_at=now,
-                    decided_by=by,
-                    decision_reason=reason,
-                    always=always and approve,
-                )
-            )
             policy = run.policy
             if approve and always and pending.tool not in policy.always_allow:
                 policy = replace(policy, always_allow=(*policy.always_allow, pending.tool))
-            self._insert_decision_step_txn(conn, run, pending, decision, by, reason, now)
-            conn.execute(
-                update(runs_t)
-                .where(runs_t.c.id == run_id)
-                .values(
-                    status=RunStatus.QUEUED.value,
-                    policy_json=json.dumps(policy.to_dict()),
-                    waiting_tool=None,
-                    pause_reason=None,
-                    revision=runs_t.c.revision + 1,
-                    updated_at=now,
-                )
+            decide_approval_txn(
+                conn, pending, approve=approve, by=by, reason=reason, now=now, policy=policy
             )
-            text = f"{decision} {pending.tool} by {by}" + (f": {reason}" if reason else "")
-            if approve and always:
-                text += f" (always allow {pending.tool} for this run)"
-            add_event_txn(conn, run_id, "approval", text, now)
             return approval_from_row(
                 conn.execute(select(approvals_t).where(approvals_t.c.id == pending.id))
                 .mappings()
                 .one()
             )
-
-    def _insert_decision_step_txn(
-        self,
-        conn: Connection,
-        run: Run,
-        approval: Approval,
-        decision: str,
-        by: str,
-        reason: str | None,
-        now: float,
-    ) -> None:
-        seq = alloc_seq_txn(conn, run.id, None)
-        if seq is None:
-            raise InvalidTransition(f"run {run.id[:8]} is held by an executor")
-        conn.execute(
-            insert(steps_t).values(
-                run_id=run.id,
-                seq=seq,
-                kind=StepKind.APPROVAL.value,
-                status=StepStatus.DONE.value,
-                tool=approval.tool,
-                call_id=approval.call_id,
-                arguments=approval.arguments,
-                llm_seq=approval.llm_seq,
-                payload_json=json.dumps(
-                    {"approval_id": approval.id, "decision": decision, "by": by, "reason": reason}
-                ),
-                tokens=0,
-                created_at=now,
-                finished_at=now,
-            )
-        )
 
     def cancel(self, run_id: str, *, by: str = "user") -> Run:
         """Cancel a run; an executor holding it stops after its current step."""

@@ -110,6 +110,7 @@ class AgentApp(App[None]):
         self.live = live
         self.supervisor: SupervisorState | None = None
         self._fingerprint: tuple[int, ...] = ()
+        self._pending_tool: str | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status-bar")
@@ -328,7 +329,7 @@ class AgentApp(App[None]):
             if reason is not None and self._guard(self.service.deny, run_id, reason=reason):
                 self.notify("denied")
 
-        self.push_screen(DenyScreen(getattr(self, "_pending_tool", None) or "the call"), decided)
+        self.push_screen(DenyScreen(self._pending_tool or "the call"), decided)
 
     def action_cancel_run(self) -> None:
         run_id = self.selected
