@@ -152,7 +152,14 @@ class AgentApp(App[None]):
             self.call_from_thread(self.notify, str(exc), severity="error")
         self.call_from_thread(self._poll_supervisor)
 
+    def _torn_down(self) -> bool:
+        """Timers and worker callbacks can still fire while the app tears its screen down."""
+        bars = self.query(StatusBar)
+        return not bars or not bars.first().is_attached
+
     def _poll_supervisor(self) -> None:
+        if self._torn_down():
+            return
         self.supervisor = self.service.supervisor_state()
         self._update_status_bar()
 
@@ -194,6 +201,8 @@ class AgentApp(App[None]):
 
     def _safety_tick(self) -> None:
         """Where file events do not arrive (network filesystems), a stat still notices."""
+        if self._torn_down():
+            return
         fingerprint = self._db_fingerprint()
         if fingerprint != self._fingerprint:
             self.refresh_live()
@@ -202,6 +211,8 @@ class AgentApp(App[None]):
 
     def refresh_live(self) -> None:
         """Re-read only what changed: the top of the history and the selected run's tail."""
+        if self._torn_down():
+            return
         self._fingerprint = self._db_fingerprint()
         try:
             self.query_one(HistoryPane).refresh_live()
