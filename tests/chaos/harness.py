@@ -131,17 +131,43 @@ class Chaos:
         }
         self.report = Report()
         self.seen_steps: dict[tuple[str, int], tuple[str, str, str | None]] = {}
+        self.tui: subprocess.Popen[bytes] | None = None
+        self.tui_log = root / "tui.log"
 
     # ---- driving -----------------------------------------------------------------------
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        proc = subprocess.run(
             [sys.executable, "-m", "tui_agent", *args],
             env=self.env,
             capture_output=True,
             text=True,
             timeout=120,
         )
+        if "Traceback" in proc.stderr or proc.stderr.count("\n") > 1:
+            self.report.violations.append(
+                f"`{' '.join(args)}` printed more than a line: {proc.stderr}"
+            )
+        return proc
+
+    def ensure_tui(self) -> None:
+        """A headless TUI, started the way a user starts it, watching the home like a person."""
+        if self.tui is not None and self.tui.poll() is None:
+            return
+        if self.tui is not None and self.tui.returncode != -signal.SIGKILL:
+            tail = self.tui_log.read_text(errors="replace")[-2000:]
+            self.report.violations.append(
+                f"the TUI exited by itself ({self.tui.returncode}): {tail}"
+            )
+        env = {**self.env, "TEXTUAL_DRIVER": "textual.drivers.headless_driver:HeadlessDriver"}
+        with self.tui_log.open("ab") as log:
+            self.tui = subprocess.Popen(
+                [sys.executable, "-m", "tui_agent"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def start_runs(self, n: int) -> None:
         for _ in range(n):
@@ -168,12 +194,13 @@ class Chaos:
         lock = self.home / "supervisor.lock"
         sup = lock.read_text().strip() if lock.exists() else ""
         found: dict[str, list[int]] = {"supervisor": [int(sup)] if sup.isdigit() else []}
+        found["tui"] = [self.tui.pid] if self.tui is not None and self.tui.poll() is None else []
         with self.db() as conn:
             found["executor"] = [r[0] for r in conn.execute("SELECT pid FROM executors")]
         return found
 
     def kill_something(self) -> None:
-        target = self.rng.choice(["executor", "executor", "supervisor", "both"])
+        target = self.rng.choice(["executor", "executor", "supervisor", "both", "tui"])
         pids = self.pids()
         victims = (pids["supervisor"] + pids["executor"]) if target == "both" else pids[target]
         for pid in victims:
@@ -181,6 +208,8 @@ class Chaos:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+        if target == "tui" and self.tui is not None:
+            self.tui.wait()
         if victims:
             self.report.kills[target] += 1
 
@@ -188,6 +217,7 @@ class Chaos:
         self.report.rounds += 1
         if self.rng.random() < 0.5 or self.report.rounds == 1:
             self.start_runs(self.rng.randint(1, 3))
+        self.ensure_tui()
         self.cli("supervisor", "start")
         time.sleep(self.rng.uniform(0.2, 1.5))
         self.kill_something()
@@ -293,10 +323,26 @@ class Chaos:
             if path.is_file() and SECRET.encode() in path.read_bytes():
                 v.append(f"API key found in {path}")
 
+    def check_tui(self) -> None:
+        """Killed or not, the TUI never printed a traceback, and it reattached to a real run."""
+        try:
+            selected = json.loads((self.home / "ui-state.json").read_text())["selected_run"]
+        except (OSError, ValueError, KeyError) as exc:
+            self.report.violations.append(f"the TUI's ui-state.json is unreadable: {exc!r}")
+        else:
+            with self.db() as conn:
+                if conn.execute("SELECT 1 FROM runs WHERE id = ?", (selected,)).fetchone() is None:
+                    self.report.violations.append("the TUI selected a run that is not there")
+        text = self.tui_log.read_text(errors="replace") if self.tui_log.exists() else ""
+        if "Traceback" in text or "Error" in text:
+            self.report.violations.append(f"the TUI printed an error: {text[-2000:]}")
+
     def close(self) -> None:
         for pid in functools.reduce(operator.iadd, self.pids().values(), []):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if self.tui is not None:
+            self.tui.wait()
         self.model.stop()
 
 
@@ -305,8 +351,11 @@ def run_chaos(root: Path, rounds: int, seed: int = 1) -> Report:
     try:
         for _ in range(rounds):
             chaos.round()
+        chaos.ensure_tui()  # the TUI reattaches and stays up while everything finishes
         chaos.settle()
         chaos.check_final()
+        chaos.ensure_tui()  # ... and did not die by itself meanwhile
+        chaos.check_tui()
     finally:
         chaos.close()
     return chaos.report

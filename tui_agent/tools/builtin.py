@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from tui_agent.domain.models import Risk, StatePatch
+from tui_agent.files import write_atomically
 from tui_agent.tools.registry import Tool, ToolContext, ToolInputError, ToolOutput, ToolRegistry
 from tui_agent.tools.workspace import resolve_inside
 
@@ -65,16 +66,8 @@ def _write_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         raise ToolInputError(f"{args['path']!r} is a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     data = args["content"].encode()
-    # Write-then-rename: a crash never leaves a half-written file behind.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+    write_atomically(target, data, mode)
     return ToolOutput(f"wrote {len(data)} bytes to {args['path']}")
 
 

@@ -4,6 +4,7 @@ database directory; a cheap stat of the files each second is the safety net."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from textual.theme import Theme
 from textual.widgets import Footer
 
 from tui_agent.domain.errors import TuiAgentError
+from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
 from tui_agent.ui.paths import stylesheets
 from tui_agent.ui.screens.dialogs import BudgetChange, ConfirmScreen, DenyScreen, ResumeScreen
@@ -258,12 +260,8 @@ class AgentApp(App[None]):
     def _save_selection(self, run_id: str) -> None:
         if self.ui_state_path is None:
             return
-        try:
-            fd = os.open(self.ui_state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"selected_run": run_id}, fh)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # remembering the selection is a nicety
+            write_atomically(self.ui_state_path, json.dumps({"selected_run": run_id}).encode())
 
     # ---- which keys apply --------------------------------------------------------------
 
