@@ -121,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the environment (a full or read-only disk): still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"tui-agent: {exc.strerror or exc}{where}\n")
+        return 1
 
 
 def _print_json(data: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -80,8 +81,11 @@ def ensure_private_dir(path: Path) -> None:
     """Create a 0700 directory (or tighten an existing one)."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        if path.stat().st_mode & 0o777 != 0o700:
+            os.chmod(path, 0o700)
     except OSError as exc:
+        if exc.errno == errno.EROFS and path.is_dir():
+            return  # a read-only home can still be read; writes say so themselves
         raise ConfigError(f"cannot use {path}: {exc.strerror}") from None
 
 

@@ -1,8 +1,11 @@
 """Targeted attacks: a database held locked past busy_timeout, two supervisors at once,
-and model output too big to be polite."""
+model output too big to be polite, a full disk and a home that turns read-only."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -10,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,4 +165,154 @@ def test_disk_full_pauses_nothing_loses_nothing_and_recovers(
     assert steps_before <= {(s["seq"], s["kind"]) for s in view["steps"]}
     assert view["usage"]["steps"] == len(view["steps"])
     with sqlite3.connect(tiny_home / "tui-agent.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _pids_using(mount_point: Path) -> set[int]:
+    """Every process with a file open under the mount (the standby executor included)."""
+    found: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.startswith(str(mount_point)) for link in links):
+            found.add(int(proc.name))
+    return found
+
+
+class ReadOnlyHome:
+    """The home on an ext4 loop filesystem mounted errors=remount-ro, so the kernel itself
+    turns it read-only under running processes, as after a disk error."""
+
+    def __init__(self, root: Path) -> None:
+        self.image = root / "home.img"
+        self.mount_point = root / "ext4"
+        self.mount_point.mkdir()
+        with self.image.open("wb") as fh:
+            fh.truncate(64 * 1024 * 1024)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True)
+
+    def mount(self) -> bool:
+        done = subprocess.run(
+            ["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.mount_point)],
+            capture_output=True,
+        )
+        return done.returncode == 0
+
+    def fail(self) -> None:
+        """An ext4 error: the kernel remounts the filesystem read-only at once."""
+        device = subprocess.run(
+            ["findmnt", "-no", "SOURCE", str(self.mount_point)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        Path(f"/sys/fs/ext4/{Path(device).name}/trigger_fs_error").write_text("chaos\n")
+
+    def kill_users(self) -> None:
+        for pid in _pids_using(self.mount_point):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not _pids_using(self.mount_point), 10, "the home's users to die")
+
+    def reboot(self) -> None:
+        """Everything using the home dies, the filesystem is checked and mounted again."""
+        self.kill_users()
+        subprocess.run(["umount", str(self.mount_point)], check=True)
+        subprocess.run(["e2fsck", "-fy", str(self.image)], capture_output=True)
+        assert self.mount(), "the repaired filesystem did not mount"
+
+    def unmount(self) -> None:
+        self.kill_users()
+        subprocess.run(["umount", "-l", str(self.mount_point)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_home(home: Home, tmp_path: Path) -> Iterator[ReadOnlyHome]:
+    """Needs root, loop devices and ext4's trigger_fs_error; skipped where refused."""
+    import shutil
+
+    if not all(shutil.which(tool) for tool in ("mkfs.ext4", "e2fsck", "findmnt")):
+        pytest.skip("no ext4 tools here")
+    fs = ReadOnlyHome(tmp_path)
+    if not fs.mount():
+        pytest.skip("cannot mount a loop filesystem here")
+    device = subprocess.run(
+        ["findmnt", "-no", "SOURCE", str(fs.mount_point)], capture_output=True, text=True
+    ).stdout.strip()
+    if not Path(f"/sys/fs/ext4/{Path(device).name}/trigger_fs_error").exists():
+        fs.unmount()
+        pytest.skip("this kernel cannot inject an ext4 error")
+    home.path = fs.mount_point / "home"
+    home.env["TUI_AGENT_HOME"] = str(home.path)
+    home.configure()
+    yield fs
+    fs.unmount()
+
+
+def test_read_only_home_reads_still_work_and_nothing_is_lost_or_repeated(
+    home: Home, llm: ScriptedLLM, read_only_home: ReadOnlyHome
+) -> None:
+    home.use_server(llm)
+    llm.script = [Reply(f"step {i}", [call("list_dir", {})], delay_s=0.1) for i in range(25)]
+    llm.script.append(Reply("finished after the disk was repaired"))
+    run_id = home.start("survive a read-only home", "--max-steps", "200")
+    wait_for(lambda: len(home.show(run_id)["steps"]) >= 6, 60, "a few steps")
+
+    read_only_home.fail()
+    time.sleep(1.0)  # the executor meets the read-only filesystem on its next step
+    supervisor = home.supervisor_pid()
+
+    # Reads still work, and say the truth: the run was handed back, not failed.
+    before = home.show(run_id)
+    assert before["status"] in ("running", "queued"), before
+    assert home.cli("ls").returncode == 0
+    # Every write is one clear line, exit 1 (try again later), nothing written.
+    for args in (
+        ("run", "another", "--workspace", str(home.workspace)),
+        ("cancel", run_id),
+    ):
+        proc = home.cli(*args)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "read-only" in proc.stderr, proc.stderr
+    # The headless TUI opens on it, shows the history and does not crash.
+    tui = subprocess.Popen(
+        [sys.executable, "-m", "tui_agent"],
+        env={**home.env, "TEXTUAL_DRIVER": "textual.drivers.headless_driver:HeadlessDriver"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(3.0)
+    assert tui.poll() is None, tui.communicate()[1]
+    tui.kill()
+    assert b"Traceback" not in tui.communicate()[1]
+    # The background processes met the error without dying in a loop.
+    assert supervisor is not None and _pids_using(read_only_home.mount_point) >= {supervisor}
+
+    # With every process gone (a reboot onto the still-broken disk): reads work, and the
+    # supervisor refuses to start in one line instead of a traceback.
+    read_only_home.kill_users()
+    assert home.cli("ls").returncode == 0
+    proc = home.cli("supervisor", "start")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Read-only file system" in proc.stderr
+
+    read_only_home.reboot()
+    assert home.cli("supervisor", "start").returncode == 0
+    view = home.wait_status(run_id, "completed", "failed", timeout=90)
+    assert view["status"] == "completed", view["error"]
+
+    def identity(step: dict[str, Any]) -> tuple[Any, ...]:
+        return (step["seq"], step["kind"], step.get("call_id"), step.get("content"))
+
+    assert {identity(s) for s in before["steps"]} <= {identity(s) for s in view["steps"]}
+    assert view["usage"]["steps"] == len(view["steps"])
+    # A reply recorded before the filesystem failed was never requested again.
+    for turn in range(sum(1 for s in before["steps"] if s["kind"] == "llm")):
+        assert llm.requests_for(turn) == 1, turn
+    with sqlite3.connect(home.path / "tui-agent.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -42,5 +42,9 @@ class StoreUnavailable(TuiAgentError):
     exit_code = 1
 
 
+class HomeUnwritable(StoreUnavailable):
+    """A file the background processes need cannot be written (read-only or full home)."""
+
+
 class LeaseLost(Exception):
     """This executor no longer owns the run; it must stop without writing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ from tui_agent.domain.errors import StoreError, StoreUnavailable
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 15_000
+READ_ONLY = "{where} is read-only (its filesystem or permissions); nothing was written"
 
 
 def check_database_file(path: Path) -> None:
@@ -36,10 +38,17 @@ def check_database_file(path: Path) -> None:
 
 def create_file_private(path: Path) -> None:
     """Create the database file 0600 so SQLite's -wal and -shm files inherit that mode."""
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
-    os.chmod(path, 0o600)
+    try:
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        if path.stat().st_mode & 0o777 != 0o600:
+            os.chmod(path, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None
+        if not path.exists():
+            raise StoreUnavailable(READ_ONLY.format(where=path.parent)) from None
 
 
 def configure_connection(
@@ -155,7 +164,7 @@ def translate_operational(exc: BaseException) -> StoreUnavailable | None:
     if "full" in text:
         return StoreUnavailable("the disk holding the database is full")
     if "readonly" in text or "read-only" in text:
-        return StoreUnavailable("the database is read-only")
+        return StoreUnavailable(READ_ONLY.format(where="the database"))
     if "disk I/O" in text or "unable to open" in text:
         return StoreUnavailable(f"the database cannot be written: {text}")
     return None
@@ -262,20 +271,22 @@ def open_database(
     """Open (creating if needed) and migrate; refuses corrupt files and newer schemas."""
     from sqlalchemy.exc import DatabaseError, OperationalError
 
-    from tui_agent.store.migrations import migrate
+    from tui_agent.store.migrations import LATEST_VERSION, current_version, migrate
 
     check_database_file(path)
-    try:
-        create_file_private(path)
-    except OSError as exc:
-        raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None
+    create_file_private(path)
     busy_ms = int(busy_timeout_s * 1000)
     engine = make_engine(path, synchronous=synchronous, pool_size=pool_size, busy_ms=busy_ms)
     db = Database(engine, path, clock, synchronous, busy_ms)
     try:
-        with db.write() as conn:
-            migrate(conn)
-    except StoreError:
+        # Only a database that needs migrating takes a write lock: a current one opens on a
+        # read-only home (and next to a long writer) and serves reads.
+        with db.read() as conn:
+            behind = current_version(conn) != LATEST_VERSION  # newer: migrate() refuses it
+        if behind:
+            with db.write() as conn:
+                migrate(conn)
+    except (StoreError, StoreUnavailable):
         engine.dispose()
         raise
     except (DatabaseError, OperationalError) as exc:

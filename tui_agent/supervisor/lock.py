@@ -6,6 +6,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from tui_agent.domain.errors import HomeUnwritable
+
 
 class SupervisorLock:
     def __init__(self, path: Path) -> None:
@@ -14,7 +16,10 @@ class SupervisorLock:
 
     def acquire(self) -> bool:
         """Take the lock and write our pid into it; False if another process holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise HomeUnwritable(f"cannot write {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -7,12 +7,16 @@ import logging
 import os
 from pathlib import Path
 
+from tui_agent.domain.errors import HomeUnwritable
 from tui_agent.settings import Settings
 
 
 def open_private_log(path: Path) -> int:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise HomeUnwritable(f"cannot write {path}: {exc.strerror}") from None
 
 
 def configure_logging(settings: Settings, name: str) -> None:
