@@ -31,9 +31,17 @@ MAX_GOAL_CHARS = 20_000
 RISKS = [r.value for r in Risk]
 
 
+# Far beyond any real run, yet small enough that no budget sum can overflow SQLite's integers.
+BUDGET_CEILINGS = {"--max-steps": 1_000_000, "--max-tokens": 10**12, "--max-wall-time": 10**8}
+
+
 def _positive(name: str, value: float | None) -> None:
-    if value is not None and (value != value or value <= 0):
+    if value is None:
+        return
+    if value != value or value <= 0:
         raise BadInput(f"{name} must be greater than 0, not {value:g}")
+    if value > BUDGET_CEILINGS[name]:
+        raise BadInput(f"{name} must be at most {BUDGET_CEILINGS[name]:,}, not {value:,}")
 
 
 class LocalService:
