@@ -316,3 +316,29 @@ def test_read_only_home_reads_still_work_and_nothing_is_lost_or_repeated(
         assert llm.requests_for(turn) == 1, turn
     with sqlite3.connect(home.path / "tui-agent.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_workspace_deleted_during_a_run_is_an_answer_not_a_crash(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    import shutil
+
+    home.use_server(llm)
+    llm.script = [
+        Reply("look", [call("list_dir", {})]),
+        Reply("write", [call("write_file", {"path": "notes/a.txt", "content": "x"})], delay_s=1.5),
+        Reply("shell", [call("run_shell", {"command": "touch made-it"})]),
+        Reply("the workspace is gone; stopping"),
+    ]
+    run_id = home.start(
+        "lose the workspace", "--auto-approve", "write_local", "--auto-approve", "external_action"
+    )
+    wait_for(lambda: any(s["kind"] == "tool" for s in home.show(run_id)["steps"]), 30, "list_dir")
+    shutil.rmtree(home.workspace)
+
+    view = home.wait_status(run_id, "completed", "failed", "waiting_approval", timeout=60)
+    assert view["status"] == "completed", view
+    results = [s["result"] for s in view["steps"] if s["kind"] == "tool"]
+    assert len(results) == 3
+    assert all("no longer exists" in r for r in results[1:]), results
+    assert not home.workspace.exists()  # no tool re-created it
