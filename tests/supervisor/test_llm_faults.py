@@ -3,6 +3,8 @@ attempt an event; permanent errors fail at once with the server's message; resum
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import FAST_CONFIG, Home
@@ -131,3 +133,38 @@ def test_large_tool_result_becomes_an_artifact_read_in_slices(home: Home, llm: S
     other = home.start("peek")
     tool = next(s for s in home.wait_status(other, "completed")["steps"] if s["kind"] == "tool")
     assert tool["result"].startswith("error: no artifact")
+
+
+def test_replies_with_missing_fields_never_crash_a_run(home: Home, llm: ScriptedLLM) -> None:
+    home.use_server(llm)
+    llm.default = Reply("Fine after all that.")
+    nameless_call = {
+        "id": "x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "tool_calls": [{"type": "function", "function": {}}],
+                },
+            }
+        ],
+    }
+    llm.fail(
+        0,
+        Fault(status=200, body="<html>502 bad gateway</html>"),
+        Fault(status=200, body='{"id": "x", "choices": [{"index": 0}]}'),
+        Fault(status=200, body='{"id": "x", "choices": [{"index": 0, "message": null}]}'),
+        Fault(status=200, body="[1, 2, 3]"),
+        Fault(status=200, body=json.dumps(nameless_call)),  # taken as the reply: answered
+    )
+    run_id = home.start("survive odd replies", "--max-steps", "20")
+    view = home.wait_status(run_id, "completed", "failed", timeout=60)
+    assert view["status"] == "completed", view
+    retries = [e["message"] for e in view["events"] if e["kind"] == "retry"]
+    assert len(retries) == 4 and all("malformed reply" in m for m in retries), retries
+    tools = [s for s in view["steps"] if s["kind"] == "tool"]
+    assert len(tools) == 1 and tools[0]["status"] == "error", tools
+    assert "unknown tool" in tools[0]["result"]
+    assert view["result"] == "Fine after all that."
+    assert view["usage"]["steps"] == len(view["steps"])

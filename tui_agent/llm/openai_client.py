@@ -73,6 +73,8 @@ class OpenAIClient:
             raise PermanentLLMError(message) from None
         except openai.OpenAIError as exc:
             raise TransientLLMError(f"malformed reply: {exc}") from None
+        except ValueError as exc:  # a 200 whose body is not JSON (a proxy's error page)
+            raise TransientLLMError(f"malformed reply: not JSON ({exc})") from None
         return _to_reply(response, self.model)
 
 
@@ -80,25 +82,32 @@ def _to_reply(response: Any, model: str) -> LLMReply:
     choices = getattr(response, "choices", None) or []
     if not choices:
         raise TransientLLMError("malformed reply: no choices")
-    message = choices[0].message
+    # The SDK builds the reply without validating it: any field may be missing or odd.
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        raise TransientLLMError("malformed reply: a choice without a message")
     calls: list[ToolCall] = []
-    for index, call in enumerate(message.tool_calls or []):
+    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
         function = getattr(call, "function", None)
         name = getattr(function, "name", None) or ""
         arguments = getattr(function, "arguments", None)
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments) if arguments is not None else ""
-        calls.append(ToolCall(id=call.id or f"call_{index}", name=name, arguments=arguments))
+        call_id = getattr(call, "id", None) or f"call_{index}"
+        calls.append(ToolCall(id=str(call_id), name=str(name), arguments=arguments))
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        content = json.dumps(content)
     usage = getattr(response, "usage", None)
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
     total = int(getattr(usage, "total_tokens", 0) or (prompt + completion))
     return LLMReply(
-        content=message.content,
+        content=content,
         tool_calls=calls,
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=total,
         model=getattr(response, "model", None) or model,
-        finish_reason=choices[0].finish_reason,
+        finish_reason=getattr(choices[0], "finish_reason", None),
     )
