@@ -38,6 +38,25 @@ retry_max_s = 0.3
 llm_max_attempts = 8
 max_concurrent_runs = 8
 """
+# One is tried every round, while runs execute and processes die: one line, exit 2 (3 for an
+# unknown run), and not a row written.
+BAD_INPUTS: tuple[tuple[str, ...], ...] = (
+    ("run", ""),
+    ("run", "x", "--max-steps", "-1"),
+    ("run", "x", "--max-tokens", "lots"),
+    ("run", "x", "--max-wall-time", "inf"),
+    ("run", "x", "--max-steps", "100000000000000000000"),
+    ("run", "x", "--workspace", "/does/not/exist"),
+    ("run", "x", "--auto-approve", "everything"),
+    ("ls", "--limit", "0"),
+    ("ls", "--status", "sleeping"),
+    ("show", "deadbeef"),
+    ("approve", "deadbeef"),
+    ("deny", "deadbeef", "--reason"),
+    ("resume", "deadbeef", "--max-steps", "0"),
+    ("resolve", "deadbeef", "maybe"),
+    ("supervisor", "reboot"),
+)
 
 
 @dataclass
@@ -49,6 +68,7 @@ class Report:
     runs: int = 0
     steps_checked: int = 0
     in_doubt_resolved: int = 0
+    bad_inputs: int = 0
     violations: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,6 +81,7 @@ class Report:
             "runs": self.runs,
             "steps_checked": self.steps_checked,
             "in_doubt_resolved": self.in_doubt_resolved,
+            "bad_inputs": self.bad_inputs,
             "violations": self.violations,
         }
 
@@ -213,12 +234,26 @@ class Chaos:
         if victims:
             self.report.kills[target] += 1
 
+    def try_bad_input(self) -> None:
+        args = self.rng.choice(BAD_INPUTS)
+        with self.db() as conn:
+            before = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        proc = self.cli(*args)
+        self.report.bad_inputs += 1
+        with self.db() as conn:
+            after = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        if proc.returncode not in (2, 3) or not proc.stderr.startswith("tui-agent: "):
+            self.report.violations.append(f"{args}: exit {proc.returncode}, {proc.stderr!r}")
+        if after != before:
+            self.report.violations.append(f"{args} wrote a run")
+
     def round(self) -> None:
         self.report.rounds += 1
         if self.rng.random() < 0.5 or self.report.rounds == 1:
             self.start_runs(self.rng.randint(1, 3))
         self.ensure_tui()
         self.cli("supervisor", "start")
+        self.try_bad_input()
         time.sleep(self.rng.uniform(0.2, 1.5))
         self.kill_something()
         self.check("after kill")
