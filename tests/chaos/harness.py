@@ -142,7 +142,9 @@ class Chaos:
         (self.home / "config.toml").write_text(CONFIG)
         self.workspace = root / "ws"
         self.workspace.mkdir()
-        self.model = FlakyModel(self.rng).start()
+        # The model draws from its own generator in server threads, so the rounds (what is
+        # started, tried and killed) stay the same for a seed however requests interleave.
+        self.model = FlakyModel(random.Random(seed * 7919 + 1)).start()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TUI_AGENT_"))},
             "TUI_AGENT_HOME": str(self.home),
