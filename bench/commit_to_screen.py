@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import emit, median, p95, scratch
-from tui_agent.domain.models import Budget, Policy, RunSpec
+from bench.common import emit, median, p95, scratch, seed_run
 from tui_agent.service.local import LocalService
 from tui_agent.settings import Settings
 from tui_agent.store.run_store import open_store
@@ -35,17 +34,9 @@ for i in range(n):
 
 def _seed(home: Path) -> str:
     store = open_store(home / "tui-agent.db")
-    run, _ = store.create_run(
-        RunSpec(
-            goal="watch me",
-            workspace="/tmp",
-            model="demo",
-            budget=Budget(max_steps=10**6),
-            policy=Policy(),
-        )
-    )
+    run_id = seed_run(store, "watch me", Path("/tmp"), max_steps=10**6)
     store.close()
-    return run.id
+    return run_id
 
 
 def _writer(home: Path, run_id: str, n: int) -> subprocess.Popen[str]:

@@ -8,7 +8,10 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tui_agent.store.run_store import RunStore
 
 DATA = Path(__file__).resolve().parent / ".data"
 
@@ -49,3 +52,27 @@ def bench_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TUI_AGENT_"))}
     env.update(TUI_AGENT_HOME=str(home), TUI_AGENT_DEMO_DELAY="0", **extra)
     return env
+
+
+def seed_run(
+    store: RunStore,
+    goal: str,
+    workspace: Path,
+    *,
+    model: str = "demo",
+    base_url: str | None = None,
+    max_steps: int = 50,
+) -> str:
+    """A queued run with default policy, as the benchmarks need one."""
+    from tui_agent.domain.models import Budget, Policy, RunSpec
+
+    spec = RunSpec(
+        goal=goal,
+        workspace=str(workspace),
+        model=model,
+        base_url=base_url,
+        budget=Budget(max_steps=max_steps),
+        policy=Policy(),
+    )
+    run, _ = store.create_run(spec)
+    return run.id

@@ -8,9 +8,8 @@ import subprocess
 import sys
 import time
 
-from bench.common import bench_env, emit, scratch
+from bench.common import bench_env, emit, scratch, seed_run
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
-from tui_agent.domain.models import Budget, Policy, RunSpec
 from tui_agent.store.run_store import open_store
 
 LATENCY_S = 0.5
@@ -49,16 +48,7 @@ def run(quick: bool) -> None:
     store = open_store(home / "tui-agent.db")
     start = time.perf_counter()
     for i in range(runs):
-        store.create_run(
-            RunSpec(
-                goal=f"run {i}",
-                workspace=str(home),
-                model="scripted",
-                base_url=llm.base_url,
-                budget=Budget(),
-                policy=Policy(),
-            )
-        )
+        seed_run(store, f"run {i}", home, model="scripted", base_url=llm.base_url)
     while store.count_runs(statuses=["completed"]) < runs:
         failed = store.count_runs(statuses=["failed", "paused", "needs_attention"])
         if failed:

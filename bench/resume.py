@@ -12,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import bench_env, emit, median, scratch
+from bench.common import bench_env, emit, median, scratch, seed_run
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
-from tui_agent.domain.models import Budget, Policy, RunSpec
 from tui_agent.store.journal import StepJournal
 from tui_agent.store.run_store import open_store
 
@@ -64,21 +63,19 @@ class Harness:
 
     def _seed(self, done: int) -> str:
         store = open_store(self.home / "tui-agent.db")
-        run, _ = store.create_run(
-            RunSpec(
-                goal="resume bench",
-                workspace=str(self.home),
-                model="scripted",
-                base_url=self.llm.base_url,
-                budget=Budget(max_steps=10**7),
-                policy=Policy(),
-            )
+        run_id = seed_run(
+            store,
+            "resume bench",
+            self.home,
+            model="scripted",
+            base_url=self.llm.base_url,
+            max_steps=10**7,
         )
         journal = StepJournal(store.db, "seed", 0)
         journal.claim(1, 3600)
         for i in range(done // 2):
             seq = journal.record_llm_reply(
-                run.id,
+                run_id,
                 {
                     "content": "x",
                     "tool_calls": [{"id": f"s{i}", "name": "list_dir", "arguments": "{}"}],
@@ -87,16 +84,16 @@ class Harness:
                 0.0,
             )
             start = journal.journal_tool_start(
-                run.id, llm_seq=seq, call_id=f"s{i}", tool="list_dir", arguments="{}", wall=0.0
+                run_id, llm_seq=seq, call_id=f"s{i}", tool="list_dir", arguments="{}", wall=0.0
             )
             from tui_agent.domain.models import StepStatus
 
             journal.finish_tool(
-                run.id, start, status=StepStatus.FINISHED, result="(empty)", wall=0.0
+                run_id, start, status=StepStatus.FINISHED, result="(empty)", wall=0.0
             )
-        journal.release_to_queue(run.id, 0.0)
+        journal.release_to_queue(run_id, 0.0)
         store.close()
-        return run.id
+        return run_id
 
     def cli(self, *args: str) -> None:
         subprocess.run(

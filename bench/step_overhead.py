@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
-from bench.common import emit, median, scratch
-from tui_agent.domain.models import Budget, Policy, RunSpec
+from bench.common import emit, median, scratch, seed_run
 from tui_agent.store.journal import StepJournal
 from tui_agent.store.run_store import open_store
 
@@ -43,16 +43,7 @@ class Steps:
 
     def __init__(self) -> None:
         self.store = open_store(scratch("steps") / "tui-agent.db")
-        run, _ = self.store.create_run(
-            RunSpec(
-                goal="bench",
-                workspace="/tmp",
-                model="demo",
-                budget=Budget(max_steps=10**9),
-                policy=Policy(),
-            )
-        )
-        self.run_id = run.id
+        self.run_id = seed_run(self.store, "bench", Path("/tmp"), max_steps=10**9)
         self.journal = StepJournal(self.store.db, "bench", 1)
         self.journal.claim(1, 3600)
 

@@ -113,9 +113,11 @@ class AgentApp(App[None]):
         self.supervisor: SupervisorState | None = None
         self._fingerprint: tuple[int, ...] = ()
         self._pending_tool: str | None = None
+        self._status_bar: StatusBar | None = None
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(id="status-bar")
+        self._status_bar = StatusBar(id="status-bar")
+        yield self._status_bar
         with Horizontal(id="main"):
             yield HistoryPane(self.service, id="history")
             yield RunPane(id="run-pane")
@@ -156,8 +158,7 @@ class AgentApp(App[None]):
 
     def _torn_down(self) -> bool:
         """Timers and worker callbacks can still fire while the app tears its screen down."""
-        bars = self.query(StatusBar)
-        return not bars or not bars.first().is_attached
+        return self._status_bar is None or not self._status_bar.is_attached
 
     def _poll_supervisor(self) -> None:
         if self._torn_down():
@@ -166,7 +167,8 @@ class AgentApp(App[None]):
         self._update_status_bar()
 
     def _update_status_bar(self) -> None:
-        self.query_one(StatusBar).show_state(
+        assert self._status_bar is not None  # composed before any timer or worker runs
+        self._status_bar.show_state(
             self.supervisor,
             str(self.service.db_path),
             self.service.database_size(),
