@@ -66,14 +66,16 @@ class Terminal:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-t", "app", "-p")
 
-    def wait_for(self, text: str, timeout: float = 20) -> str:
+    def wait_for(self, *texts: str, timeout: float = 20) -> str:
+        """The first screen showing every one of `texts`: a frame can be captured half-drawn,
+        and a run's status and its last step may land in consecutive frames."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if all(text in screen for text in texts):
                 return screen
             time.sleep(0.05)
-        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
+        raise AssertionError(f"{texts!r} never appeared together; screen:\n{self.screen()}")
 
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", "app", *keys)
@@ -99,12 +101,9 @@ def test_approve_quit_and_relaunch_in_a_real_terminal(
 
     rc = tmp_path / "rc"
     terminal.launch(home, rc)
-    screen = terminal.wait_for("Approval needed")
-    assert "write_file" in screen and "[write_local]" in screen
-    assert "supervisor: running" in terminal.wait_for("supervisor: running")
+    terminal.wait_for("Approval needed", "write_file", "[write_local]", "supervisor: running")
     terminal.keys("y")
-    screen = terminal.wait_for("✓ completed")
-    assert "Saved the notes for you." in screen
+    terminal.wait_for("✓ completed", "Saved the notes for you.")
     assert (home.workspace / "notes.md").read_text() == "hi"
     terminal.keys("q")
     deadline = time.monotonic() + 10
@@ -115,7 +114,5 @@ def test_approve_quit_and_relaunch_in_a_real_terminal(
     rc.unlink()
     terminal.tmux("kill-server")
     terminal.launch(home, rc)
-    screen = terminal.wait_for("Save my notes")
-    assert "Saved the notes for you." in terminal.wait_for("Saved the notes for you.")
-    assert "✓ done" in screen or "done" in terminal.screen()
+    terminal.wait_for("Save my notes", "Saved the notes for you.", "✓ done")
     terminal.keys("q")
