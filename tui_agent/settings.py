@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from platformdirs import user_data_dir
 
@@ -38,10 +39,19 @@ class Settings:
     max_artifact_bytes_in_context: int = 8000
     llm_timeout_s: float = 60.0
     tool_timeout_s: float = 60.0
+    db_file: Path | None = None  # from TUI_AGENT_DB_URL; None: the database in the home
 
     @property
     def db_path(self) -> Path:
-        return self.home / "tui-agent.db"
+        return self.db_file or self.home / "tui-agent.db"
+
+    def child_env(self) -> dict[str, str]:
+        """The environment of a process we start, pinned to this same home and database
+        (absolute paths: a detached supervisor does not share our working directory)."""
+        env = {**os.environ, "TUI_AGENT_HOME": str(self.home)}
+        if self.db_file is not None:
+            env["TUI_AGENT_DB_URL"] = f"sqlite:///{self.db_file}"
+        return env
 
     @property
     def lock_path(self) -> Path:
@@ -75,6 +85,38 @@ def home_from_env(env: dict[str, str] | None = None) -> Path:
     if env.get("TUI_AGENT_HOME"):
         return Path(env["TUI_AGENT_HOME"]).expanduser().absolute()
     return Path(user_data_dir("tui-agent", appauthor=False))
+
+
+def db_file_from_url(url: str) -> Path | None:
+    """`TUI_AGENT_DB_URL` as a SQLite file. Other databases are refused by name only: a
+    server URL may carry a password, which must never reach a terminal or a log."""
+    url = url.strip()
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError("TUI_AGENT_DB_URL is not a database URL (expected sqlite:///PATH)")
+    dialect = scheme.split("+", 1)[0].lower()
+    if dialect != "sqlite":
+        raise ConfigError(
+            f"TUI_AGENT_DB_URL: {dialect or 'this'} databases are not supported yet; this "
+            "version keeps runs in SQLite (sqlite:///PATH, or unset it to use the home)"
+        )
+    if not rest.startswith("/") or rest == "/":
+        raise ConfigError(
+            "TUI_AGENT_DB_URL: SQLite needs a file (sqlite:///PATH); "
+            "an in-memory database would lose every run"
+        )
+    if "?" in rest:
+        raise ConfigError(
+            "TUI_AGENT_DB_URL: query options are not supported (set synchronous in config.toml)"
+        )
+    path = Path(unquote(rest[1:])).expanduser().absolute()
+    if path.is_dir():
+        raise ConfigError(f"TUI_AGENT_DB_URL: {path} is a directory, not a database file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"TUI_AGENT_DB_URL: the directory {path.parent} does not exist")
+    return path
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -124,8 +166,9 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Settings for this home; a malformed config.toml is one clear ConfigError."""
+    env = dict(os.environ) if env is None else env
     home = home_from_env(env)
-    settings = Settings(home=home)
+    settings = Settings(home=home, db_file=db_file_from_url(env.get("TUI_AGENT_DB_URL", "")))
     path = settings.config_path
     if not path.exists():
         return settings
@@ -140,7 +183,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    types = {f.name: str(f.type) for f in fields(Settings) if f.name != "home"}
+    types = {f.name: str(f.type) for f in fields(Settings) if f.name not in ("home", "db_file")}
     changes: dict[str, Any] = {}
     for name, value in data.items():
         if name not in types:

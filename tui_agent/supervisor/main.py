@@ -135,7 +135,7 @@ class Supervisor:
                 stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=log_fd,
-                env={**os.environ, "TUI_AGENT_HOME": str(self.settings.home)},
+                env=self.settings.child_env(),
             )
         finally:
             os.close(log_fd)

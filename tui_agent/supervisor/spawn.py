@@ -38,7 +38,7 @@ def ensure_supervisor(settings: Settings) -> int:
             stdout=log_fd,
             stderr=log_fd,
             start_new_session=True,
-            env={**os.environ, "TUI_AGENT_HOME": str(settings.home)},
+            env=settings.child_env(),
         )
     finally:
         os.close(log_fd)
