@@ -3,6 +3,7 @@ scripted model server; we press `y`, quit with `q`, relaunch and read the screen
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -44,7 +45,9 @@ class Terminal:
         )
         env = " ".join(f"{k}={shlex.quote(home.env[k])}" for k in keep if k in home.env)
         cmd = (
-            f"cd {shlex.quote(str(home.workspace))} && env {env} TERM=xterm-256color "
+            # pytest exports COLUMNS/LINES (80x24), which Textual would obey over the pane's size
+            f"cd {shlex.quote(str(home.workspace))} && env -u COLUMNS -u LINES {env} "
+            "TERM=xterm-256color "
             f"{shlex.quote(sys.executable)} -m tui_agent; echo $? > {shlex.quote(str(rc_file))}"
         )
         self.tmux(
@@ -77,13 +80,23 @@ class Terminal:
             time.sleep(0.05)
         raise AssertionError(f"{texts!r} never appeared together; screen:\n{self.screen()}")
 
+    def wait_gone(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text not in screen:
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} never went away; screen:\n{self.screen()}")
+
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", "app", *keys)
 
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
-    term = Terminal(f"tui-agent-test-{tmp_path.name}")
+    # Unique per test process: two test sessions on one machine must not share a tmux server.
+    term = Terminal(f"tui-agent-test-{os.getpid()}-{tmp_path.name}")
     yield term
     term.tmux("kill-server")
 
@@ -104,6 +117,9 @@ def test_approve_quit_and_relaunch_in_a_real_terminal(
     terminal.wait_for("Approval needed", "write_file", "[write_local]", "supervisor: running")
     terminal.keys("y")
     terminal.wait_for("✓ completed", "Saved the notes for you.")
+    terminal.wait_gone("Approve")  # the footer offers only what applies now
+    view = home.show(run_id)
+    assert (home.workspace / "notes.md").exists(), (view["steps"], view["approvals"])
     assert (home.workspace / "notes.md").read_text() == "hi"
     terminal.keys("q")
     deadline = time.monotonic() + 10
