@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from tui_agent.domain.errors import StoreUnavailable, TuiAgentError
 from tui_agent.settings import Settings
+from tui_agent.supervisor.backoff import RestartBackoff
 from tui_agent.supervisor.lock import SupervisorLock, pid_alive
 from tui_agent.supervisor.logs import open_private_log
 
@@ -43,7 +44,9 @@ class Supervisor:
         # is what makes recovery take milliseconds instead of a Python start-up.
         self.standby: subprocess.Popen[bytes] | None = None
         self._executor_started = 0.0
-        self._restart_delay = 0.0
+        self._standby_started = 0.0
+        self._executor_backoff = RestartBackoff()
+        self._standby_backoff = RestartBackoff()
 
     def run(self) -> int:
         if not self.lock.acquire():
@@ -106,10 +109,9 @@ class Supervisor:
             next_approval_check = now + APPROVAL_CHECK_S
         self._watch_executor(leases)
         busy = leases.runnable_count() > 0 or leases.active_count() > 0
-        if busy and self.executor is None and now >= self._restart_delay:
+        if busy and self.executor is None and self._executor_backoff.ready(now):
             self._promote_or_spawn()
-        if self.standby is None or self.standby.poll() is not None:
-            self.standby = self._spawn(standby=True)
+        self._keep_standby(now)
         if busy or next_deadline is not None:
             idle_since = None
         elif idle_since is None:
@@ -166,9 +168,19 @@ class Supervisor:
         self.executor = None
         freed = leases.release_runs_of(proc.pid, f"exited with code {code}")
         log.warning("executor %d exited (%s); freed %d run(s)", proc.pid, code, len(freed))
-        # A crash loop must not spin: back off when it dies right after starting.
-        quick = time.time() - self._executor_started < 2.0
-        self._restart_delay = time.time() + (1.0 if quick and code != 0 else 0.0)
+        now = time.time()
+        self._executor_backoff.died(lived_s=now - self._executor_started, clean=code == 0, now=now)
+
+    def _keep_standby(self, now: float) -> None:
+        """A spare that dies (it has no runs) is replaced, but never in a tight loop."""
+        spare = self.standby
+        if spare is not None and spare.poll() is not None:
+            self.standby = None
+            log.warning("standby executor %d exited (%s)", spare.pid, spare.returncode)
+            self._standby_backoff.died(lived_s=now - self._standby_started, clean=False, now=now)
+        if self.standby is None and self._standby_backoff.ready(now):
+            self.standby = self._spawn(standby=True)
+            self._standby_started = now
 
     def _stop_executor(self, leases: LeaseStore) -> None:
         if self.standby is not None:
