@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,7 +47,10 @@ def emit(
 
 
 def scratch(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"tui-agent-bench-{prefix}-"))
+    """A temporary directory, removed when the benchmark process exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"tui-agent-bench-{prefix}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def bench_env(home: Path, **extra: str) -> dict[str, str]:

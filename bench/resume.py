@@ -108,6 +108,11 @@ class Harness:
         _wait(lambda: marker.exists() and marker.read_text().strip())
         return int(marker.read_text().split()[0])
 
+    def standby_ready(self) -> None:
+        """Steady state: the supervisor's spare has finished importing (it logs so)."""
+        log = self.home / "logs" / "executor.log"
+        _wait(lambda: log.exists() and "standby" in log.read_text() and " ready" in log.read_text())
+
     def requests(self) -> int:
         return len(self.llm.requests)
 
@@ -138,6 +143,7 @@ def resume_executor(done_steps: int) -> tuple[float, float]:
     try:
         h.cli("supervisor", "start")
         pid = h.paused_pid()
+        h.standby_ready()
         before = h.requests()
         killed = time.perf_counter()
         os.kill(pid, signal.SIGKILL)

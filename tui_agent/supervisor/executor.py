@@ -53,6 +53,8 @@ class Executor:
     def serve(self, *, standby: bool = False) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        if standby:
+            log.info("standby %d ready", self.pid)
         if standby and not _wait_for_promotion():
             self.db.dispose()
             return

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_S = 0.05
 APPROVAL_CHECK_S = 1.0
+# After a promotion the new spare waits this long: its start-up (a Python import of ~1 s of
+# CPU) would otherwise compete with the promoted executor resuming the runs.
+SPARE_AFTER_PROMOTION_S = 2.0
 
 
 class AlreadyRunning(TuiAgentError):
@@ -45,6 +48,7 @@ class Supervisor:
         self.standby: subprocess.Popen[bytes] | None = None
         self._executor_started = 0.0
         self._standby_started = 0.0
+        self._standby_due = 0.0
         self._executor_backoff = RestartBackoff()
         self._standby_backoff = RestartBackoff()
 
@@ -150,6 +154,7 @@ class Supervisor:
                 spare.stdin.write(b"go\n")
                 spare.stdin.close()
                 self.executor = spare
+                self._standby_due = time.time() + SPARE_AFTER_PROMOTION_S
             except (BrokenPipeError, OSError):
                 spare.kill()
                 spare.wait()
@@ -178,7 +183,7 @@ class Supervisor:
             self.standby = None
             log.warning("standby executor %d exited (%s)", spare.pid, spare.returncode)
             self._standby_backoff.died(lived_s=now - self._standby_started, clean=False, now=now)
-        if self.standby is None and self._standby_backoff.ready(now):
+        if self.standby is None and now >= self._standby_due and self._standby_backoff.ready(now):
             self.standby = self._spawn(standby=True)
             self._standby_started = now
 
