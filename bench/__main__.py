@@ -24,6 +24,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller samples (< 2 minutes)")
     parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
     args = parser.parse_args()
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
     names = args.names or list(BENCHMARKS)
     started = time.perf_counter()
     failed = 0

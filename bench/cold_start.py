@@ -12,8 +12,21 @@ import time
 from bench.common import emit, median
 from bench.generate import cached
 
-CHILD_APP = """
-import json, os, resource, sys, time
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report the
+# benchmark process's own peak (the generated database) instead of its own.
+PEAK_RSS = """
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+CHILD_APP = (
+    PEAK_RSS
+    + """
+import json, os, sys, time
 from pathlib import Path
 from tui_agent.service.local import LocalService
 from tui_agent.settings import Settings
@@ -25,16 +38,19 @@ class Probe(AgentApp):
     def painted(self):
         rows = self.query_one("#history-table").row_count
         print(json.dumps({"t": time.time(), "rows": rows,
-                          "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+                          "rss_mb": peak_rss_mb()}),
               flush=True)
         self.exit()
 
 service = LocalService.open(Settings(home=Path(sys.argv[1])))
 Probe(service, start_supervisor=False, live=True).run(headless=True, size=(120, 40))
 """
+)
 
-CHILD_FLOOR = """
-import json, resource, time
+CHILD_FLOOR = (
+    PEAK_RSS
+    + """
+import json, time
 from textual.app import App
 from textual.widgets import Static
 
@@ -45,12 +61,13 @@ class Tiny(App):
         self.call_after_refresh(self.painted)
     def painted(self):
         print(json.dumps({"t": time.time(),
-                          "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+                          "rss_mb": peak_rss_mb()}),
               flush=True)
         self.exit()
 
 Tiny().run(headless=True, size=(120, 40))
 """
+)
 
 
 def _measure(code: str, *args: str) -> dict[str, float]:

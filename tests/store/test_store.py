@@ -59,7 +59,12 @@ def test_migrations_build_the_schema_the_tables_describe(tmp_path: Path) -> None
             indexes = {i["name"] for i in insp.get_indexes(table.name)}
             assert {i.name for i in table.indexes} <= indexes, table.name
         applied = conn.exec_driver_sql("SELECT name FROM schema_migrations").scalars().all()
-    assert applied == ["initial", "waiting_tool_and_executors", "goal_trigram_search"]
+    assert applied == [
+        "initial",
+        "waiting_tool_and_executors",
+        "goal_trigram_search",
+        "held_runs_index",
+    ]
 
 
 def test_older_database_is_migrated_in_place_keeping_its_runs(tmp_path: Path) -> None:
@@ -189,6 +194,19 @@ def test_history_page_uses_an_index_not_a_scan(store: RunStore) -> None:
         assert "ix_runs_created" in plan
 
 
+def test_held_runs_are_found_through_an_index(store: RunStore) -> None:
+    """`supervisor status` and the TUI's status bar (every 2 s) must not scan every run."""
+    with store.db.read() as conn:
+        for where in ("owner_pid IS NOT NULL", "owner_pid = 42"):
+            plan = " ".join(
+                str(r[3])
+                for r in conn.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN SELECT owner_pid, id FROM runs WHERE {where}"
+                )
+            )
+            assert "ix_runs_owner_pid" in plan, (where, plan)
+
+
 def test_list_runs_pages_with_a_cursor(store: RunStore) -> None:
     ids = [store.create_run(spec(goal=f"goal {i}"))[0].id for i in range(7)]
     page1 = store.list_runs(limit=3)
@@ -216,7 +234,7 @@ def test_resume_refuses_a_still_spent_budget(store: RunStore) -> None:
 def test_text_filter_uses_the_trigram_index_for_rare_and_a_scan_for_common(
     store: RunStore,
 ) -> None:
-    from tui_agent.store import run_store
+    from tui_agent.store import reader as run_store
 
     for i in range(30):
         store.create_run(spec(goal=f"Fix README typo {i}" if i % 3 else f"Deploy service {i}"))

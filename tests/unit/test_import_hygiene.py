@@ -4,6 +4,7 @@ loads openai, and the UI never reaches past the service layer."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,29 @@ def test_domain_modules_import_no_framework() -> None:
         for path in (PACKAGE / sub).rglob("*.py"):
             for name in _imports(path):
                 assert not name.startswith(("textual", "tui_agent.ui")), f"{path} -> {name}"
+
+
+def test_reading_a_home_does_not_load_the_orm(tmp_path: Path) -> None:
+    """The TUI paints, and `ls`/`show` answer, before SQLAlchemy and SQLModel are imported
+    (they cost more start-up than Textual); the first write loads them."""
+    setup = (
+        "from pathlib import Path\n"
+        "from tui_agent.service.local import LocalService\n"
+        "from tui_agent.settings import Settings\n"
+        "service = LocalService.open(Settings(home=Path(sys.argv[1])))\n"
+    )
+    orm = "any(m.startswith(('sqlalchemy', 'sqlmodel')) for m in sys.modules)"
+    code = (
+        "import sys\n" + setup + "from tui_agent.service.api import StartRequest\n"
+        "print(service.list_runs(text='anything'), service.count_waiting())\n"
+        "service.supervisor_state()\n"
+        f"print({orm})\n"
+        "run, _ = service.store.create_run(service.build_spec(StartRequest('g', sys.argv[1])))\n"
+        f"print({orm}, service.run_view(run.id).run.goal)\n"
+    )
+    home = str(tmp_path / "home")
+    env = {**os.environ, "TUI_AGENT_HOME": home}
+    run = [sys.executable, "-c", code, home]
+    subprocess.run([sys.executable, "-c", "import sys\n" + setup, home], check=True, env=env)
+    out = subprocess.run(run, capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split("\n")[:3] == ["[] 0", "False", "True g"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tui_agent.domain.errors import BadInput
+from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.domain.models import (
     DEFAULT_APPROVAL_RISKS,
     Approval,
@@ -23,9 +26,13 @@ from tui_agent.domain.reason import run_reason
 from tui_agent.llm.factory import default_model
 from tui_agent.service.api import RunDelta, RunView, StartRequest, SupervisorState
 from tui_agent.settings import Settings, ensure_private_dir
-from tui_agent.store.leases import LeaseStore
-from tui_agent.store.run_store import RunStore, open_store
+from tui_agent.store.db import check_database_file
+from tui_agent.store.migrations import LATEST_VERSION
+from tui_agent.store.reader import Reader
 from tui_agent.supervisor import spawn
+
+if TYPE_CHECKING:
+    from tui_agent.store.run_store import RunStore
 
 MAX_GOAL_CHARS = 20_000
 RISKS = [r.value for r in Risk]
@@ -45,32 +52,77 @@ def _positive(name: str, value: float | None) -> None:
 
 
 class LocalService:
-    def __init__(self, settings: Settings, store: RunStore, *, who: str | None = None) -> None:
+    """Reads go through `Reader` (plain sqlite3); the writing store (SQLAlchemy and
+    SQLModel, the slowest imports of a start) opens on the first write or `warm_up()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        reader: Reader,
+        *,
+        clock: Callable[[], float] | None = None,
+        who: str | None = None,
+    ) -> None:
         self.settings = settings
-        self.store = store
-        self.leases = LeaseStore(store.db)
+        self.reader = reader
+        self.clock = clock
         self.who = who or _username()
+        self._store: RunStore | None = None
+        self._store_lock = threading.Lock()
 
     @classmethod
-    def open(cls, settings: Settings, *, clock: object = None) -> LocalService:
+    def open(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> LocalService:
         ensure_private_dir(settings.home)
-        store = open_store(
-            settings.db_path,
-            synchronous=settings.synchronous,
+        path = settings.db_path
+        check_database_file(path)
+        reader = Reader(
+            path,
             clock=clock,
-            busy_timeout_s=settings.busy_timeout_s,
+            synchronous=settings.synchronous,
+            busy_ms=int(settings.busy_timeout_s * 1000),
         )
-        return cls(settings, store)
+        service = cls(settings, reader, clock=clock)
+        if not path.exists() or path.stat().st_size == 0:
+            service.warm_up()  # creates the database
+        else:
+            try:
+                current = reader.schema_version() == LATEST_VERSION
+            except TuiAgentError:
+                current = False  # the store's open says what is wrong, in its words
+            if not current:
+                service.warm_up()  # migrates an older schema, refuses a newer one
+        return service
+
+    @property
+    def store(self) -> RunStore:
+        """The writing store, opened on first use (it checks and migrates the schema)."""
+        with self._store_lock:
+            if self._store is None:
+                from tui_agent.store.run_store import open_store
+
+                self._store = open_store(
+                    self.settings.db_path,
+                    synchronous=self.settings.synchronous,
+                    clock=self.clock,
+                    busy_timeout_s=self.settings.busy_timeout_s,
+                )
+            return self._store
+
+    def warm_up(self) -> None:
+        """Open the writing store now (the TUI calls this after its first frame)."""
+        self.store  # noqa: B018 - opening is the point
 
     def close(self) -> None:
-        self.store.close()
+        self.reader.close()
+        if self._store is not None:
+            self._store.close()
 
     @property
     def db_path(self) -> Path:
-        return self.store.path
+        return self.reader.path
 
     def now(self) -> float:
-        return self.store.now()
+        return self.reader.now()
 
     # ---- starting --------------------------------------------------------------------
 
@@ -129,7 +181,7 @@ class LocalService:
     # ---- reading -----------------------------------------------------------------------
 
     def resolve_ref(self, ref: str) -> str:
-        return self.store.resolve_id(ref)
+        return self.reader.resolve_id(ref)
 
     def list_runs(
         self,
@@ -139,23 +191,26 @@ class LocalService:
         limit: int = 50,
         before: tuple[float, str] | None = None,
     ) -> list[Run]:
-        return self.store.list_runs(statuses=statuses, text=text, limit=limit, before=before)
+        return self.reader.list_runs(statuses=statuses, text=text, limit=limit, before=before)
 
     def reason(self, run: Run) -> str | None:
         return run_reason(run, now=self.now())
 
     def get_run(self, run_id: str) -> Run:
-        return self.store.get_run(run_id)
+        return self.reader.get_run(run_id)
 
     def run_view(self, run_id: str) -> RunView:
-        run = self.store.get_run(run_id)
-        approvals = self.store.approvals(run_id)
-        pending = next((a for a in approvals if a.status == "pending"), None)
-        in_doubt = self.store.in_doubt_step(run_id)
+        with self.reader.snapshot():
+            run = self.reader.get_run(run_id)
+            approvals = self.reader.approvals(run_id)
+            pending = next((a for a in approvals if a.status == "pending"), None)
+            in_doubt = self.reader.in_doubt_step(run_id)
+            steps = self.reader.steps(run_id)
+            events = self.reader.events(run_id)
         return RunView(
             run=run,
-            steps=self.store.steps(run_id),
-            events=self.store.events(run_id),
+            steps=steps,
+            events=events,
             pending=pending,
             approvals=approvals,
             in_doubt=in_doubt,
@@ -163,17 +218,20 @@ class LocalService:
         )
 
     def steps_since(self, run_id: str, after_seq: int) -> list[Step]:
-        return self.store.steps(run_id, after_seq=after_seq)
+        return self.reader.steps(run_id, after_seq=after_seq)
 
     def run_delta(self, run_id: str, after_seq: int, after_event: int) -> RunDelta:
-        run = self.store.get_run(run_id)
-        waiting = run.status.value in ("waiting_approval", "needs_attention")
-        pending = self.store.pending_approval(run_id) if waiting else None
-        in_doubt = self.store.in_doubt_step(run_id) if waiting else None
+        with self.reader.snapshot():  # the run row and its new steps from one moment
+            run = self.reader.get_run(run_id)
+            waiting = run.status.value in ("waiting_approval", "needs_attention")
+            pending = self.reader.pending_approval(run_id) if waiting else None
+            in_doubt = self.reader.in_doubt_step(run_id) if waiting else None
+            steps = self.reader.steps(run_id, after_seq=after_seq)
+            events = self.reader.events(run_id, after_id=after_event)
         return RunDelta(
             run=run,
-            steps=self.store.steps(run_id, after_seq=after_seq),
-            events=self.store.events(run_id, after_id=after_event),
+            steps=steps,
+            events=events,
             pending=pending,
             in_doubt=in_doubt,
             reason=run_reason(run, now=self.now(), pending=pending, in_doubt=in_doubt),
@@ -188,10 +246,10 @@ class LocalService:
         return total
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
-        return self.store.events(run_id, after_id=after_id)
+        return self.reader.events(run_id, after_id=after_id)
 
     def count_waiting(self) -> int:
-        return self.store.count_waiting()
+        return self.reader.count_waiting()
 
     # ---- deciding ------------------------------------------------------------------------
 
@@ -239,7 +297,7 @@ class LocalService:
     # ---- the supervisor ------------------------------------------------------------------
 
     def supervisor_state(self) -> SupervisorState:
-        data = spawn.supervisor_status(self.settings, self.leases.executors())
+        data = spawn.supervisor_status(self.settings, self.reader.executors())
         return SupervisorState(
             running=data["running"], pid=data["pid"], executors=data["executors"]
         )

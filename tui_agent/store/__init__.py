@@ -1,5 +1,4 @@
-"""Persistence: the only package that knows about tables and SQL."""
+"""Persistence: the only package that knows about tables and SQL.
 
-from tui_agent.store.run_store import RunStore, open_store
-
-__all__ = ["RunStore", "open_store"]
+Nothing is imported here, so `store.reader` loads without SQLAlchemy (see reader.py).
+"""

@@ -7,15 +7,15 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import QueuePool
+from typing import TYPE_CHECKING, Any
 
 from tui_agent.domain.errors import StoreError, StoreUnavailable
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 15_000
+if TYPE_CHECKING:  # SQLAlchemy loads with the engine: the read path never needs it
+    from sqlalchemy import Engine
+
 READ_ONLY = "{where} is read-only (its filesystem or permissions); nothing was written"
 
 
@@ -72,6 +72,9 @@ def make_engine(
     pysqlite's own transaction handling is turned off (it would run reads outside the
     transaction and lose another process's update); we issue BEGIN ourselves.
     """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import QueuePool
+
     if synchronous.upper() not in {"FULL", "NORMAL"}:
         raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
     engine = create_engine(

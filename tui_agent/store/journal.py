@@ -25,14 +25,8 @@ from tui_agent.domain.models import (
     StepStatus,
 )
 from tui_agent.store.db import Database
-from tui_agent.store.rows import (
-    approval_from_row,
-    approvals_t,
-    artifacts_t,
-    runs_t,
-    step_from_row,
-    steps_t,
-)
+from tui_agent.store.rows import approval_from_row, step_from_row
+from tui_agent.store.tables import approvals_t, artifacts_t, runs_t, steps_t
 from tui_agent.store.txn import add_event_txn, load_run_txn
 
 # The hot path: plain SQL strings, compiled once by SQLite's statement cache.

@@ -10,7 +10,8 @@ from sqlalchemy import delete, func, insert, select, update
 
 from tui_agent.domain.models import Policy, RunStatus
 from tui_agent.store.db import Database
-from tui_agent.store.rows import approval_from_row, approvals_t, executors_t, runs_t
+from tui_agent.store.rows import approval_from_row
+from tui_agent.store.tables import approvals_t, executors_t, runs_t
 from tui_agent.store.txn import add_event_txn, decide_approval_txn
 
 
@@ -34,27 +35,6 @@ class LeaseStore:
     def unregister_executor(self, pid: int) -> None:
         with self.db.write() as conn:
             conn.execute(delete(executors_t).where(executors_t.c.pid == pid))
-
-    def executors(self) -> list[dict[str, Any]]:
-        """Each registered executor with the runs it holds now."""
-        with self.db.read() as conn:
-            procs = conn.execute(select(executors_t).order_by(executors_t.c.started_at)).all()
-            held = conn.execute(
-                select(runs_t.c.owner_pid, runs_t.c.id).where(runs_t.c.owner_pid.is_not(None))
-            ).all()
-        by_pid: dict[int, list[str]] = {}
-        for pid, run_id in held:
-            by_pid.setdefault(int(pid), []).append(run_id)
-        return [
-            {
-                "pid": p.pid,
-                "supervisor_pid": p.supervisor_pid,
-                "started_at": p.started_at,
-                "heartbeat_at": p.heartbeat_at,
-                "runs": sorted(by_pid.get(p.pid, [])),
-            }
-            for p in procs
-        ]
 
     def release_runs_of(self, pid: int, why: str) -> list[str]:
         """An executor died: its runs become claimable at once (reason: executor lost)."""

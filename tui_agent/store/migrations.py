@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from sqlalchemy import Connection, inspect, text
+from typing import TYPE_CHECKING
 
 from tui_agent.domain.errors import StoreError
+
+if TYPE_CHECKING:  # importable without SQLAlchemy: the read path checks LATEST_VERSION
+    from sqlalchemy import Connection
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,13 @@ _V3 = (
 )
 
 
+# v4: which runs an executor holds (`supervisor status`, the TUI's status bar every 2 s,
+# freeing a dead executor's runs) was a scan of every run; only held runs are indexed.
+_V4 = """
+CREATE INDEX ix_runs_owner_pid ON runs (owner_pid) WHERE owner_pid IS NOT NULL;
+"""
+
+
 def _run_statements(statements: tuple[str, ...]) -> Callable[[Connection], None]:
     def apply(conn: Connection) -> None:
         for statement in statements:
@@ -115,13 +124,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _run_sql(_V1)),
     Migration(2, "waiting_tool_and_executors", _run_sql(_V2)),
     Migration(3, "goal_trigram_search", _run_statements(_V3)),
+    Migration(4, "held_runs_index", _run_sql(_V4)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
 def current_version(conn: Connection) -> int:
     """0 for an empty database."""
-    if not inspect(conn).has_table("meta"):
+    has_meta = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).first()
+    if not has_meta:
         return 0
     row = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'schema_version'").first()
     return int(row[0]) if row else 0
@@ -129,6 +142,8 @@ def current_version(conn: Connection) -> int:
 
 def migrate(conn: Connection, *, upto: int = LATEST_VERSION) -> list[str]:
     """Bring the schema to `upto` inside the caller's transaction; returns what was applied."""
+    from sqlalchemy import text
+
     version = current_version(conn)
     if version > LATEST_VERSION:
         raise StoreError(

@@ -1,4 +1,7 @@
-"""Row mappings to domain values; the only place that knows column names map to fields."""
+"""Row mappings to domain values; the only place that knows column names map to fields.
+
+Plain Python (no SQLAlchemy), so the read path can map `sqlite3.Row`s too.
+"""
 
 from __future__ import annotations
 
@@ -19,48 +22,37 @@ from tui_agent.domain.models import (
     StepStatus,
     Usage,
 )
-from tui_agent.store.tables import metadata
-
-runs_t = metadata.tables["runs"]
-steps_t = metadata.tables["steps"]
-approvals_t = metadata.tables["approvals"]
-artifacts_t = metadata.tables["artifacts"]
-events_t = metadata.tables["events"]
-executors_t = metadata.tables["executors"]
 
 # Columns the history needs: never the JSON blobs, so listing stays cheap at 100k runs.
-SUMMARY_COLUMNS = [
-    runs_t.c[name]
-    for name in (
-        "id",
-        "status",
-        "goal",
-        "workspace",
-        "model",
-        "base_url",
-        "usage_steps",
-        "usage_tokens",
-        "usage_wall_s",
-        "result",
-        "error",
-        "pause_reason",
-        "cancel_requested",
-        "owner",
-        "owner_pid",
-        "lease_until",
-        "lost_at",
-        "retry_attempt",
-        "retry_max",
-        "retry_at",
-        "retry_error",
-        "next_seq",
-        "revision",
-        "waiting_tool",
-        "created_at",
-        "updated_at",
-        "idem_key",
-    )
-]
+SUMMARY_NAMES = (
+    "id",
+    "status",
+    "goal",
+    "workspace",
+    "model",
+    "base_url",
+    "usage_steps",
+    "usage_tokens",
+    "usage_wall_s",
+    "result",
+    "error",
+    "pause_reason",
+    "cancel_requested",
+    "owner",
+    "owner_pid",
+    "lease_until",
+    "lost_at",
+    "retry_attempt",
+    "retry_max",
+    "retry_at",
+    "retry_error",
+    "next_seq",
+    "revision",
+    "waiting_tool",
+    "created_at",
+    "updated_at",
+    "idem_key",
+)
 
 
 def _loads(text: str | None) -> dict[str, Any]:

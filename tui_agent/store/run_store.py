@@ -13,21 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    and_,
-    func,
     insert,
-    literal_column,
-    or_,
     select,
-    table,
-    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
-from tui_agent.domain.errors import BadInput, InvalidTransition, UnknownRun
+from tui_agent.domain.errors import BadInput, InvalidTransition
 from tui_agent.domain.models import (
     FINAL_STATUSES,
     Approval,
@@ -42,22 +35,12 @@ from tui_agent.domain.models import (
     spent_budget,
 )
 from tui_agent.store.db import Database, open_database
-from tui_agent.store.rows import (
-    SUMMARY_COLUMNS,
-    approval_from_row,
-    approvals_t,
-    artifacts_t,
-    event_from_row,
-    events_t,
-    run_from_row,
-    runs_t,
-    step_from_row,
-    steps_t,
-)
+from tui_agent.store.reader import Reader
+from tui_agent.store.rows import approval_from_row, run_from_row
+from tui_agent.store.tables import approvals_t, runs_t, steps_t
 from tui_agent.store.txn import add_event_txn, decide_approval_txn, load_run_txn
 
 _FINAL = [s.value for s in FINAL_STATUSES]
-_HEX = set("0123456789abcdef")
 
 
 def _live_run_with_key(conn: Connection, key: str | None) -> Run | None:
@@ -70,38 +53,6 @@ def _live_run_with_key(conn: Connection, key: str | None) -> Run | None:
         .first()
     )
     return run_from_row(row) if row is not None else None
-
-
-COMMON_MATCHES = 2000
-
-
-def _fts_phrase(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
-
-
-def _text_match(conn: Connection, text: str) -> ColumnElement[bool]:
-    """Goal contains `text` (case-insensitive), or the id starts with it.
-
-    A rare text (three characters or more) is found through the trigram index and sorted;
-    a common one is cheaper to find by walking the newest runs until the page is full.
-    """
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    goal: ColumnElement[bool] = runs_t.c.goal.like(f"%{escaped}%", escape="\\")
-    if len(text) >= 3:
-        fts = (
-            select(literal_column("rowid"))
-            .select_from(table("runs_fts"))
-            .where(literal_column("runs_fts").op("MATCH")(_fts_phrase(text)))
-        )
-        hits = conn.execute(
-            select(func.count()).select_from(fts.limit(COMMON_MATCHES + 1).subquery())
-        ).scalar_one()
-        if hits <= COMMON_MATCHES:
-            goal = literal_column("runs.rowid").in_(fts)
-    prefix = text.lower()
-    if set(prefix) <= _HEX:
-        return or_(goal, and_(runs_t.c.id >= prefix, runs_t.c.id < prefix + "g"))
-    return goal
 
 
 def open_store(
@@ -128,6 +79,9 @@ class RunStore:
 
     def __init__(self, db: Database, *, new_id: Callable[[], str] | None = None) -> None:
         self.db = db
+        self.reader = Reader(
+            db.path, clock=db.clock, synchronous=db.synchronous, busy_ms=db.busy_ms
+        )
         # Injectable so seeded databases (snapshot tests, benchmarks) are reproducible.
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
 
@@ -139,30 +93,16 @@ class RunStore:
         return float(self.db.clock())
 
     def close(self) -> None:
+        self.reader.close()
         self.db.dispose()
 
-    # ---- reads -------------------------------------------------------------------------
+    # ---- reads (one copy of each query, in `reader.py`) ---------------------------------
 
     def resolve_id(self, prefix: str) -> str:
-        """The full id for an id or unique prefix; UnknownRun or BadInput (ambiguous)."""
-        prefix = prefix.strip().lower()
-        if not prefix or not all(c in "0123456789abcdef" for c in prefix):
-            raise UnknownRun(f"no run {prefix!r}")
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(runs_t.c.id)
-                .where(runs_t.c.id >= prefix, runs_t.c.id < prefix + "g")
-                .limit(2)
-            ).all()
-        if not rows:
-            raise UnknownRun(f"no run {prefix!r}")
-        if len(rows) > 1:
-            raise BadInput(f"run prefix {prefix!r} is ambiguous; give more characters")
-        return str(rows[0][0])
+        return self.reader.resolve_id(prefix)
 
     def get_run(self, run_id: str) -> Run:
-        with self.db.read() as conn:
-            return load_run_txn(conn, run_id)
+        return self.reader.get_run(run_id)
 
     def list_runs(
         self,
@@ -173,97 +113,36 @@ class RunStore:
         before: tuple[float, str] | None = None,
         waiting_only: bool = False,
     ) -> list[Run]:
-        """A page of runs, newest first; `before` is the (created_at, id) of the last row seen."""
-        query = select(*SUMMARY_COLUMNS)
-        if statuses:
-            query = query.where(runs_t.c.status.in_(statuses))
-        if waiting_only:
-            query = query.where(runs_t.c.status.in_(["waiting_approval", "needs_attention"]))
-        if before is not None:
-            query = query.where(tuple_(runs_t.c.created_at, runs_t.c.id) < tuple_(*before))
-        query = query.order_by(runs_t.c.created_at.desc(), runs_t.c.id.desc()).limit(limit)
-        with self.db.read() as conn:
-            if text:
-                query = query.where(_text_match(conn, text))
-            return [run_from_row(dict(r)) for r in conn.execute(query).mappings()]
+        return self.reader.list_runs(
+            statuses=statuses, text=text, limit=limit, before=before, waiting_only=waiting_only
+        )
 
     def count_runs(self, *, statuses: list[str] | None = None) -> int:
-        query = select(func.count()).select_from(runs_t)
-        if statuses:
-            query = query.where(runs_t.c.status.in_(statuses))
-        with self.db.read() as conn:
-            return int(conn.execute(query).scalar_one())
+        return self.reader.count_runs(statuses=statuses)
 
     def count_waiting(self) -> int:
-        return self.count_runs(statuses=["waiting_approval", "needs_attention"])
+        return self.reader.count_waiting()
 
     def steps(self, run_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Step]:
-        query = (
-            select(steps_t)
-            .where(steps_t.c.run_id == run_id, steps_t.c.seq > after_seq)
-            .order_by(steps_t.c.seq)
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        with self.db.read() as conn:
-            return [step_from_row(r) for r in conn.execute(query).mappings()]
+        return self.reader.steps(run_id, after_seq=after_seq, limit=limit)
 
     def step(self, run_id: str, seq: int) -> Step | None:
-        with self.db.read() as conn:
-            row = (
-                conn.execute(
-                    select(steps_t).where(steps_t.c.run_id == run_id, steps_t.c.seq == seq)
-                )
-                .mappings()
-                .first()
-            )
-        return step_from_row(row) if row else None
+        return self.reader.step(run_id, seq)
 
     def events(self, run_id: str, *, after_id: int = 0) -> list[Event]:
-        query = (
-            select(events_t)
-            .where(events_t.c.run_id == run_id, events_t.c.id > after_id)
-            .order_by(events_t.c.id)
-        )
-        with self.db.read() as conn:
-            return [event_from_row(r) for r in conn.execute(query).mappings()]
+        return self.reader.events(run_id, after_id=after_id)
 
     def approvals(self, run_id: str, *, status: str | None = None) -> list[Approval]:
-        query = select(approvals_t).where(approvals_t.c.run_id == run_id)
-        if status:
-            query = query.where(approvals_t.c.status == status)
-        with self.db.read() as conn:
-            rows = conn.execute(query.order_by(approvals_t.c.created_at)).mappings()
-            return [approval_from_row(r) for r in rows]
+        return self.reader.approvals(run_id, status=status)
 
     def pending_approval(self, run_id: str) -> Approval | None:
-        pending = self.approvals(run_id, status="pending")
-        return pending[0] if pending else None
+        return self.reader.pending_approval(run_id)
 
     def in_doubt_step(self, run_id: str) -> Step | None:
-        """The tool call journaled as started but never finished, if any."""
-        with self.db.read() as conn:
-            row = (
-                conn.execute(
-                    select(steps_t)
-                    .where(steps_t.c.run_id == run_id, steps_t.c.status == StepStatus.STARTED.value)
-                    .order_by(steps_t.c.seq)
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
-        return step_from_row(row) if row else None
+        return self.reader.in_doubt_step(run_id)
 
     def artifact(self, artifact_id: str) -> tuple[str, bytes] | None:
-        """(run_id, content) of an artifact."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(artifacts_t.c.run_id, artifacts_t.c.content).where(
-                    artifacts_t.c.id == artifact_id
-                )
-            ).first()
-        return (str(row[0]), bytes(row[1])) if row else None
+        return self.reader.artifact(artifact_id)
 
     # ---- person-driven changes ---------------------------------------------------------
 

@@ -27,6 +27,7 @@ class RunRow(SQLModel, table=True):
         Index("ix_runs_created", "created_at", "id"),
         Index("ix_runs_status_created", "status", "created_at", "id"),
         Index("ix_runs_owner", "owner"),
+        Index("ix_runs_owner_pid", "owner_pid", sqlite_where=text("owner_pid IS NOT NULL")),
         Index(
             "ux_runs_live_key",
             "idem_key",
@@ -135,3 +136,11 @@ class ExecutorRow(SQLModel, table=True):
     supervisor_pid: int
     started_at: float
     heartbeat_at: float
+
+
+runs_t = metadata.tables["runs"]
+steps_t = metadata.tables["steps"]
+approvals_t = metadata.tables["approvals"]
+artifacts_t = metadata.tables["artifacts"]
+events_t = metadata.tables["events"]
+executors_t = metadata.tables["executors"]

@@ -9,7 +9,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from tui_agent.domain.errors import InvalidTransition, UnknownRun
 from tui_agent.domain.models import Approval, Policy, Run, RunStatus, StepKind, StepStatus
-from tui_agent.store.rows import approvals_t, events_t, run_from_row, runs_t, steps_t
+from tui_agent.store.rows import run_from_row
+from tui_agent.store.tables import approvals_t, events_t, runs_t, steps_t
 
 _ALLOC_SEQ_OWNED = (
     "UPDATE runs SET next_seq = next_seq + 1 WHERE id = ? AND owner IS ? RETURNING next_seq - 1"

@@ -1,0 +1,294 @@
+"""Every read of runs, steps, approvals, events and executors, in plain `sqlite3`.
+
+The TUI paints its first frame from here before SQLAlchemy and SQLModel are imported (they
+cost more start-up time than Textual itself), and the CLI's `ls`/`show` never load them.
+RunStore delegates its reads here, so each query exists once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tui_agent.domain.errors import BadInput, StoreError, UnknownRun
+from tui_agent.domain.models import Approval, Event, Run, Step, StepStatus
+from tui_agent.store.db import BUSY_TIMEOUT_MS, configure_connection, translate_operational
+from tui_agent.store.rows import (
+    SUMMARY_NAMES,
+    approval_from_row,
+    event_from_row,
+    run_from_row,
+    step_from_row,
+)
+
+# A text filter matching more runs than this walks the newest runs instead of the index.
+COMMON_MATCHES = 2000
+WAITING = ("waiting_approval", "needs_attention")
+_HEX = set("0123456789abcdef")
+_SUMMARY = ", ".join(SUMMARY_NAMES)
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
+
+
+def _fts_phrase(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+class Reader:
+    """Read-only queries over one database file, one connection per thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] | None = None,
+        synchronous: str = "FULL",
+        busy_ms: int = BUSY_TIMEOUT_MS,
+    ) -> None:
+        if synchronous.upper() not in {"FULL", "NORMAL"}:
+            raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        self.path = path
+        self.clock = clock or time.time
+        self._synchronous = synchronous.upper()
+        self._busy_ms = busy_ms
+        # Per thread, like the hot path's connections: a thread's connection closes with it.
+        self._local = threading.local()
+
+    def now(self) -> float:
+        return float(self.clock())
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
+    # ---- connections and snapshots ---------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000)
+                configure_connection(conn, self._synchronous, self._busy_ms)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
+            conn.row_factory = _dict_row
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One consistent view for several selects (nested uses share the outer one)."""
+        conn = self._connection()
+        if conn.in_transaction:
+            yield conn
+            return
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        finally:
+            if conn.in_transaction:  # ends the read: the WAL can be checkpointed again
+                conn.execute("ROLLBACK")
+
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        mapped = translate_operational(exc)
+        if mapped is not None:
+            return mapped
+        return StoreError(f"cannot read the database {self.path}: {exc}")
+
+    def _all_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.snapshot() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _one_row(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+        rows = self._all_rows(sql, params)
+        return rows[0] if rows else None
+
+    # ---- schema ------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """0 for an empty database (the store creates it)."""
+        with self.snapshot() as conn:
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchall():
+                return 0
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        return int(row[0]["value"]) if row else 0
+
+    # ---- runs --------------------------------------------------------------------------
+
+    def resolve_id(self, prefix: str) -> str:
+        """The full id for an id or unique prefix; UnknownRun or BadInput (ambiguous)."""
+        prefix = prefix.strip().lower()
+        if not prefix or not set(prefix) <= _HEX:
+            raise UnknownRun(f"no run {prefix!r}")
+        rows = self._all_rows(
+            "SELECT id FROM runs WHERE id >= ? AND id < ? LIMIT 2", (prefix, prefix + "g")
+        )
+        if not rows:
+            raise UnknownRun(f"no run {prefix!r}")
+        if len(rows) > 1:
+            raise BadInput(f"run prefix {prefix!r} is ambiguous; give more characters")
+        return str(rows[0]["id"])
+
+    def get_run(self, run_id: str) -> Run:
+        row = self._one_row("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise UnknownRun(f"no run {run_id}")
+        return run_from_row(row)
+
+    def list_runs(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+        waiting_only: bool = False,
+    ) -> list[Run]:
+        """A page of runs, newest first; `before` is the (created_at, id) of the last row seen.
+
+        Only summary columns are read (never the JSON blobs), through the indexes on
+        (created_at, id) and (status, created_at, id).
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        for wanted in (statuses or [], list(WAITING) if waiting_only else []):
+            if wanted:
+                where.append(f"status IN ({', '.join('?' * len(wanted))})")
+                params += wanted
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params += [before[0], before[1]]
+        with self.snapshot() as conn:
+            if text:
+                clause, text_params = self._text_match(conn, text)
+                where.append(clause)
+                params += text_params
+            sql = f"SELECT {_SUMMARY} FROM runs"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [run_from_row(r) for r in rows]
+
+    @staticmethod
+    def _text_match(conn: sqlite3.Connection, text: str) -> tuple[str, list[Any]]:
+        """Goal contains `text` (case-insensitive), or the id starts with it.
+
+        A rare text (three characters or more) is found through the trigram index and sorted;
+        a common one is cheaper to find by walking the newest runs until the page is full.
+        """
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clause = "goal LIKE ? ESCAPE '\\'"
+        params: list[Any] = [f"%{escaped}%"]
+        if len(text) >= 3:
+            phrase = _fts_phrase(text)
+            hits = conn.execute(
+                "SELECT count(*) AS n FROM "
+                "(SELECT rowid FROM runs_fts WHERE runs_fts MATCH ? LIMIT ?)",
+                (phrase, COMMON_MATCHES + 1),
+            ).fetchall()[0]["n"]
+            if hits <= COMMON_MATCHES:
+                clause = "runs.rowid IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)"
+                params = [phrase]
+        prefix = text.lower()
+        if set(prefix) <= _HEX:
+            return f"({clause} OR (id >= ? AND id < ?))", [*params, prefix, prefix + "g"]
+        return clause, params
+
+    def count_runs(self, *, statuses: list[str] | None = None) -> int:
+        if statuses:
+            marks = ", ".join("?" * len(statuses))
+            row = self._one_row(
+                f"SELECT count(*) AS n FROM runs WHERE status IN ({marks})", tuple(statuses)
+            )
+        else:
+            row = self._one_row("SELECT count(*) AS n FROM runs")
+        return int(row["n"]) if row else 0
+
+    def count_waiting(self) -> int:
+        return self.count_runs(statuses=list(WAITING))
+
+    # ---- a run's history ---------------------------------------------------------------
+
+    def steps(self, run_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Step]:
+        sql = "SELECT * FROM steps WHERE run_id = ? AND seq > ? ORDER BY seq"
+        params: tuple[Any, ...] = (run_id, after_seq)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        return [step_from_row(r) for r in self._all_rows(sql, params)]
+
+    def step(self, run_id: str, seq: int) -> Step | None:
+        row = self._one_row("SELECT * FROM steps WHERE run_id = ? AND seq = ?", (run_id, seq))
+        return step_from_row(row) if row else None
+
+    def in_doubt_step(self, run_id: str) -> Step | None:
+        """The tool call journaled as started but never finished, if any."""
+        row = self._one_row(
+            "SELECT * FROM steps WHERE run_id = ? AND status = ? ORDER BY seq LIMIT 1",
+            (run_id, StepStatus.STARTED.value),
+        )
+        return step_from_row(row) if row else None
+
+    def events(self, run_id: str, *, after_id: int = 0) -> list[Event]:
+        rows = self._all_rows(
+            "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after_id)
+        )
+        return [event_from_row(r) for r in rows]
+
+    def approvals(self, run_id: str, *, status: str | None = None) -> list[Approval]:
+        sql = "SELECT * FROM approvals WHERE run_id = ?"
+        params: tuple[Any, ...] = (run_id,)
+        if status:
+            sql += " AND status = ?"
+            params += (status,)
+        rows = self._all_rows(sql + " ORDER BY created_at", params)
+        return [approval_from_row(r) for r in rows]
+
+    def pending_approval(self, run_id: str) -> Approval | None:
+        pending = self.approvals(run_id, status="pending")
+        return pending[0] if pending else None
+
+    def artifact(self, artifact_id: str) -> tuple[str, bytes] | None:
+        """(run_id, content) of an artifact."""
+        row = self._one_row("SELECT run_id, content FROM artifacts WHERE id = ?", (artifact_id,))
+        return (str(row["run_id"]), bytes(row["content"])) if row else None
+
+    # ---- executors ---------------------------------------------------------------------
+
+    def executors(self) -> list[dict[str, Any]]:
+        """Each registered executor with the runs it holds now."""
+        with self.snapshot() as conn:
+            procs = conn.execute("SELECT * FROM executors ORDER BY started_at").fetchall()
+            held = conn.execute(
+                "SELECT owner_pid, id FROM runs WHERE owner_pid IS NOT NULL"
+            ).fetchall()
+        by_pid: dict[int, list[str]] = {}
+        for row in held:
+            by_pid.setdefault(int(row["owner_pid"]), []).append(row["id"])
+        return [
+            {
+                "pid": p["pid"],
+                "supervisor_pid": p["supervisor_pid"],
+                "started_at": p["started_at"],
+                "heartbeat_at": p["heartbeat_at"],
+                "runs": sorted(by_pid.get(p["pid"], [])),
+            }
+            for p in procs
+        ]
