@@ -33,6 +33,16 @@ def test_cli_and_service_do_not_import_openai() -> None:
     assert "openai" not in mods
 
 
+def test_supervisor_and_executor_do_not_load_the_orm() -> None:
+    """Both start in plain sqlite3: after a crash of everything, the next step is one
+    Python start-up plus the model client away (resume_all in bench/)."""
+    mods = _loaded(
+        "import tui_agent.supervisor.main, tui_agent.supervisor.executor, "
+        "tui_agent.store.leases, tui_agent.store.journal"
+    )
+    assert not {m for m in mods if m.startswith(("sqlalchemy", "sqlmodel", "openai"))}
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names: set[str] = set()

@@ -371,9 +371,7 @@ class RunWorker:
         self._reload()
 
     def _read_artifact(self, artifact_id: str) -> bytes | None:
-        from tui_agent.store.run_store import RunStore
-
-        found = RunStore(self.journal.db).artifact(artifact_id)
+        found = self.journal.artifact(artifact_id)
         if found is None or found[0] != self.run_id:
             return None
         return found[1]

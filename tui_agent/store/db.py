@@ -102,19 +102,26 @@ def make_engine(
 
 
 class Database:
-    """One SQLite file: an engine plus read and write transactions with a shared clock."""
+    """One SQLite file: read and write transactions with a shared clock.
+
+    Two ways in, same pragmas and the same writer lock: `raw_write()`/`raw_read()` hand out a
+    plain `sqlite3` cursor (the executor and supervisor use nothing else, so they never import
+    SQLAlchemy), and `write()`/`read()` a SQLAlchemy connection for the service's store; the
+    engine is built on first use.
+    """
 
     def __init__(
         self,
-        engine: Engine,
         path: Path,
         clock: Any = None,
         synchronous: str = "FULL",
         busy_ms: int = BUSY_TIMEOUT_MS,
+        pool_size: int = 5,
     ) -> None:
         import time
 
-        self.engine = engine
+        if synchronous.upper() not in {"FULL", "NORMAL"}:
+            raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self.path = path
         self.clock = clock or time.time
         # SQLite has one writer at a time. Queueing this process's writers here, instead of
@@ -123,7 +130,23 @@ class Database:
         self.write_lock = threading.Lock()
         self.synchronous = synchronous.upper()
         self.busy_ms = busy_ms
+        self.pool_size = pool_size
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
         self._local = threading.local()
+        self._raw: list[sqlite3.Connection] = []
+
+    @property
+    def engine(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = make_engine(
+                    self.path,
+                    synchronous=self.synchronous,
+                    pool_size=self.pool_size,
+                    busy_ms=self.busy_ms,
+                )
+            return self._engine
 
     def write(self) -> Any:
         """A BEGIN IMMEDIATE transaction: read-then-write is safe against other processes."""
@@ -134,31 +157,37 @@ class Database:
         return _Txn(self.engine, write=False, lock=None)
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
+        with self._engine_lock:
+            raw, self._raw = self._raw, []
+        for conn in raw:
+            conn.close()
 
     def raw_write(self) -> Any:
-        """A BEGIN IMMEDIATE transaction on the pooled DB-API connection itself.
+        """A BEGIN IMMEDIATE transaction on this thread's own DB-API connection."""
+        return _RawTxn(self._thread_connection, self.write_lock, "BEGIN IMMEDIATE")
 
-        For the step hot path only: the same connections, pragmas and locking as `write()`,
-        without SQLAlchemy's per-statement machinery (which costs more than the fsync).
-        """
-        return _RawTxn(self._thread_connection, self.write_lock)
+    def raw_read(self) -> Any:
+        """A deferred transaction (one snapshot) on this thread's own DB-API connection."""
+        return _RawTxn(self._thread_connection, None, "BEGIN")
 
     def _thread_connection(self) -> sqlite3.Connection:
-        """This thread's own connection for the hot path (closed when the thread ends)."""
+        """This thread's connection; rows are `sqlite3.Row` (by index and by name)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000)
+            conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000, check_same_thread=False)
             configure_connection(conn, self.synchronous, self.busy_ms)
+            conn.row_factory = sqlite3.Row
             self._local.conn = conn
+            with self._engine_lock:
+                self._raw.append(conn)
         return conn
 
 
 def translate_operational(exc: BaseException) -> StoreUnavailable | None:
     """SQLite's environmental failures as one readable, retryable error (else None)."""
-    from sqlalchemy.exc import OperationalError
-
-    orig = exc.orig if isinstance(exc, OperationalError) else exc
+    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the DB-API error
     if not isinstance(orig, sqlite3.OperationalError):
         return None
     text = str(orig)
@@ -218,16 +247,18 @@ class _Txn:
 
 
 class _RawTxn:
-    def __init__(self, connect: Any, lock: threading.Lock) -> None:
+    def __init__(self, connect: Any, lock: threading.Lock | None, begin: str) -> None:
         self._connect = connect
         self._lock = lock
+        self._begin = begin
 
     def __enter__(self) -> sqlite3.Cursor:
-        self._lock.acquire()
+        if self._lock is not None:
+            self._lock.acquire()
         try:
             self._conn: sqlite3.Connection = self._connect()
             self._cur: sqlite3.Cursor = self._conn.cursor()
-            self._cur.execute("BEGIN IMMEDIATE")
+            self._cur.execute(self._begin)
         except BaseException as err:
             self._release()
             mapped = translate_operational(err)
@@ -238,9 +269,9 @@ class _RawTxn:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if exc_type is None:
+            if exc_type is None and self._lock is not None:
                 self._cur.execute("COMMIT")
-            elif self._conn.in_transaction:
+            elif self._conn.in_transaction:  # a failed write, or the end of a read
                 self._cur.execute("ROLLBACK")
         except sqlite3.OperationalError as err:
             mapped = translate_operational(err)
@@ -260,7 +291,8 @@ class _RawTxn:
             if cur is not None:
                 cur.close()
         finally:
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
 
 
 def open_database(
@@ -271,29 +303,29 @@ def open_database(
     clock: Any = None,
     busy_timeout_s: float = BUSY_TIMEOUT_MS / 1000,
 ) -> Database:
-    """Open (creating if needed) and migrate; refuses corrupt files and newer schemas."""
-    from sqlalchemy.exc import DatabaseError, OperationalError
+    """Open (creating if needed) and migrate; refuses corrupt files and newer schemas.
 
+    A current database opens in plain `sqlite3` (and on a read-only home); only one that
+    needs migrating loads SQLAlchemy and takes a write lock.
+    """
     from tui_agent.store.migrations import LATEST_VERSION, current_version, migrate
 
     check_database_file(path)
     create_file_private(path)
-    busy_ms = int(busy_timeout_s * 1000)
-    engine = make_engine(path, synchronous=synchronous, pool_size=pool_size, busy_ms=busy_ms)
-    db = Database(engine, path, clock, synchronous, busy_ms)
+    db = Database(path, clock, synchronous, int(busy_timeout_s * 1000), pool_size)
     try:
-        # Only a database that needs migrating takes a write lock: a current one opens on a
-        # read-only home (and next to a long writer) and serves reads.
-        with db.read() as conn:
-            behind = current_version(conn) != LATEST_VERSION  # newer: migrate() refuses it
+        with db.raw_read() as cur:
+            behind = current_version(cur) != LATEST_VERSION  # newer: migrate() refuses it
         if behind:
             with db.write() as conn:
                 migrate(conn)
     except (StoreError, StoreUnavailable):
-        engine.dispose()
+        db.dispose()
         raise
-    except (DatabaseError, OperationalError) as exc:
-        engine.dispose()
-        detail = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
-        raise StoreError(f"cannot open the database {path}: {detail}") from None
+    except Exception as exc:
+        db.dispose()
+        orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the DB-API error
+        if not isinstance(orig, sqlite3.DatabaseError):
+            raise
+        raise StoreError(f"cannot open the database {path}: {orig}") from None
     return db

@@ -1,4 +1,6 @@
-"""The executor's writes: claim, heartbeat and the durable step records.
+"""The executor's writes: claim, heartbeat and the durable step records, in plain `sqlite3`
+(the executor never imports SQLAlchemy: a restart after a crash is one Python start-up
+plus the model client away from the next step).
 
 Every write names the owner token and changes nothing unless that owner still holds the run
 (`LeaseLost` otherwise), so a second executor can never record a step of a run it lost.
@@ -12,8 +14,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
-
 from tui_agent.domain.errors import LeaseLost
 from tui_agent.domain.models import (
     AgentState,
@@ -26,8 +26,7 @@ from tui_agent.domain.models import (
 )
 from tui_agent.store.db import Database
 from tui_agent.store.rows import approval_from_row, step_from_row
-from tui_agent.store.tables import approvals_t, artifacts_t, runs_t, steps_t
-from tui_agent.store.txn import add_event_txn, load_run_txn
+from tui_agent.store.txn import INSERT_STEP, add_event_txn, load_run_txn
 
 # The hot path: plain SQL strings, compiled once by SQLite's statement cache.
 _CHECKPOINT = (
@@ -40,10 +39,17 @@ _FINISH_STEP = (
     "UPDATE steps SET status = ?, result = ?, finished_at = ? "
     "WHERE run_id = ? AND seq = ? AND status = 'started'"
 )
-_INSERT_STEP = (
-    "INSERT INTO steps (run_id, seq, kind, status, tool, call_id, arguments, result, "
-    "artifact_id, llm_seq, payload_json, tokens, created_at, finished_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_CLAIMABLE = (
+    "SELECT id FROM runs WHERE status = ? OR (status = ? AND (owner IS NULL OR lease_until < ?)) "
+    "ORDER BY created_at LIMIT ?"
+)
+_TAKE = (
+    "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, lease_until = ?, "
+    "revision = revision + 1, updated_at = ? WHERE id = ?"
+)
+_RELEASE = (
+    "UPDATE runs SET status = ?, owner = NULL, owner_pid = NULL, lease_until = NULL, "
+    "revision = revision + 1, updated_at = ?{extra} WHERE id = ? AND owner = ?"
 )
 
 
@@ -72,95 +78,61 @@ class StepJournal:
         if limit <= 0:
             return []
         now = self.now()
-        with self.db.write() as conn:
-            rows = conn.execute(
-                select(runs_t.c.id)
-                .where(
-                    (runs_t.c.status == RunStatus.QUEUED.value)
-                    | (
-                        (runs_t.c.status == RunStatus.RUNNING.value)
-                        & (runs_t.c.owner.is_(None) | (runs_t.c.lease_until < now))
-                    )
-                )
-                .order_by(runs_t.c.created_at)
-                .limit(limit)
-            ).all()
-            ids = [r[0] for r in rows]
+        running = RunStatus.RUNNING.value
+        with self.db.raw_write() as cur:
+            rows = cur.execute(_CLAIMABLE, (RunStatus.QUEUED.value, running, now, limit))
+            ids = [r[0] for r in rows.fetchall()]
             for run_id in ids:
-                conn.execute(
-                    update(runs_t)
-                    .where(runs_t.c.id == run_id)
-                    .values(
-                        status=RunStatus.RUNNING.value,
-                        owner=self.owner,
-                        owner_pid=self.pid,
-                        lease_until=now + lease_s,
-                        revision=runs_t.c.revision + 1,
-                        updated_at=now,
-                    )
-                )
-                add_event_txn(conn, run_id, "claimed", f"executor {self.pid} took the run", now)
+                cur.execute(_TAKE, (running, self.owner, self.pid, now + lease_s, now, run_id))
+                add_event_txn(cur, run_id, "claimed", f"executor {self.pid} took the run", now)
         return ids
 
     def heartbeat(self, walls: dict[str, float], lease_s: float) -> dict[str, bool]:
         """Extend leases and add active time; returns {run_id: cancel_requested} still held."""
         now = self.now()
         held: dict[str, bool] = {}
-        with self.db.write() as conn:
+        with self.db.raw_write() as cur:
             for run_id, wall in walls.items():
-                row = conn.exec_driver_sql(
+                row = cur.execute(
                     "UPDATE runs SET lease_until = ?, usage_wall_s = usage_wall_s + ? "
                     "WHERE id = ? AND owner = ? RETURNING cancel_requested",
                     (now + lease_s, wall, run_id, self.owner),
-                ).first()
+                ).fetchone()
                 if row is not None:
                     held[run_id] = bool(row[0])
-            conn.exec_driver_sql(
-                "UPDATE executors SET heartbeat_at = ? WHERE pid = ?", (now, self.pid)
-            )
+            cur.execute("UPDATE executors SET heartbeat_at = ? WHERE pid = ?", (now, self.pid))
         return held
 
     def load(self, run_id: str, *, after_seq: int = 0) -> tuple[Run, list[Step]]:
         """The run and its steps after `after_seq` (all of them on a (re)start)."""
-        with self.db.read() as conn:
-            run = load_run_txn(conn, run_id)
-            rows = conn.execute(
-                select(steps_t)
-                .where(steps_t.c.run_id == run_id, steps_t.c.seq > after_seq)
-                .order_by(steps_t.c.seq)
-            ).mappings()
+        with self.db.raw_read() as cur:
+            run = load_run_txn(cur, run_id)
+            rows = cur.execute(
+                "SELECT * FROM steps WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (run_id, after_seq),
+            ).fetchall()
             return run, [step_from_row(r) for r in rows]
 
     def restart_in_doubt(self, run_id: str, seq: int, why: str) -> None:
         """Consume a person's 'retry' before re-running, so a second crash asks again."""
         now = self.now()
-        with self.db.write() as conn:
-            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=0.0, now=now)
-            conn.execute(
-                update(steps_t)
-                .where(steps_t.c.run_id == run_id, steps_t.c.seq == seq)
-                .values(payload_json=json.dumps({"rerun": why}))
+        with self.db.raw_write() as cur:
+            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=0.0, now=now)
+            cur.execute(
+                "UPDATE steps SET payload_json = ? WHERE run_id = ? AND seq = ?",
+                (json.dumps({"rerun": why}), run_id, seq),
             )
             add_event_txn(
-                conn, run_id, "in_doubt", f"re-running interrupted call (step {seq}): {why}", now
+                cur, run_id, "in_doubt", f"re-running interrupted call (step {seq}): {why}", now
             )
 
     def approval_for(self, run_id: str, llm_seq: int, call_id: str) -> Approval | None:
-        with self.db.read() as conn:
-            row = (
-                conn.execute(
-                    select(approvals_t)
-                    .where(
-                        approvals_t.c.run_id == run_id,
-                        approvals_t.c.llm_seq == llm_seq,
-                        approvals_t.c.call_id == call_id,
-                    )
-                    .order_by(approvals_t.c.created_at.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
+        with self.db.raw_read() as cur:
+            row = cur.execute(
+                "SELECT * FROM approvals WHERE run_id = ? AND llm_seq = ? AND call_id = ? "
+                "ORDER BY created_at DESC LIMIT 1",
+                (run_id, llm_seq, call_id),
+            ).fetchone()
         return approval_from_row(row) if row else None
 
     # ---- durable steps -----------------------------------------------------------------
@@ -176,15 +148,9 @@ class StepJournal:
         now: float,
         new_step: bool = False,
     ) -> int:
-        """Update usage and revision in one statement; returns the new step's seq if asked.
-
-        `cur` is a raw DB-API cursor or a SQLAlchemy connection: both take `?` parameters.
-        """
+        """Update usage and revision in one statement; returns the new step's seq if asked."""
         params = (steps, tokens, wall, now, int(new_step), run_id, self.owner)
-        if isinstance(cur, Connection):
-            row = cur.exec_driver_sql(_CHECKPOINT, params).first()
-        else:
-            row = cur.execute(_CHECKPOINT, params).fetchone()
+        row = cur.execute(_CHECKPOINT, params).fetchone()
         if row is None:
             raise LeaseLost(run_id)
         return int(row[0])
@@ -192,7 +158,7 @@ class StepJournal:
     @staticmethod
     def _insert_step(cur: Any, run_id: str, seq: int, now: float, **cols: Any) -> int:
         cur.execute(
-            _INSERT_STEP,
+            INSERT_STEP,
             (
                 run_id,
                 seq,
@@ -282,21 +248,23 @@ class StepJournal:
                 if cur.rowcount != 1:
                     raise LeaseLost(run_id)
             return
-        with self.db.write() as conn:
-            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=wall, now=now)
+        with self.db.raw_write() as cur:
+            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
             if artifact is not None:
-                conn.execute(
-                    insert(artifacts_t).values(
-                        id=artifact.id,
-                        run_id=run_id,
-                        seq=seq,
-                        size=len(artifact.content),
-                        summary=artifact.summary,
-                        content=artifact.content,
-                        created_at=now,
-                    )
+                cur.execute(
+                    "INSERT INTO artifacts (id, run_id, seq, size, summary, content, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        artifact.id,
+                        run_id,
+                        seq,
+                        len(artifact.content),
+                        artifact.summary,
+                        artifact.content,
+                        now,
+                    ),
                 )
-                state = state or load_run_txn(conn, run_id).state
+                state = state or load_run_txn(cur, run_id).state
                 state.artifacts.append(
                     {
                         "artifact_id": artifact.id,
@@ -306,26 +274,15 @@ class StepJournal:
                     }
                 )
             if state is not None:
-                conn.execute(
-                    update(runs_t)
-                    .where(runs_t.c.id == run_id)
-                    .values(state_json=json.dumps(state.to_dict()))
+                cur.execute(
+                    "UPDATE runs SET state_json = ? WHERE id = ?",
+                    (json.dumps(state.to_dict()), run_id),
                 )
-            updated = conn.execute(
-                update(steps_t)
-                .where(
-                    steps_t.c.run_id == run_id,
-                    steps_t.c.seq == seq,
-                    steps_t.c.status == StepStatus.STARTED.value,
-                )
-                .values(
-                    status=status.value,
-                    result=result,
-                    finished_at=now,
-                    artifact_id=artifact.id if artifact else None,
-                )
+            cur.execute(
+                _FINISH_STEP.replace(" WHERE", ", artifact_id = ? WHERE"),
+                (status.value, result, now, artifact.id if artifact else None, run_id, seq),
             )
-            if updated.rowcount != 1:
+            if cur.rowcount != 1:
                 raise LeaseLost(run_id)
 
     def record_tool_outcome(
@@ -372,60 +329,50 @@ class StepJournal:
         """The run waits for a person: the approval row and the status change are one commit."""
         now = self.now()
         approval_id = uuid.uuid4().hex
-        with self.db.write() as conn:
-            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=wall, now=now)
-            conn.execute(
-                update(approvals_t)
-                .where(approvals_t.c.run_id == run_id, approvals_t.c.status == "pending")
-                .values(status="superseded", decided_at=now, decided_by="system")
+        with self.db.raw_write() as cur:
+            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
+            cur.execute(
+                "UPDATE approvals SET status = 'superseded', decided_at = ?, "
+                "decided_by = 'system' WHERE run_id = ? AND status = 'pending'",
+                (now, run_id),
             )
-            conn.execute(
-                insert(approvals_t).values(
-                    id=approval_id,
-                    run_id=run_id,
-                    llm_seq=llm_seq,
-                    call_id=call_id,
-                    tool=tool,
-                    arguments=arguments,
-                    args_hash=args_hash,
-                    risk=risk,
-                    model_reason=model_reason,
-                    status="pending",
-                    created_at=now,
-                    always=False,
-                )
+            cur.execute(
+                "INSERT INTO approvals (id, run_id, llm_seq, call_id, tool, arguments, "
+                "args_hash, risk, model_reason, status, created_at, always) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, 0)",
+                (
+                    approval_id,
+                    run_id,
+                    llm_seq,
+                    call_id,
+                    tool,
+                    arguments,
+                    args_hash,
+                    risk,
+                    model_reason,
+                    now,
+                ),
             )
             self._release_txn(
-                conn,
+                cur,
                 run_id,
                 RunStatus.WAITING_APPROVAL,
                 now,
                 pause_reason=reason_text,
                 waiting_tool=tool,
             )
-            add_event_txn(conn, run_id, "approval", f"waiting for approval of {tool}", now)
-            row = (
-                conn.execute(select(approvals_t).where(approvals_t.c.id == approval_id))
-                .mappings()
-                .one()
-            )
+            add_event_txn(cur, run_id, "approval", f"waiting for approval of {tool}", now)
+            row = cur.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
             return approval_from_row(row)
 
     def _release_txn(
-        self, conn: Connection, run_id: str, status: RunStatus, now: float, **values: Any
+        self, cur: Any, run_id: str, status: RunStatus, now: float, **values: Any
     ) -> None:
-        conn.execute(
-            update(runs_t)
-            .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
-            .values(
-                status=status.value,
-                owner=None,
-                owner_pid=None,
-                lease_until=None,
-                revision=runs_t.c.revision + 1,
-                updated_at=now,
-                **values,
-            )
+        """Let go of the run in `status`; `values` are further columns (names are ours)."""
+        extra = "".join(f", {column} = ?" for column in values)
+        cur.execute(
+            _RELEASE.format(extra=extra),
+            (status.value, now, *values.values(), run_id, self.owner),
         )
 
     def finish_run(
@@ -441,8 +388,8 @@ class StepJournal:
     ) -> None:
         """Leave the run in `status` and let go of it (completed, paused, failed, …)."""
         now = self.now()
-        with self.db.write() as conn:
-            self._checkpoint_txn(conn, run_id, steps=0, tokens=0, wall=wall, now=now)
+        with self.db.raw_write() as cur:
+            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
             values: dict[str, Any] = {"pause_reason": pause_reason}
             if result is not None:
                 values["result"] = result
@@ -450,31 +397,25 @@ class StepJournal:
                 values["error"] = error
             if status is RunStatus.CANCELLED:
                 values["error"] = error or "cancelled by user"
-            self._release_txn(conn, run_id, status, now, **values)
-            add_event_txn(conn, run_id, "status", message, now)
+            self._release_txn(cur, run_id, status, now, **values)
+            add_event_txn(cur, run_id, "status", message, now)
 
     def set_retry(
         self, run_id: str, *, attempt: int, max_attempts: int, retry_at: float, error: str
     ) -> None:
         """Each failed LLM attempt is an event; the run's reason says when it tries again."""
         now = self.now()
-        with self.db.write() as conn:
-            result = conn.execute(
-                update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
-                .values(
-                    retry_attempt=attempt,
-                    retry_max=max_attempts,
-                    retry_at=retry_at,
-                    retry_error=error,
-                    revision=runs_t.c.revision + 1,
-                    updated_at=now,
-                )
+        with self.db.raw_write() as cur:
+            cur.execute(
+                "UPDATE runs SET retry_attempt = ?, retry_max = ?, retry_at = ?, "
+                "retry_error = ?, revision = revision + 1, updated_at = ? "
+                "WHERE id = ? AND owner = ?",
+                (attempt, max_attempts, retry_at, error, now, run_id, self.owner),
             )
-            if result.rowcount != 1:
+            if cur.rowcount != 1:
                 raise LeaseLost(run_id)
             add_event_txn(
-                conn,
+                cur,
                 run_id,
                 "retry",
                 f"attempt {attempt} of {max_attempts} failed: {error}; retrying in "
@@ -483,21 +424,28 @@ class StepJournal:
                 {"attempt": attempt, "max": max_attempts, "retry_at": retry_at},
             )
 
+    def artifact(self, artifact_id: str) -> tuple[str, bytes] | None:
+        """(run_id, content) of an artifact, for the model's `read_artifact` slices."""
+        with self.db.raw_read() as cur:
+            row = cur.execute(
+                "SELECT run_id, content FROM artifacts WHERE id = ?", (artifact_id,)
+            ).fetchone()
+        return (str(row[0]), bytes(row[1])) if row else None
+
     def event(
         self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None
     ) -> None:
         now = self.now()
-        with self.db.write() as conn:
-            add_event_txn(conn, run_id, kind, message, now, data)
+        with self.db.raw_write() as cur:
+            add_event_txn(cur, run_id, kind, message, now, data)
 
     def release_to_queue(self, run_id: str, wall: float) -> None:
         """A graceful stop: the run goes back to the queue for the next executor."""
         now = self.now()
-        with self.db.write() as conn:
-            conn.execute(
-                update(runs_t)
-                .where(runs_t.c.id == run_id, runs_t.c.owner == self.owner)
-                .values(usage_wall_s=runs_t.c.usage_wall_s + wall)
+        with self.db.raw_write() as cur:
+            cur.execute(
+                "UPDATE runs SET usage_wall_s = usage_wall_s + ? WHERE id = ? AND owner = ?",
+                (wall, run_id, self.owner),
             )
-            self._release_txn(conn, run_id, RunStatus.QUEUED, now)
-            add_event_txn(conn, run_id, "released", f"executor {self.pid} stopped; requeued", now)
+            self._release_txn(cur, run_id, RunStatus.QUEUED, now)
+            add_event_txn(cur, run_id, "released", f"executor {self.pid} stopped; requeued", now)

@@ -1,4 +1,8 @@
-"""The supervisor's view of ownership: executor registry, lost runs, approval deadlines."""
+"""The supervisor's view of ownership: executor registry, lost runs, approval deadlines.
+
+Plain `sqlite3` like the executor's journal: the supervisor never imports SQLAlchemy, so
+after a crash it frees lost runs (and leaves both cores to the executor) sooner.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,23 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-
 from tui_agent.domain.models import Policy, RunStatus
 from tui_agent.store.db import Database
 from tui_agent.store.rows import approval_from_row
-from tui_agent.store.tables import approvals_t, executors_t, runs_t
-from tui_agent.store.txn import add_event_txn, decide_approval_txn
+from tui_agent.store.txn import add_event_txn, decide_approval_txn, fetch_all
+
+_RUNNABLE = (
+    "SELECT count(*) FROM runs WHERE status = ? "
+    "OR (status = ? AND (owner IS NULL OR lease_until < ?))"
+)
+_LOSE = (
+    "UPDATE runs SET owner = NULL, owner_pid = NULL, lease_until = NULL, lost_at = ?, "
+    "revision = revision + 1, updated_at = ? WHERE id = ?"
+)
+_PENDING_APPROVALS = (
+    "SELECT approvals.*, runs.policy_json FROM approvals JOIN runs ON runs.id = approvals.run_id "
+    "WHERE approvals.status = 'pending' AND runs.status = ?"
+)
 
 
 class LeaseStore:
@@ -24,51 +38,38 @@ class LeaseStore:
 
     def register_executor(self, pid: int, supervisor_pid: int) -> None:
         now = self.now()
-        with self.db.write() as conn:
-            conn.execute(delete(executors_t).where(executors_t.c.pid == pid))
-            conn.execute(
-                insert(executors_t).values(
-                    pid=pid, supervisor_pid=supervisor_pid, started_at=now, heartbeat_at=now
-                )
+        with self.db.raw_write() as cur:
+            cur.execute("DELETE FROM executors WHERE pid = ?", (pid,))
+            cur.execute(
+                "INSERT INTO executors (pid, supervisor_pid, started_at, heartbeat_at) "
+                "VALUES (?, ?, ?, ?)",
+                (pid, supervisor_pid, now, now),
             )
 
     def unregister_executor(self, pid: int) -> None:
-        with self.db.write() as conn:
-            conn.execute(delete(executors_t).where(executors_t.c.pid == pid))
+        with self.db.raw_write() as cur:
+            cur.execute("DELETE FROM executors WHERE pid = ?", (pid,))
 
     def release_runs_of(self, pid: int, why: str) -> list[str]:
         """An executor died: its runs become claimable at once (reason: executor lost)."""
         now = self.now()
-        with self.db.write() as conn:
-            ids = [
-                r[0]
-                for r in conn.execute(select(runs_t.c.id).where(runs_t.c.owner_pid == pid)).all()
-            ]
+        with self.db.raw_write() as cur:
+            rows = cur.execute("SELECT id FROM runs WHERE owner_pid = ?", (pid,)).fetchall()
+            ids = [r[0] for r in rows]
             for run_id in ids:
-                conn.execute(
-                    update(runs_t)
-                    .where(runs_t.c.id == run_id)
-                    .values(
-                        owner=None,
-                        owner_pid=None,
-                        lease_until=None,
-                        lost_at=now,
-                        revision=runs_t.c.revision + 1,
-                        updated_at=now,
-                    )
-                )
-                add_event_txn(conn, run_id, "lost", f"executor {pid} {why}; recovering", now)
-            conn.execute(delete(executors_t).where(executors_t.c.pid == pid))
+                cur.execute(_LOSE, (now, now, run_id))
+                add_event_txn(cur, run_id, "lost", f"executor {pid} {why}; recovering", now)
+            cur.execute("DELETE FROM executors WHERE pid = ?", (pid,))
         return ids
 
     def recover_orphans(self, is_alive: Callable[[int], bool]) -> list[str]:
         """On supervisor start: free runs whose owner process is gone or whose lease ran out."""
         now = self.now()
-        with self.db.read() as conn:
-            owners = conn.execute(
-                select(runs_t.c.owner_pid, runs_t.c.lease_until).where(runs_t.c.owner.is_not(None))
-            ).all()
-            registered = [r[0] for r in conn.execute(select(executors_t.c.pid)).all()]
+        with self.db.raw_read() as cur:
+            owners = cur.execute(
+                "SELECT owner_pid, lease_until FROM runs WHERE owner IS NOT NULL"
+            ).fetchall()
+            registered = [r[0] for r in cur.execute("SELECT pid FROM executors").fetchall()]
         dead = {
             int(pid)
             for pid, lease in owners
@@ -82,25 +83,15 @@ class LeaseStore:
 
     def runnable_count(self) -> int:
         """Runs that want an executor now."""
-        now = self.now()
-        query = (
-            select(func.count())
-            .select_from(runs_t)
-            .where(
-                (runs_t.c.status == RunStatus.QUEUED.value)
-                | (
-                    (runs_t.c.status == RunStatus.RUNNING.value)
-                    & (runs_t.c.owner.is_(None) | (runs_t.c.lease_until < now))
-                )
-            )
-        )
-        with self.db.read() as conn:
-            return int(conn.execute(query).scalar_one())
+        params = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, self.now())
+        with self.db.raw_read() as cur:
+            return int(cur.execute(_RUNNABLE, params).fetchone()[0])
 
     def active_count(self) -> int:
         """Runs held by an executor right now."""
-        with self.db.read() as conn:
-            return len(conn.execute(select(runs_t.c.id).where(runs_t.c.owner.is_not(None))).all())
+        with self.db.raw_read() as cur:
+            sql = "SELECT count(*) FROM runs WHERE owner IS NOT NULL"
+            return int(cur.execute(sql).fetchone()[0])
 
     def expire_approvals(self) -> tuple[list[str], float | None]:
         """Deny approvals left undecided past the run's approval_timeout_s.
@@ -111,19 +102,8 @@ class LeaseStore:
         now = self.now()
         expired: list[str] = []
         next_deadline: float | None = None
-        with self.db.write() as conn:
-            rows = (
-                conn.execute(
-                    select(approvals_t, runs_t.c.policy_json)
-                    .join(runs_t, runs_t.c.id == approvals_t.c.run_id)
-                    .where(
-                        approvals_t.c.status == "pending",
-                        runs_t.c.status == RunStatus.WAITING_APPROVAL.value,
-                    )
-                )
-                .mappings()
-                .all()
-            )
+        with self.db.raw_write() as cur:
+            rows = fetch_all(cur, _PENDING_APPROVALS, (RunStatus.WAITING_APPROVAL.value,))
             for row in rows:
                 timeout = Policy.from_dict(json.loads(row["policy_json"])).approval_timeout_s
                 if not timeout:
@@ -134,15 +114,14 @@ class LeaseStore:
                         deadline if next_deadline is None else min(next_deadline, deadline)
                     )
                     continue
-                self._expire_one_txn(conn, dict(row), now, timeout)
+                self._expire_one_txn(cur, row, now, timeout)
                 expired.append(row["run_id"])
         return expired, next_deadline
 
-    def _expire_one_txn(self, conn: Any, row: dict[str, Any], now: float, timeout: float) -> None:
-        approval = approval_from_row(row)
+    def _expire_one_txn(self, cur: Any, row: dict[str, Any], now: float, timeout: float) -> None:
         decide_approval_txn(
-            conn,
-            approval,
+            cur,
+            approval_from_row(row),
             approve=False,
             by="timeout",
             reason=f"no decision within {timeout:g}s",

@@ -6,6 +6,7 @@ A database newer than the last migration here is refused, never touched.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,14 +130,13 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
-def current_version(conn: Connection) -> int:
-    """0 for an empty database."""
-    has_meta = conn.exec_driver_sql(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).first()
+def current_version(conn: Connection | sqlite3.Cursor) -> int:
+    """0 for an empty database; takes a SQLAlchemy connection or a plain cursor."""
+    run = conn.exec_driver_sql if hasattr(conn, "exec_driver_sql") else conn.execute
+    has_meta = run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
     if not has_meta:
         return 0
-    row = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'schema_version'").first()
+    row = run("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
 
 

@@ -1,56 +1,80 @@
-"""Helpers that must run inside the caller's transaction (hence `*_txn`)."""
+"""Helpers that must run inside the caller's transaction (hence `*_txn`), in plain SQL.
+
+They take a DB-API cursor or a SQLAlchemy connection (whose DB-API connection is in the
+same transaction), so the executor and supervisor share them without importing SQLAlchemy.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
-
 from tui_agent.domain.errors import InvalidTransition, UnknownRun
 from tui_agent.domain.models import Approval, Policy, Run, RunStatus, StepKind, StepStatus
 from tui_agent.store.rows import run_from_row
-from tui_agent.store.tables import approvals_t, events_t, runs_t, steps_t
 
 _ALLOC_SEQ_OWNED = (
     "UPDATE runs SET next_seq = next_seq + 1 WHERE id = ? AND owner IS ? RETURNING next_seq - 1"
 )
+INSERT_STEP = (
+    "INSERT INTO steps (run_id, seq, kind, status, tool, call_id, arguments, result, "
+    "artifact_id, llm_seq, payload_json, tokens, created_at, finished_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, kind, message, data_json, created_at) VALUES (?, ?, ?, ?, ?)"
+)
 
 
-def load_run_txn(conn: Connection, run_id: str) -> Run:
-    row = conn.execute(select(runs_t).where(runs_t.c.id == run_id)).mappings().first()
+def cursor_of(conn: Any) -> Any:
+    """A DB-API cursor inside the caller's transaction, from a cursor or a SA connection."""
+    if hasattr(conn, "exec_driver_sql"):
+        return conn.connection.dbapi_connection.cursor()
+    return conn
+
+
+def fetch_all(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    cur = cursor_of(conn).execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def fetch_one(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+    rows = fetch_all(conn, sql, params)
+    return rows[0] if rows else None
+
+
+def execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> int:
+    """Run one statement; returns the rows it changed."""
+    return int(cursor_of(conn).execute(sql, params).rowcount)
+
+
+def load_run_txn(conn: Any, run_id: str) -> Run:
+    row = fetch_one(conn, "SELECT * FROM runs WHERE id = ?", (run_id,))
     if row is None:
         raise UnknownRun(f"no run {run_id}")
     return run_from_row(row)
 
 
 def add_event_txn(
-    conn: Connection,
+    conn: Any,
     run_id: str,
     kind: str,
     message: str,
     now: float,
     data: dict[str, Any] | None = None,
 ) -> None:
-    conn.execute(
-        insert(events_t).values(
-            run_id=run_id,
-            kind=kind,
-            message=message,
-            data_json=json.dumps(data or {}),
-            created_at=now,
-        )
-    )
+    execute(conn, _INSERT_EVENT, (run_id, kind, message, json.dumps(data or {}), now))
 
 
-def alloc_seq_txn(conn: Connection, run_id: str, owner: str | None) -> int | None:
+def alloc_seq_txn(conn: Any, run_id: str, owner: str | None) -> int | None:
     """The next step number, or None when `owner` does not hold the run."""
-    row = conn.exec_driver_sql(_ALLOC_SEQ_OWNED, (run_id, owner)).first()
+    row = cursor_of(conn).execute(_ALLOC_SEQ_OWNED, (run_id, owner)).fetchone()
     return None if row is None else int(row[0])
 
 
 def decide_approval_txn(
-    conn: Connection,
+    conn: Any,
     approval: Approval,
     *,
     approve: bool,
@@ -62,47 +86,45 @@ def decide_approval_txn(
     """One decision, whoever makes it (a person or a deadline): the approval row, an audit
     step in the run's timeline, and the run back in the queue (with a new policy if given)."""
     decision = "approved" if approve else "denied"
-    conn.execute(
-        update(approvals_t)
-        .where(approvals_t.c.id == approval.id)
-        .values(
-            status=decision,
-            decided_at=now,
-            decided_by=by,
-            decision_reason=reason,
-            always=bool(policy and approval.tool in policy.always_allow and approve),
-        )
+    always = bool(policy and approval.tool in policy.always_allow and approve)
+    execute(
+        conn,
+        "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, "
+        "decision_reason = ?, always = ? WHERE id = ?",
+        (decision, now, by, reason, always, approval.id),
     )
     seq = alloc_seq_txn(conn, approval.run_id, None)
     if seq is None:
         raise InvalidTransition(f"run {approval.run_id[:8]} is held by an executor")
-    conn.execute(
-        insert(steps_t).values(
-            run_id=approval.run_id,
-            seq=seq,
-            kind=StepKind.APPROVAL.value,
-            status=StepStatus.DONE.value,
-            tool=approval.tool,
-            call_id=approval.call_id,
-            arguments=approval.arguments,
-            llm_seq=approval.llm_seq,
-            payload_json=json.dumps(
-                {"approval_id": approval.id, "decision": decision, "by": by, "reason": reason}
-            ),
-            tokens=0,
-            created_at=now,
-            finished_at=now,
-        )
+    payload = {"approval_id": approval.id, "decision": decision, "by": by, "reason": reason}
+    execute(
+        conn,
+        INSERT_STEP,
+        (
+            approval.run_id,
+            seq,
+            StepKind.APPROVAL.value,
+            StepStatus.DONE.value,
+            approval.tool,
+            approval.call_id,
+            approval.arguments,
+            None,
+            None,
+            approval.llm_seq,
+            json.dumps(payload),
+            0,
+            now,
+            now,
+        ),
     )
-    values: dict[str, Any] = {
-        "status": RunStatus.QUEUED.value,
-        "waiting_tool": None,
-        "pause_reason": None,
-        "revision": runs_t.c.revision + 1,
-        "updated_at": now,
-    }
+    policy_sql, params = "", ()
     if policy is not None:
-        values["policy_json"] = json.dumps(policy.to_dict())
-    conn.execute(update(runs_t).where(runs_t.c.id == approval.run_id).values(**values))
+        policy_sql, params = ", policy_json = ?", (json.dumps(policy.to_dict()),)
+    execute(
+        conn,
+        "UPDATE runs SET status = ?, waiting_tool = NULL, pause_reason = NULL, "
+        f"revision = revision + 1, updated_at = ?{policy_sql} WHERE id = ?",
+        (RunStatus.QUEUED.value, now, *params, approval.run_id),
+    )
     text = f"{decision} {approval.tool} by {by}" + (f": {reason}" if reason else "")
     add_event_txn(conn, approval.run_id, "approval", text, now)

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_S = 0.05
 APPROVAL_CHECK_S = 1.0
-# After a promotion the new spare waits this long: its start-up (a Python import of ~1 s of
-# CPU) would otherwise compete with the promoted executor resuming the runs.
-SPARE_AFTER_PROMOTION_S = 2.0
+# After an executor starts or is promoted the new spare waits this long: its start-up (a
+# Python import of ~1 s of CPU) would otherwise compete with the executor resuming the runs.
+SPARE_DELAY_S = 2.0
 
 
 class AlreadyRunning(TuiAgentError):
@@ -61,6 +61,7 @@ class Supervisor:
         # crash of everything, `supervisor start` is about one Python start-up from work.
         self.executor = self._spawn(standby=False)
         self._executor_started = time.time()
+        self._standby_due = self._executor_started + SPARE_DELAY_S
         from tui_agent.store.db import open_database
         from tui_agent.store.leases import LeaseStore
 
@@ -154,13 +155,13 @@ class Supervisor:
                 spare.stdin.write(b"go\n")
                 spare.stdin.close()
                 self.executor = spare
-                self._standby_due = time.time() + SPARE_AFTER_PROMOTION_S
             except (BrokenPipeError, OSError):
                 spare.kill()
                 spare.wait()
         if self.executor is None:
             self.executor = self._spawn(standby=False)
         self._executor_started = time.time()
+        self._standby_due = self._executor_started + SPARE_DELAY_S
         log.info("executor %d is active", self.executor.pid)
 
     def _watch_executor(self, leases: LeaseStore) -> None:
