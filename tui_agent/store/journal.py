@@ -138,64 +138,62 @@ class StepJournal:
     # ---- durable steps -----------------------------------------------------------------
 
     def _checkpoint_txn(
-        self,
-        cur: Any,
-        run_id: str,
-        *,
-        steps: int,
-        tokens: int,
-        wall: float,
-        now: float,
-        new_step: bool = False,
-    ) -> int:
-        """Update usage and revision in one statement; returns the new step's seq if asked."""
-        params = (steps, tokens, wall, now, int(new_step), run_id, self.owner)
-        row = cur.execute(_CHECKPOINT, params).fetchone()
-        if row is None:
+        self, cur: Any, run_id: str, *, steps: int, tokens: int, wall: float, now: float
+    ) -> None:
+        """Update usage and revision in one statement, if this executor still holds the run."""
+        params = (steps, tokens, wall, now, 0, run_id, self.owner)
+        if cur.execute(_CHECKPOINT, params).fetchone() is None:
             raise LeaseLost(run_id)
-        return int(row[0])
-
-    @staticmethod
-    def _insert_step(cur: Any, run_id: str, seq: int, now: float, **cols: Any) -> int:
-        cur.execute(
-            INSERT_STEP,
-            (
-                run_id,
-                seq,
-                cols["kind"],
-                cols["status"],
-                cols.get("tool"),
-                cols.get("call_id"),
-                cols.get("arguments"),
-                cols.get("result"),
-                cols.get("artifact_id"),
-                cols.get("llm_seq"),
-                json.dumps(cols.get("payload") or {}),
-                cols.get("tokens", 0),
-                now,
-                cols.get("finished_at"),
-            ),
-        )
-        return seq
 
     def _new_step(
-        self, run_id: str, *, tokens: int, wall: float, finished: bool, **cols: Any
+        self,
+        run_id: str,
+        *,
+        kind: str,
+        status: str,
+        tokens: int,
+        wall: float,
+        finished: bool,
+        payload: dict[str, Any] | None = None,
+        tool: str | None = None,
+        call_id: str | None = None,
+        arguments: str | None = None,
+        result: str | None = None,
+        llm_seq: int | None = None,
     ) -> int:
-        """Insert one step with its checkpoint (usage +1 step) in one transaction."""
+        """Insert one step with its checkpoint (usage +1 step) in one transaction.
+
+        The hot path: the payload is encoded before the write lock is taken, and the two
+        statements run on the thread's cursor without any per-statement layer.
+        """
+        body = json.dumps(payload) if payload else "{}"
         now = self.now()
         with self.db.raw_write() as cur:
-            seq = self._checkpoint_txn(
-                cur, run_id, steps=1, tokens=tokens, wall=wall, now=now, new_step=True
+            row = cur.execute(_CHECKPOINT, (1, tokens, wall, now, 1, run_id, self.owner)).fetchone()
+            if row is None:
+                raise LeaseLost(run_id)
+            seq = int(row[0])
+            finished_at = now if finished else None
+            cur.execute(
+                INSERT_STEP,
+                (
+                    run_id,
+                    seq,
+                    kind,
+                    status,
+                    tool,
+                    call_id,
+                    arguments,
+                    result,
+                    None,
+                    llm_seq,
+                    body,
+                    tokens,
+                    now,
+                    finished_at,
+                ),
             )
-            return self._insert_step(
-                cur,
-                run_id,
-                seq,
-                now,
-                tokens=tokens,
-                finished_at=now if finished else None,
-                **cols,
-            )
+        return seq
 
     def record_llm_reply(
         self, run_id: str, payload: dict[str, Any], tokens: int, wall: float
