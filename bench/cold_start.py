@@ -26,7 +26,8 @@ def peak_rss_mb():
 CHILD_APP = (
     PEAK_RSS
     + """
-import json, os, sys, time
+import gc, json, os, sys, time
+gc.disable()  # as `tui-agent` does before its imports (cli._open_tui); the app re-enables it
 from pathlib import Path
 from tui_agent.service.local import LocalService
 from tui_agent.settings import Settings

@@ -173,6 +173,7 @@ class AgentApp(App[None]):
         # a repaint's short-lived cycles die young instead of piling into full passes.
         gc.freeze()
         gc.set_threshold(5000, 10, 10)
+        gc.enable()  # `tui-agent` starts with it off (cli._open_tui)
 
     @work(thread=True, exit_on_error=False, group="supervisor")
     def _ensure_supervisor(self) -> None:
