@@ -30,9 +30,8 @@ def make_client(model: str, base_url: str | None) -> LLMClient:
 class ClientPool:
     """One client per (model, base URL) for all the runs of an executor.
 
-    Building an `openai` client loads the CA bundle into a new SSL context (tens of ms of
-    CPU) and opens its own connection pool; runs share them instead. Clients are
-    thread-safe.
+    Runs share clients (thread-safe) instead of building one each; all of them share one
+    HTTP transport and SSL context (`openai_client.shared_http_client`).
     """
 
     def __init__(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 import openai
@@ -39,12 +40,32 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
+_http_lock = threading.Lock()
+_http_client: openai.DefaultHttpxClient | None = None
+
+
+def shared_http_client() -> openai.DefaultHttpxClient:
+    """One connection pool (and one SSL context) for every model client of the process.
+
+    Building it loads the HTTP transport and the CA bundle (~0.15 s): a standby executor
+    calls this while it waits, so a promoted one asks the model without paying for it.
+    Each `openai.OpenAI` still resolves its own base URL; only the transport is shared.
+    """
+    global _http_client
+    with _http_lock:
+        if _http_client is None:
+            _http_client = openai.DefaultHttpxClient()
+        return _http_client
+
+
 class OpenAIClient:
     def __init__(self, model: str, base_url: str | None = None) -> None:
         self.model = model
         self.label = model
         api_key = os.environ.get("OPENAI_API_KEY") or "not-needed"
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, http_client=shared_http_client()
+        )
 
     def complete(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], timeout_s: float

@@ -55,8 +55,14 @@ SUMMARY_NAMES = (
 )
 
 
+# Value -> member by dict: `StepKind(value)` goes through Enum's metaclass call, which
+# showed up when a resume maps 10,000 steps.
+_KINDS = {k.value: k for k in StepKind}
+_STEP_STATUSES = {s.value: s for s in StepStatus}
+
+
 def _loads(text: str | None) -> dict[str, Any]:
-    return json.loads(text) if text else {}
+    return json.loads(text) if text and text != "{}" else {}
 
 
 def run_from_row(row: Mapping[str, Any]) -> Run:
@@ -96,8 +102,8 @@ def step_from_row(row: Mapping[str, Any]) -> Step:
     return Step(
         run_id=row["run_id"],
         seq=row["seq"],
-        kind=StepKind(row["kind"]),
-        status=StepStatus(row["status"]),
+        kind=_KINDS[row["kind"]],
+        status=_STEP_STATUSES[row["status"]],
         created_at=row["created_at"],
         finished_at=row["finished_at"],
         tool=row["tool"],
