@@ -146,6 +146,31 @@ def test_a_step_commit_needs_the_lease(store: RunStore) -> None:
     assert seq == 1 and store.get_run(run.id).usage.llm_tokens == 5
 
 
+def test_a_run_thread_that_ends_closes_its_connection(store: RunStore) -> None:
+    """An executor runs each run in its own thread for hours: connections must not pile up."""
+    run, _ = store.create_run(spec())
+    journal = StepJournal(store.db, "owner", 1)
+    journal.claim(1, 30)
+
+    def open_db_files() -> int:
+        fds = Path("/proc/self/fd")
+        return sum(1 for fd in fds.iterdir() if str(store.path) in str(fd.resolve(strict=False)))
+
+    def one_run_thread() -> None:
+        worker = threading.Thread(target=journal.record_llm_reply, args=(run.id, {}, 1, 0.0))
+        worker.start()
+        worker.join()
+
+    # SQLite keeps one closed descriptor per file for reuse; after that, none may pile up.
+    assert store.steps(run.id) == []
+    one_run_thread()
+    baseline = open_db_files()
+    for _ in range(25):
+        one_run_thread()
+    assert len(store.steps(run.id)) == 26
+    assert open_db_files() == baseline
+
+
 def test_expired_lease_can_be_claimed_and_old_owner_cannot_write(store: RunStore) -> None:
     run, _ = store.create_run(spec())
     a = StepJournal(store.db, "owner-a", 1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,51 @@ def configure_connection(
     cur.execute(f"PRAGMA synchronous = {synchronous}")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
+
+
+class ThreadConnections:
+    """One `sqlite3` connection per thread, closed when its thread ends.
+
+    A sqlite3 connection sits in a reference cycle (its statement cache refers back to it),
+    so a finished thread's connection used to stay open until a full GC pass: an executor
+    that runs each run in its own thread for hours collected open files.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._local = threading.local()
+
+    def get(self) -> sqlite3.Connection:
+        holder: _Closer | None = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = self._local.holder = _Closer(self._connect())
+        return holder.conn
+
+    def close_current(self) -> None:
+        holder: _Closer | None = getattr(self._local, "holder", None)
+        if holder is not None:
+            self._local.holder = None
+            holder.conn.close()
+
+
+class _Closer:
+    """Not part of the cycle: dropped with the thread's locals, it closes the connection."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def connect_plain(path: Path, synchronous: str, busy_ms: int) -> sqlite3.Connection:
+    """A connection for one thread (closable from the thread that tears it down)."""
+    conn = sqlite3.connect(path, timeout=busy_ms / 1000, check_same_thread=False)
+    configure_connection(conn, synchronous, busy_ms)
+    return conn
 
 
 def make_engine(
@@ -133,8 +180,7 @@ class Database:
         self.pool_size = pool_size
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
-        self._local = threading.local()
-        self._raw: list[sqlite3.Connection] = []
+        self._connections = ThreadConnections(self._connect_raw)
 
     @property
     def engine(self) -> Engine:
@@ -159,29 +205,20 @@ class Database:
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-        with self._engine_lock:
-            raw, self._raw = self._raw, []
-        for conn in raw:
-            conn.close()
+        self._connections.close_current()
 
     def raw_write(self) -> Any:
         """A BEGIN IMMEDIATE transaction on this thread's own DB-API connection."""
-        return _RawTxn(self._thread_connection, self.write_lock, "BEGIN IMMEDIATE")
+        return _RawTxn(self._connections.get, self.write_lock, "BEGIN IMMEDIATE")
 
     def raw_read(self) -> Any:
         """A deferred transaction (one snapshot) on this thread's own DB-API connection."""
-        return _RawTxn(self._thread_connection, None, "BEGIN")
+        return _RawTxn(self._connections.get, None, "BEGIN")
 
-    def _thread_connection(self) -> sqlite3.Connection:
-        """This thread's connection; rows are `sqlite3.Row` (by index and by name)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000, check_same_thread=False)
-            configure_connection(conn, self.synchronous, self.busy_ms)
-            conn.row_factory = sqlite3.Row
-            self._local.conn = conn
-            with self._engine_lock:
-                self._raw.append(conn)
+    def _connect_raw(self) -> sqlite3.Connection:
+        """Rows are `sqlite3.Row` (by index and by name)."""
+        conn = connect_plain(self.path, self.synchronous, self.busy_ms)
+        conn.row_factory = sqlite3.Row
         return conn
 
 

@@ -8,7 +8,6 @@ RunStore delegates its reads here, so each query exists once.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +16,12 @@ from typing import Any
 
 from tui_agent.domain.errors import BadInput, StoreError, UnknownRun
 from tui_agent.domain.models import Approval, Event, Run, Step, StepStatus
-from tui_agent.store.db import BUSY_TIMEOUT_MS, configure_connection, translate_operational
+from tui_agent.store.db import (
+    BUSY_TIMEOUT_MS,
+    ThreadConnections,
+    connect_plain,
+    translate_operational,
+)
 from tui_agent.store.rows import (
     SUMMARY_NAMES,
     approval_from_row,
@@ -58,31 +62,27 @@ class Reader:
         self.clock = clock or time.time
         self._synchronous = synchronous.upper()
         self._busy_ms = busy_ms
-        # Per thread, like the hot path's connections: a thread's connection closes with it.
-        self._local = threading.local()
+        # Per thread, like the executor's connections: a thread's connection closes with it.
+        self._connections = ThreadConnections(self._connect)
 
     def now(self) -> float:
         return float(self.clock())
 
     def close(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._local.conn = None
-            conn.close()
+        self._connections.close_current()
 
     # ---- connections and snapshots ---------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000)
-                configure_connection(conn, self._synchronous, self._busy_ms)
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from None
-            conn.row_factory = _dict_row
-            self._local.conn = conn
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = connect_plain(self.path, self._synchronous, self._busy_ms)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
+        conn.row_factory = _dict_row
         return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._connections.get()
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
