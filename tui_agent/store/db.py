@@ -53,6 +53,14 @@ def create_file_private(path: Path) -> None:
             raise StoreUnavailable(READ_ONLY.format(where=path.parent)) from None
 
 
+def synchronous_mode(value: str) -> str:
+    """`FULL` (the default: a commit survives power loss) or `NORMAL`; anything else refused."""
+    mode = value.upper()
+    if mode not in {"FULL", "NORMAL"}:
+        raise StoreError(f"synchronous must be 'full' or 'normal', not {value!r}")
+    return mode
+
+
 def configure_connection(
     conn: sqlite3.Connection, synchronous: str, busy_ms: int = BUSY_TIMEOUT_MS
 ) -> None:
@@ -122,8 +130,7 @@ def make_engine(
     from sqlalchemy import create_engine, event
     from sqlalchemy.pool import QueuePool
 
-    if synchronous.upper() not in {"FULL", "NORMAL"}:
-        raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+    sync = synchronous_mode(synchronous)
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
@@ -132,7 +139,6 @@ def make_engine(
         max_overflow=pool_size * 2,
         pool_timeout=60,
     )
-    sync = synchronous.upper()
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -167,15 +173,13 @@ class Database:
     ) -> None:
         import time
 
-        if synchronous.upper() not in {"FULL", "NORMAL"}:
-            raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self.path = path
         self.clock = clock or time.time
         # SQLite has one writer at a time. Queueing this process's writers here, instead of
         # letting dozens of threads poll SQLite's busy handler, keeps a lock wait fair and
         # short; busy_timeout is then only for other processes.
         self.write_lock = threading.Lock()
-        self.synchronous = synchronous.upper()
+        self.synchronous = synchronous_mode(synchronous)
         self.busy_ms = busy_ms
         self.pool_size = pool_size
         self._engine: Engine | None = None

@@ -20,6 +20,7 @@ from tui_agent.store.db import (
     BUSY_TIMEOUT_MS,
     ThreadConnections,
     connect_plain,
+    synchronous_mode,
     translate_operational,
 )
 from tui_agent.store.rows import (
@@ -56,11 +57,9 @@ class Reader:
         synchronous: str = "FULL",
         busy_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
-        if synchronous.upper() not in {"FULL", "NORMAL"}:
-            raise StoreError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self.path = path
         self.clock = clock or time.time
-        self._synchronous = synchronous.upper()
+        self._synchronous = synchronous_mode(synchronous)
         self._busy_ms = busy_ms
         # Per thread, like the executor's connections: a thread's connection closes with it.
         self._connections = ThreadConnections(self._connect)
