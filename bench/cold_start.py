@@ -26,8 +26,9 @@ def peak_rss_mb():
 CHILD_APP = (
     PEAK_RSS
     + """
-import gc, json, os, sys, time
-gc.disable()  # as `tui-agent` does before its imports (cli._open_tui); the app re-enables it
+import json, os, sys, time
+from tui_agent.ui.gc_policy import hold_until_first_frame
+hold_until_first_frame()  # what `tui-agent` does before its imports (cli._open_tui)
 from pathlib import Path
 from tui_agent.service.local import LocalService
 from tui_agent.settings import Settings

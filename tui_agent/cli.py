@@ -149,12 +149,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _open_tui(settings: Settings) -> int:
     """Build the service here (the composition root) and hand it to the app."""
-    import gc
+    from tui_agent.ui.gc_policy import hold_until_first_frame
 
-    # Start-up builds ~100k objects that live as long as the app; collecting while they are
-    # built is wasted (~10 % of the first paint). The app freezes them and turns the
-    # collector back on after its first frame.
-    gc.disable()
+    hold_until_first_frame()
     from tui_agent.llm.factory import default_model
     from tui_agent.service.local import LocalService
     from tui_agent.ui.app import AgentApp

@@ -315,3 +315,22 @@ async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
         await pilot.press(*"number 99998")
         await pilot.pause()
         assert table.row_count == 1
+
+
+async def test_the_collector_is_back_on_after_the_first_frame(make_app: Any) -> None:
+    """`tui-agent` starts with the GC off (faster first paint); it must never stay off."""
+    import gc
+
+    from tui_agent.ui.gc_policy import hold_until_first_frame
+
+    threshold = gc.get_threshold()
+    hold_until_first_frame()
+    try:
+        app = make_app()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, gc.isenabled, what="the collector back on")
+            assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == 5000
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -25,24 +25,29 @@ from tui_agent.domain.models import (
     StepStatus,
 )
 from tui_agent.store.db import Database
+from tui_agent.store.reader import Reader
 from tui_agent.store.rows import approval_from_row, step_from_row
-from tui_agent.store.txn import INSERT_STEP, add_event_txn, load_run_txn
+from tui_agent.store.txn import (
+    INSERT_STEP,
+    RUNNABLE,
+    add_event_txn,
+    load_run_txn,
+    runnable_params,
+)
 
 # The hot path: plain SQL strings, compiled once by SQLite's statement cache.
+# ?1 is the number of new steps: it counts into the usage and moves the next seq alike.
 _CHECKPOINT = (
-    "UPDATE runs SET usage_steps = usage_steps + ?, usage_tokens = usage_tokens + ?, "
-    "usage_wall_s = usage_wall_s + ?, revision = revision + 1, updated_at = ?, "
+    "UPDATE runs SET usage_steps = usage_steps + ?1, usage_tokens = usage_tokens + ?2, "
+    "usage_wall_s = usage_wall_s + ?3, revision = revision + 1, updated_at = ?4, "
     "retry_attempt = 0, retry_at = NULL, retry_error = NULL, lost_at = NULL, "
-    "next_seq = next_seq + ? WHERE id = ? AND owner = ? RETURNING next_seq - 1"
+    "next_seq = next_seq + ?1 WHERE id = ?5 AND owner = ?6 RETURNING next_seq - 1"
 )
 _FINISH_STEP = (
-    "UPDATE steps SET status = ?, result = ?, finished_at = ? "
+    "UPDATE steps SET status = ?, result = ?, finished_at = ?, artifact_id = ? "
     "WHERE run_id = ? AND seq = ? AND status = 'started'"
 )
-_CLAIMABLE = (
-    "SELECT id FROM runs WHERE status = ? OR (status = ? AND (owner IS NULL OR lease_until < ?)) "
-    "ORDER BY created_at LIMIT ?"
-)
+_CLAIMABLE = f"SELECT id FROM runs WHERE {RUNNABLE} ORDER BY created_at LIMIT ?"
 _TAKE = (
     "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, lease_until = ?, "
     "revision = revision + 1, updated_at = ? WHERE id = ?"
@@ -67,6 +72,7 @@ class StepJournal:
         self.db = db
         self.owner = owner
         self.pid = pid
+        self.reader = Reader.of(db)
 
     def now(self) -> float:
         return float(self.db.clock())
@@ -80,8 +86,8 @@ class StepJournal:
         now = self.now()
         running = RunStatus.RUNNING.value
         with self.db.raw_write() as cur:
-            rows = cur.execute(_CLAIMABLE, (RunStatus.QUEUED.value, running, now, limit))
-            ids = [r[0] for r in rows.fetchall()]
+            rows = cur.execute(_CLAIMABLE, (*runnable_params(now), limit)).fetchall()
+            ids = [r[0] for r in rows]
             for run_id in ids:
                 cur.execute(_TAKE, (running, self.owner, self.pid, now + lease_s, now, run_id))
                 add_event_txn(cur, run_id, "claimed", f"executor {self.pid} took the run", now)
@@ -117,7 +123,7 @@ class StepJournal:
         """Consume a person's 'retry' before re-running, so a second crash asks again."""
         now = self.now()
         with self.db.raw_write() as cur:
-            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=0.0, now=now)
+            self._checkpoint_txn(cur, run_id, tokens=0, wall=0.0, now=now)
             cur.execute(
                 "UPDATE steps SET payload_json = ? WHERE run_id = ? AND seq = ?",
                 (json.dumps({"rerun": why}), run_id, seq),
@@ -138,12 +144,22 @@ class StepJournal:
     # ---- durable steps -----------------------------------------------------------------
 
     def _checkpoint_txn(
-        self, cur: Any, run_id: str, *, steps: int, tokens: int, wall: float, now: float
-    ) -> None:
-        """Update usage and revision in one statement, if this executor still holds the run."""
-        params = (steps, tokens, wall, now, 0, run_id, self.owner)
-        if cur.execute(_CHECKPOINT, params).fetchone() is None:
+        self,
+        cur: Any,
+        run_id: str,
+        *,
+        tokens: int,
+        wall: float,
+        now: float,
+        new_steps: int = 0,
+    ) -> int:
+        """Usage, revision and next seq in one statement, if this executor still holds the
+        run; returns the seq of the step being added (when `new_steps` is 1)."""
+        params = (new_steps, tokens, wall, now, run_id, self.owner)
+        row = cur.execute(_CHECKPOINT, params).fetchone()
+        if row is None:
             raise LeaseLost(run_id)
+        return int(row[0])
 
     def _new_step(
         self,
@@ -163,17 +179,13 @@ class StepJournal:
     ) -> int:
         """Insert one step with its checkpoint (usage +1 step) in one transaction.
 
-        The hot path: the payload is encoded before the write lock is taken, and the two
-        statements run on the thread's cursor without any per-statement layer.
+        The hot path: the payload is encoded before the write lock is taken.
         """
         body = json.dumps(payload) if payload else "{}"
         now = self.now()
+        finished_at = now if finished else None
         with self.db.raw_write() as cur:
-            row = cur.execute(_CHECKPOINT, (1, tokens, wall, now, 1, run_id, self.owner)).fetchone()
-            if row is None:
-                raise LeaseLost(run_id)
-            seq = int(row[0])
-            finished_at = now if finished else None
+            seq = self._checkpoint_txn(cur, run_id, tokens=tokens, wall=wall, now=now, new_steps=1)
             cur.execute(
                 INSERT_STEP,
                 (
@@ -239,15 +251,8 @@ class StepJournal:
     ) -> None:
         """The result, any artifact and any state patch commit together with the checkpoint."""
         now = self.now()
-        if artifact is None and state is None:
-            with self.db.raw_write() as cur:
-                self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
-                cur.execute(_FINISH_STEP, (status.value, result, now, run_id, seq))
-                if cur.rowcount != 1:
-                    raise LeaseLost(run_id)
-            return
         with self.db.raw_write() as cur:
-            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
+            self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
             if artifact is not None:
                 cur.execute(
                     "INSERT INTO artifacts (id, run_id, seq, size, summary, content, created_at) "
@@ -277,7 +282,7 @@ class StepJournal:
                     (json.dumps(state.to_dict()), run_id),
                 )
             cur.execute(
-                _FINISH_STEP.replace(" WHERE", ", artifact_id = ? WHERE"),
+                _FINISH_STEP,
                 (status.value, result, now, artifact.id if artifact else None, run_id, seq),
             )
             if cur.rowcount != 1:
@@ -328,7 +333,7 @@ class StepJournal:
         now = self.now()
         approval_id = uuid.uuid4().hex
         with self.db.raw_write() as cur:
-            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
+            self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
             cur.execute(
                 "UPDATE approvals SET status = 'superseded', decided_at = ?, "
                 "decided_by = 'system' WHERE run_id = ? AND status = 'pending'",
@@ -387,7 +392,7 @@ class StepJournal:
         """Leave the run in `status` and let go of it (completed, paused, failed, …)."""
         now = self.now()
         with self.db.raw_write() as cur:
-            self._checkpoint_txn(cur, run_id, steps=0, tokens=0, wall=wall, now=now)
+            self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
             values: dict[str, Any] = {"pause_reason": pause_reason}
             if result is not None:
                 values["result"] = result
@@ -424,11 +429,7 @@ class StepJournal:
 
     def artifact(self, artifact_id: str) -> tuple[str, bytes] | None:
         """(run_id, content) of an artifact, for the model's `read_artifact` slices."""
-        with self.db.raw_read() as cur:
-            row = cur.execute(
-                "SELECT run_id, content FROM artifacts WHERE id = ?", (artifact_id,)
-            ).fetchone()
-        return (str(row[0]), bytes(row[1])) if row else None
+        return self.reader.artifact(artifact_id)
 
     def event(
         self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None

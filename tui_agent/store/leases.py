@@ -13,12 +13,9 @@ from typing import Any
 from tui_agent.domain.models import Policy, RunStatus
 from tui_agent.store.db import Database
 from tui_agent.store.rows import approval_from_row
-from tui_agent.store.txn import add_event_txn, decide_approval_txn, fetch_all
+from tui_agent.store.txn import RUNNABLE, add_event_txn, decide_approval_txn, runnable_params
 
-_RUNNABLE = (
-    "SELECT count(*) FROM runs WHERE status = ? "
-    "OR (status = ? AND (owner IS NULL OR lease_until < ?))"
-)
+_RUNNABLE = f"SELECT count(*) FROM runs WHERE {RUNNABLE}"
 _LOSE = (
     "UPDATE runs SET owner = NULL, owner_pid = NULL, lease_until = NULL, lost_at = ?, "
     "revision = revision + 1, updated_at = ? WHERE id = ?"
@@ -83,9 +80,8 @@ class LeaseStore:
 
     def runnable_count(self) -> int:
         """Runs that want an executor now."""
-        params = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, self.now())
         with self.db.raw_read() as cur:
-            return int(cur.execute(_RUNNABLE, params).fetchone()[0])
+            return int(cur.execute(_RUNNABLE, runnable_params(self.now())).fetchone()[0])
 
     def active_count(self) -> int:
         """Runs held by an executor right now."""
@@ -103,7 +99,8 @@ class LeaseStore:
         expired: list[str] = []
         next_deadline: float | None = None
         with self.db.raw_write() as cur:
-            rows = fetch_all(cur, _PENDING_APPROVALS, (RunStatus.WAITING_APPROVAL.value,))
+            params = (RunStatus.WAITING_APPROVAL.value,)
+            rows = cur.execute(_PENDING_APPROVALS, params).fetchall()
             for row in rows:
                 timeout = Policy.from_dict(json.loads(row["policy_json"])).approval_timeout_s
                 if not timeout:
@@ -118,7 +115,7 @@ class LeaseStore:
                 expired.append(row["run_id"])
         return expired, next_deadline
 
-    def _expire_one_txn(self, cur: Any, row: dict[str, Any], now: float, timeout: float) -> None:
+    def _expire_one_txn(self, cur: Any, row: Any, now: float, timeout: float) -> None:
         decide_approval_txn(
             cur,
             approval_from_row(row),

@@ -18,6 +18,7 @@ from tui_agent.domain.errors import BadInput, StoreError, UnknownRun
 from tui_agent.domain.models import Approval, Event, Run, Step, StepStatus
 from tui_agent.store.db import (
     BUSY_TIMEOUT_MS,
+    Database,
     ThreadConnections,
     connect_plain,
     synchronous_mode,
@@ -63,6 +64,11 @@ class Reader:
         self._busy_ms = busy_ms
         # Per thread, like the executor's connections: a thread's connection closes with it.
         self._connections = ThreadConnections(self._connect)
+
+    @classmethod
+    def of(cls, db: Database) -> Reader:
+        """Reads of the same file, clock and pragmas as a store's `Database`."""
+        return cls(db.path, clock=db.clock, synchronous=db.synchronous, busy_ms=db.busy_ms)
 
     def now(self) -> float:
         return float(self.clock())

@@ -79,9 +79,7 @@ class RunStore:
 
     def __init__(self, db: Database, *, new_id: Callable[[], str] | None = None) -> None:
         self.db = db
-        self.reader = Reader(
-            db.path, clock=db.clock, synchronous=db.synchronous, busy_ms=db.busy_ms
-        )
+        self.reader = Reader.of(db)
         # Injectable so seeded databases (snapshot tests, benchmarks) are reproducible.
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
 

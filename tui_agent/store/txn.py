@@ -21,9 +21,15 @@ INSERT_STEP = (
     "artifact_id, llm_seq, payload_json, tokens, created_at, finished_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Runs that want an executor: queued, or running with no live owner (see runnable_params).
+RUNNABLE = "(status = ? OR (status = ? AND (owner IS NULL OR lease_until < ?)))"
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, kind, message, data_json, created_at) VALUES (?, ?, ?, ?, ?)"
 )
+
+
+def runnable_params(now: float) -> tuple[str, str, float]:
+    return (RunStatus.QUEUED.value, RunStatus.RUNNING.value, now)
 
 
 def cursor_of(conn: Any) -> Any:
@@ -33,20 +39,15 @@ def cursor_of(conn: Any) -> Any:
     return conn
 
 
-def fetch_all(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    cur = cursor_of(conn).execute(sql, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 def fetch_one(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-    rows = fetch_all(conn, sql, params)
-    return rows[0] if rows else None
+    """The first row as a dict, whatever the connection's row factory."""
+    cur = cursor_of(conn).execute(sql, params)
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-def execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> int:
-    """Run one statement; returns the rows it changed."""
-    return int(cursor_of(conn).execute(sql, params).rowcount)
+def execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> None:
+    cursor_of(conn).execute(sql, params)
 
 
 def load_run_txn(conn: Any, run_id: str) -> Run:

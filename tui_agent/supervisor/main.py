@@ -59,9 +59,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         # Start the executor before our own (slow) imports, so the two overlap: after a
         # crash of everything, `supervisor start` is about one Python start-up from work.
-        self.executor = self._spawn(standby=False)
-        self._executor_started = time.time()
-        self._standby_due = self._executor_started + SPARE_DELAY_S
+        self._promote_or_spawn()  # no spare yet: spawns
         from tui_agent.store.db import open_database
         from tui_agent.store.leases import LeaseStore
 

@@ -5,7 +5,6 @@ database directory; a cheap stat of the files each second is the safety net."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 from collections.abc import Iterable
@@ -23,6 +22,7 @@ from textual.widgets import Footer
 from tui_agent.domain.errors import TuiAgentError
 from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
+from tui_agent.ui.gc_policy import settle_after_first_frame
 from tui_agent.ui.paths import stylesheets
 from tui_agent.ui.screens.dialogs import BudgetChange, ConfirmScreen, DenyScreen, ResumeScreen
 from tui_agent.ui.screens.start_form import StartRunScreen
@@ -168,12 +168,7 @@ class AgentApp(App[None]):
     def _warm_up(self) -> None:
         with contextlib.suppress(TuiAgentError):  # the first write says what is wrong
             self.service.warm_up()
-        # What is loaded by now lives as long as the app: keep it out of the cyclic
-        # collector, whose full passes over it stalled live updates by 60-190 ms; and let
-        # a repaint's short-lived cycles die young instead of piling into full passes.
-        gc.freeze()
-        gc.set_threshold(5000, 10, 10)
-        gc.enable()  # `tui-agent` starts with it off (cli._open_tui)
+        settle_after_first_frame()
 
     @work(thread=True, exit_on_error=False, group="supervisor")
     def _ensure_supervisor(self) -> None:
