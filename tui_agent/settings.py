@@ -189,4 +189,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         if name not in types:
             raise ConfigError(f"config.toml: unknown setting {name!r}")
         changes[name] = _coerce(name, value, types[name])
-    return replace(settings, **changes)
+    settings = replace(settings, **changes)
+    if settings.heartbeat_s >= settings.lease_s:
+        # Every lease would run out between two heartbeats and the run change hands.
+        raise ConfigError(
+            f"config.toml: heartbeat_s ({settings.heartbeat_s:g}) must be shorter than "
+            f"lease_s ({settings.lease_s:g})"
+        )
+    return settings

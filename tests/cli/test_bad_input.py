@@ -140,6 +140,7 @@ def test_newer_schema_is_refused(home: Home) -> None:
         ("max_concurrent_runs = 'four'", "must be a number"),
         ("colour = 'red'", "unknown setting 'colour'"),
         ("synchronous = 'sometimes'", 'must be "full" or "normal"'),
+        ("lease_s = 1\nheartbeat_s = 2", "heartbeat_s (2) must be shorter than lease_s (1)"),
     ],
 )
 def test_corrupt_config_is_one_clear_line(home: Home, config: str, message: str) -> None:

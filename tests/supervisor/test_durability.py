@@ -212,6 +212,33 @@ def test_max_steps_is_exact_across_a_crash(home: Home, llm: ScriptedLLM) -> None
     assert view["budget"]["max_steps"] == 12
 
 
+# ---- a lease that runs out under a live run thread -----------------------------------------
+
+
+def test_a_stalled_heartbeat_never_starts_a_second_thread_on_the_same_run(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    """The executor's heartbeat stops (a slow disk, a long lock wait) while its run thread is
+    busy: the lease runs out, but the executor must not take its own run a second time."""
+    home.configure("idle_exit_s = 60\nlease_s = 0.4\nheartbeat_s = 0.1\nretry_max_s = 0.5\n")
+    home.use_server(llm)
+    llm.latency_s = 0.6  # every turn outlives the lease
+    llm.script = [
+        Reply("Running it.", [call("run_shell", {"command": "echo ran >> side.log"})]),
+        Reply("Looking.", [call("list_dir", {"path": "."})]),
+        Reply("Finished."),
+    ]
+    home.arm("executor.heartbeat=pause@1")
+    run_id = home.start("go", "--auto-approve", "external_action")
+    home.marker("executor.heartbeat")
+    view = home.wait_status(run_id, "completed")
+    assert [llm.requests_for(turn) for turn in range(3)] == [1, 1, 1]
+    assert side_effects(home) == ["ran"]
+    assert [e["kind"] for e in view["events"]].count("claimed") == 1
+    assert [s["kind"] for s in view["steps"]] == ["llm", "tool", "llm", "tool", "llm"]
+    integrity_ok(home)
+
+
 # ---- supervisor and executor killed together -------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,10 @@ _FINISH_STEP = (
     "UPDATE steps SET status = ?, result = ?, finished_at = ?, artifact_id = ? "
     "WHERE run_id = ? AND seq = ? AND status = 'started'"
 )
-_CLAIMABLE = f"SELECT id FROM runs WHERE {RUNNABLE} ORDER BY created_at LIMIT ?"
+_CLAIMABLE = (
+    f"SELECT id FROM runs WHERE {RUNNABLE} AND id NOT IN (SELECT value FROM json_each(?)) "
+    "ORDER BY created_at LIMIT ?"
+)
 _TAKE = (
     "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, lease_until = ?, "
     "revision = revision + 1, updated_at = ? WHERE id = ?"
@@ -79,14 +83,19 @@ class StepJournal:
 
     # ---- ownership ---------------------------------------------------------------------
 
-    def claim(self, limit: int, lease_s: float) -> list[str]:
-        """Take up to `limit` runnable runs: queued, or running with no live owner."""
+    def claim(self, limit: int, lease_s: float, working: Collection[str] = ()) -> list[str]:
+        """Take up to `limit` runnable runs: queued, or running with no live owner.
+
+        `working` are the runs this executor still advances: their lease may have run out
+        (a stalled heartbeat), but taking them again would start a second thread on the
+        same run under the same owner, which the lease fence cannot tell apart."""
         if limit <= 0:
             return []
         now = self.now()
         running = RunStatus.RUNNING.value
+        held = json.dumps(sorted(working))
         with self.db.raw_write() as cur:
-            rows = cur.execute(_CLAIMABLE, (*runnable_params(now), limit)).fetchall()
+            rows = cur.execute(_CLAIMABLE, (*runnable_params(now), held, limit)).fetchall()
             ids = [r[0] for r in rows]
             for run_id in ids:
                 cur.execute(_TAKE, (running, self.owner, self.pid, now + lease_s, now, run_id))

@@ -14,6 +14,7 @@ import sys
 import threading
 import uuid
 
+from tui_agent import failpoints
 from tui_agent.domain.errors import StoreUnavailable
 from tui_agent.domain.models import Run
 from tui_agent.engine.worker import RetryPolicy, RunWorker
@@ -67,10 +68,10 @@ class Executor:
                 if os.getppid() != self.supervisor_pid:
                     log.warning("supervisor %s is gone; handing runs back", self.supervisor_pid)
                     break
-                self._reap()
-                free = self.settings.max_concurrent_runs - len(self.workers)
+                working = self._reap()
+                free = self.settings.max_concurrent_runs - len(working)
                 try:
-                    claimed = self.journal.claim(free, self.settings.lease_s)
+                    claimed = self.journal.claim(free, self.settings.lease_s, working)
                 except StoreUnavailable as exc:
                     log.warning("cannot claim runs: %s", exc)
                     self.stopping.wait(1.0)
@@ -97,14 +98,17 @@ class Executor:
     def _client_for(self, run: Run) -> LLMClient:
         return self.clients.get(run.model, run.base_url)
 
-    def _reap(self) -> None:
+    def _reap(self) -> set[str]:
+        """Forget finished run threads; returns the runs still being advanced here."""
         with self._lock:
             for run_id, (_, thread) in list(self.workers.items()):
                 if not thread.is_alive():
                     del self.workers[run_id]
+            return set(self.workers)
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_s):
+            failpoints.hit("executor.heartbeat")
             with self._lock:
                 current = dict(self.workers)
             walls = {run_id: w.take_wall() for run_id, (w, _) in current.items()}
