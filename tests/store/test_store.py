@@ -181,6 +181,14 @@ def test_expired_lease_can_be_claimed_and_old_owner_cannot_write(store: RunStore
         a.journal_tool_start(run.id, llm_seq=1, call_id="c", tool="t", arguments="{}", wall=0)
 
 
+def test_a_run_its_executor_still_advances_is_not_claimed_again(store: RunStore) -> None:
+    run, _ = store.create_run(spec())
+    a = StepJournal(store.db, "owner-a", 1)
+    a.claim(1, -1)  # the lease ran out (a stalled heartbeat) while the run's thread works on
+    assert a.claim(4, 30, working={run.id}) == []
+    assert a.claim(4, 30) == [run.id]  # once that thread has ended it may be taken again
+
+
 def test_step_and_checkpoint_commit_together_or_not_at_all(store: RunStore) -> None:
     run, _ = store.create_run(spec())
     j = StepJournal(store.db, "o", 1)
