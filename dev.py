@@ -55,7 +55,7 @@ def _compile_sources() -> None:
     cfg = (VENV / "pyvenv.cfg").read_text()
     mine = ".".join(map(str, sys.version_info[:2]))
     if any(line.replace(" ", "").startswith(f"version={mine}.") for line in cfg.splitlines()):
-        compileall.compile_dir(str(ROOT / "tui_agent"), quiet=1)
+        compileall.compile_dir(str(ROOT / "tui_agent"), quiet=2)  # a speed-up only: never noisy
 
 
 def main(argv: list[str]) -> int:
