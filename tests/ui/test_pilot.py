@@ -317,8 +317,12 @@ async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
         assert table.row_count == 1
 
 
-async def test_the_collector_is_back_on_after_the_first_frame(make_app: Any) -> None:
-    """`tui-agent` starts with the GC off (faster first paint); it must never stay off."""
+@pytest.mark.parametrize("warm_up_fails", [False, True], ids=["warm-up ok", "warm-up fails"])
+async def test_the_collector_is_back_on_after_the_first_frame(
+    make_app: Any, warm_up_fails: bool
+) -> None:
+    """`tui-agent` starts with the GC off (faster first paint); it must never stay off,
+    not even when the store's warm-up fails in a way nobody foresaw."""
     import gc
 
     from tui_agent.ui.gc_policy import hold_until_first_frame
@@ -327,6 +331,12 @@ async def test_the_collector_is_back_on_after_the_first_frame(make_app: Any) -> 
     hold_until_first_frame()
     try:
         app = make_app()
+        if warm_up_fails:
+
+            def broken_warm_up() -> None:
+                raise OSError("the disk went away")
+
+            app.service.warm_up = broken_warm_up
         async with app.run_test(size=(100, 30)) as pilot:
             await until(pilot, gc.isenabled, what="the collector back on")
             assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == 5000

@@ -93,7 +93,7 @@ class StepJournal:
             return []
         now = self.now()
         running = RunStatus.RUNNING.value
-        held = json.dumps(sorted(working))
+        held = json.dumps(list(working))
         with self.db.raw_write() as cur:
             rows = cur.execute(_CLAIMABLE, (*runnable_params(now), held, limit)).fetchall()
             ids = [r[0] for r in rows]

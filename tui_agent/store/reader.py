@@ -86,13 +86,10 @@ class Reader:
         conn.row_factory = _dict_row
         return conn
 
-    def _connection(self) -> sqlite3.Connection:
-        return self._connections.get()
-
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """One consistent view for several selects (nested uses share the outer one)."""
-        conn = self._connection()
+        conn = self._connections.get()
         if conn.in_transaction:
             yield conn
             return

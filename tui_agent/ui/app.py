@@ -166,9 +166,13 @@ class AgentApp(App[None]):
 
     @work(thread=True, exit_on_error=False, group="warm-up")
     def _warm_up(self) -> None:
-        with contextlib.suppress(TuiAgentError):  # the first write says what is wrong
-            self.service.warm_up()
-        settle_after_first_frame()
+        try:
+            with contextlib.suppress(TuiAgentError):  # the first write says what is wrong
+                self.service.warm_up()
+        finally:
+            # After the warm-up's imports (so they are frozen too), whatever it raised: the
+            # collector must never stay off for the life of the app.
+            settle_after_first_frame()
 
     @work(thread=True, exit_on_error=False, group="supervisor")
     def _ensure_supervisor(self) -> None:
