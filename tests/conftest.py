@@ -28,6 +28,31 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 
+# The test process itself (Pilot tests, in-process services) is guarded like its children:
+# database path -> log. One hook for the session; each `home` registers its database.
+_GUARDED: dict[str, str] = {}
+
+
+def _guard_hook(event: str, args: tuple[Any, ...]) -> None:
+    if event != "open" or not _GUARDED or not args or isinstance(args[0], int):
+        return
+    try:
+        path = os.path.abspath(os.fsdecode(args[0]))
+    except (TypeError, ValueError):
+        return
+    for suffix in ("-wal", "-shm", "-journal", ""):
+        if path.endswith(suffix):
+            log = _GUARDED.get(path[: len(path) - len(suffix)] if suffix else path)
+            if log and os.path.exists(path):
+                import traceback
+
+                with open(log, "a", encoding="utf-8") as fh:
+                    fh.write(f"test process opened {path}\n{''.join(traceback.format_stack(limit=8))}")
+                return
+
+
+sys.addaudithook(_guard_hook)
+
 FAST_CONFIG = """
 idle_exit_s = 60
 lease_s = 2.0
@@ -62,7 +87,12 @@ class Home:
             "TUI_AGENT_DEMO_DELAY": "0",
             "TUI_AGENT_FAILPOINT_DIR": str(self.fail_dir),
             "PYTHONUNBUFFERED": "1",
+            # Every process of the test records any open of the live database through a
+            # descriptor of its own (it would drop SQLite's locks): the teardown fails on one.
+            "TUI_AGENT_GUARD_DB": str(self.path / "tui-agent.db"),
+            "TUI_AGENT_GUARD_DB_LOG": str(root / "db-opens.log"),
         }
+        self.db_opens_log = root / "db-opens.log"
 
     def configure(self, text: str = FAST_CONFIG) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -124,13 +154,16 @@ class Home:
         wait_for(lambda: path.exists() and path.read_text().strip(), timeout, f"failpoint {name}")
         return int(path.read_text().split()[0])
 
+    def database_opens(self) -> str:
+        """What the guard saw: Python-level opens of the live database's files (should be '')."""
+        return self.db_opens_log.read_text() if self.db_opens_log.exists() else ""
+
     def supervisor_pid(self) -> int | None:
-        lock = self.path / "supervisor.lock"
-        try:
-            text = lock.read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.isdigit() else None
+        """The pid holding the supervisor's lock now (a killed one's pid stays in the file)."""
+        from tui_agent.supervisor.lock import SupervisorLock
+
+        pid = SupervisorLock(self.path / "supervisor.lock").holder()
+        return pid if pid and pid > 0 else None
 
     def kill_all(self) -> None:
         """SIGKILL the supervisor and every executor registered in this home."""
@@ -176,8 +209,22 @@ def _alive(pid: int) -> bool:
 def home(tmp_path: Path) -> Iterator[Home]:
     h = Home(tmp_path)
     h.configure()
+    _GUARDED[h.env["TUI_AGENT_GUARD_DB"]] = h.env["TUI_AGENT_GUARD_DB_LOG"]
     yield h
     h.kill_all()
+    _GUARDED.pop(h.env["TUI_AGENT_GUARD_DB"], None)
+    opens = h.database_opens()
+    assert not opens, f"a process opened the live database through its own descriptor:\n{opens}"
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Any]:
+    from tests.terminal import Terminal
+
+    # Unique per test process: two test sessions on one machine must not share a tmux server.
+    term = Terminal(f"tui-agent-test-{os.getpid()}-{tmp_path.name}")
+    yield term
+    term.tmux("kill-server")
 
 
 @pytest.fixture

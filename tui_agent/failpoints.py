@@ -45,3 +45,31 @@ def hit(name: str, run_id: str = "") -> None:
         fh.write(f"{os.getpid()} {run_id}\n")
     while True:
         time.sleep(3600)
+
+
+def guard_database_files(db_path: str, log_path: str) -> None:
+    """Record every Python-level open of the live database's files (tests turn this on).
+
+    A process must never open the database, its -wal or its -shm through a descriptor of
+    its own once the file exists: closing that descriptor drops SQLite's POSIX locks and
+    lets another process delete the WAL under our connections. SQLite's own opens happen in
+    C and are not seen here; every one that is seen is written to `log_path`.
+    """
+    import sys
+    import traceback
+
+    watched = {os.path.abspath(db_path) + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event != "open" or not args or isinstance(args[0], int):
+            return
+        try:
+            path = os.path.abspath(os.fsdecode(args[0]))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return
+        if path in watched and os.path.exists(path):
+            where = "".join(traceback.format_stack(limit=8)[:-1])
+            with open(log_path, "a", encoding="utf-8") as fh:  # not a watched path
+                fh.write(f"pid {os.getpid()} opened {path}\n{where}\n")
+
+    sys.addaudithook(hook)

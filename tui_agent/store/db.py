@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from tui_agent.domain.errors import StoreError, StoreUnavailable
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 15_000
 if TYPE_CHECKING:  # SQLAlchemy loads with the engine: the read path never needs it
     from sqlalchemy import Engine
@@ -22,28 +21,44 @@ READ_ONLY = "{where} is read-only (its filesystem or permissions); nothing was w
 
 
 def check_database_file(path: Path) -> None:
-    """Refuse a file that is not a SQLite database before SQLite can write anything to it."""
+    """Refuse a file that is not a SQLite database before SQLite can write anything to it.
+
+    The file is asked through SQLite itself, never through a descriptor of our own: closing
+    any descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+    included, and another process would then checkpoint and delete the WAL under our live
+    connections (sqlite.org, "How To Corrupt An SQLite Database File", 2.2). SQLite keeps
+    such descriptors open until its last lock on the file is gone.
+    """
     if not path.exists():
         return
     if not os.access(path, os.R_OK):
         raise StoreError(f"cannot read the database {path}: permission denied")
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with path.open("rb") as fh:
-        header = fh.read(len(SQLITE_HEADER))
-    if header != SQLITE_HEADER:
-        raise StoreError(
-            f"{path} is not a tui-agent database (corrupt or foreign file); left it untouched"
-        )
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error:
+        return  # cannot be opened at all: the real open says why, in its words
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise StoreError(
+                f"{path} is not a tui-agent database (corrupt or foreign file); left it untouched"
+            ) from None
+        # locked, busy, I/O: the real open maps these to a readable, retryable error
+    finally:
+        conn.close()
 
 
 def create_file_private(path: Path) -> None:
-    """Create the database file 0600 so SQLite's -wal and -shm files inherit that mode."""
+    """Create the database file 0600 so SQLite's -wal and -shm files inherit that mode.
+
+    Only a file that does not exist yet is opened here (no connection of ours can hold a
+    lock on it); an existing one is only chmod-ed, which takes no descriptor.
+    """
     try:
         if not path.exists():
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         if path.stat().st_mode & 0o777 != 0o600:
             os.chmod(path, 0o600)
     except OSError as exc:
