@@ -46,8 +46,9 @@ def _guard_hook(event: str, args: tuple[Any, ...]) -> None:
             if log and os.path.exists(path):
                 import traceback
 
+                stack = "".join(traceback.format_stack(limit=8))
                 with open(log, "a", encoding="utf-8") as fh:
-                    fh.write(f"test process opened {path}\n{''.join(traceback.format_stack(limit=8))}")
+                    fh.write(f"test process opened {path}\n{stack}")
                 return
 
 
