@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["read_only", "write_local", "external_action"],
     )
     run.add_argument("--key", metavar="KEY")
+    run.add_argument(
+        "--sandbox",
+        choices=["workspace", "workspace-net", "none"],
+        help="how run_shell is confined (default: workspace, no network)",
+    )
     run.add_argument("--wait", action="store_true")
     run.add_argument("--json", action="store_true")
 
@@ -188,13 +193,7 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
         _say(args, {"running": True, "pid": pid}, f"supervisor running (pid {pid})")
         return EXIT_OK
     if args.action == "stop":
-        stopped = spawn.stop_supervisor(settings)
-        _say(
-            args,
-            {"running": False, "stopped_pid": stopped},
-            f"supervisor stopped (pid {stopped})" if stopped else "no supervisor was running",
-        )
-        return EXIT_OK
+        return _stop_supervisor(args, settings)
     from tui_agent.service.local import LocalService
 
     service = LocalService.open(settings)
@@ -219,6 +218,35 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
         _say(args, data, text)
     finally:
         service.close()
+    return EXIT_OK
+
+
+def _stop_supervisor(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop it and say what the stop did to running commands (they are ended, not left)."""
+    from tui_agent.service.local import LocalService
+    from tui_agent.supervisor import spawn
+
+    began = time.time()
+    stopped = spawn.stop_supervisor(settings)
+    interrupted: list[Step] = []
+    if stopped and settings.db_path.exists():
+        service = LocalService.open(settings)
+        try:
+            interrupted = service.interrupted_calls(began)
+        finally:
+            service.close()
+    lines = [f"supervisor stopped (pid {stopped})" if stopped else "no supervisor was running"]
+    lines += [
+        f"interrupted run {s.run_id[:8]} step {s.seq}: {describe_call(s.tool, s.arguments)} "
+        "(the model is told when the run goes on)"
+        for s in interrupted
+    ]
+    data = {
+        "running": False,
+        "stopped_pid": stopped,
+        "interrupted": [{"run": s.run_id, "seq": s.seq, "tool": s.tool} for s in interrupted],
+    }
+    _say(args, data, "\n".join(lines))
     return EXIT_OK
 
 
@@ -275,6 +303,7 @@ def _cmd_run(service: Any, args: argparse.Namespace) -> int:
             max_wall_time_s=args.max_wall_time,
             auto_approve=tuple(args.auto_approve),
             key=args.key,
+            sandbox=args.sandbox,
         )
     )
     if not args.wait:

@@ -1,15 +1,21 @@
 """The chaos harness: several runs against a flaky scripted model, real processes killed
 with SIGKILL at random moments, and the durability invariants checked after every round.
 
+Ordinary use happens between the kills: a TUI stays open across rounds, the supervisor is
+stopped gracefully and exits by itself when idle, executors are frozen (SIGSTOP) and thawed.
+
 Invariants (product.md, durability): no committed step lost or changed; no recorded LLM
-reply requested again; no non-idempotent call run twice; no run stuck; integrity_check ok;
-budgets exact; the API key nowhere on disk.
+reply requested again; no non-idempotent call run twice; no two copies of a shell call
+overlapping, and no call still writing after its executor was killed (a start/end ledger
+written by the commands themselves); nothing outside the workspace written; no run stuck;
+integrity_check ok; budgets exact; the API key nowhere on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import operator
 import os
@@ -25,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
+from tui_agent.supervisor.lock import SupervisorLock
 
 SECRET = "sk-chaos-secret-do-not-store"
 FINAL = {"completed", "failed", "cancelled"}
 PERSON = {"waiting_approval", "needs_attention", "paused"}
 CONFIG = """
-idle_exit_s = 120
+idle_exit_s = 2
 lease_s = 2.0
 heartbeat_s = 0.3
 retry_initial_s = 0.05
@@ -69,6 +76,11 @@ class Report:
     steps_checked: int = 0
     in_doubt_resolved: int = 0
     bad_inputs: int = 0
+    stops: int = 0
+    idle_exits: int = 0
+    freezes: int = 0
+    completed: int = 0
+    shell_calls: int = 0
     violations: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,8 +94,24 @@ class Report:
             "steps_checked": self.steps_checked,
             "in_doubt_resolved": self.in_doubt_resolved,
             "bad_inputs": self.bad_inputs,
+            "graceful_stops": self.stops,
+            "idle_exits": self.idle_exits,
+            "freezes": self.freezes,
+            "completed": self.completed,
+            "shell_calls": self.shell_calls,
             "violations": self.violations,
         }
+
+
+def ledger_command(tag: str) -> str:
+    """A shell call that says when it starts and ends, under which call mark (its executor's
+    pid is in it), and tries to write outside the workspace (the sandbox must stop that)."""
+    line = f'{tag} "$TUI_AGENT_CALL" $(date +%s%N)'
+    return (
+        f"echo start {line} >> side-effects.log; "
+        "echo escaped >> ../escaped 2>/dev/null; "
+        f"sleep 0.3; echo end {line} >> side-effects.log"
+    )
 
 
 class FlakyModel(ScriptedLLM):
@@ -120,7 +148,7 @@ class FlakyModel(ScriptedLLM):
                 [
                     call(
                         "run_shell",
-                        {"command": f"echo {goal.split()[-1]}-$(date +%s%N) >> side-effects.log"},
+                        {"command": ledger_command(goal.split()[-1])},
                     )
                 ],
             )
@@ -133,8 +161,13 @@ class FlakyModel(ScriptedLLM):
         return status, headers, data, delay
 
 
+# What happens at the end of a round: kills, a freeze, a graceful stop, an idle exit.
+EVENTS = ("executor", "freeze", "supervisor", "stop", "both", "tui", "idle", "executor")
+
+
 class Chaos:
-    def __init__(self, root: Path, seed: int) -> None:
+    def __init__(self, root: Path, seed: int, *, rotate: bool = False) -> None:
+        self.rotate = rotate
         self.rng = random.Random(seed)
         self.root = root
         self.home = root / "home"
@@ -156,6 +189,7 @@ class Chaos:
         self.seen_steps: dict[tuple[str, int], tuple[str, str, str | None]] = {}
         self.tui: subprocess.Popen[bytes] | None = None
         self.tui_log = root / "tui.log"
+        self.executor_deaths: dict[int, float] = {}  # pid -> when the harness killed it
 
     # ---- driving -----------------------------------------------------------------------
 
@@ -214,27 +248,69 @@ class Chaos:
         return conn
 
     def pids(self) -> dict[str, list[int]]:
-        lock = self.home / "supervisor.lock"
-        sup = lock.read_text().strip() if lock.exists() else ""
-        found: dict[str, list[int]] = {"supervisor": [int(sup)] if sup.isdigit() else []}
+        holder = SupervisorLock(self.home / "supervisor.lock").holder()
+        found: dict[str, list[int]] = {"supervisor": [holder] if holder and holder > 0 else []}
         found["tui"] = [self.tui.pid] if self.tui is not None and self.tui.poll() is None else []
         with self.db() as conn:
             found["executor"] = [r[0] for r in conn.execute("SELECT pid FROM executors")]
         return found
 
     def kill_something(self) -> None:
-        target = self.rng.choice(["executor", "executor", "supervisor", "both", "tui"])
+        if self.rotate:  # quick mode: every kind of event once in len(EVENTS) rounds
+            target = EVENTS[(self.report.rounds - 1) % len(EVENTS)]
+        else:
+            target = self.rng.choice(EVENTS)
+        if target == "stop":
+            self.cli("supervisor", "stop")
+            self.report.stops += 1
+            return
+        if target == "idle":
+            self.wait_idle_exit()
+            return
         pids = self.pids()
+        if target == "freeze":
+            self.freeze(pids["executor"])
+            return
         victims = (pids["supervisor"] + pids["executor"]) if target == "both" else pids[target]
+        killed = False
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+            killed = True
+            if pid in pids["executor"]:
+                self.executor_deaths[pid] = time.time()
         if target == "tui" and self.tui is not None:
             self.tui.wait()
-        if victims:
+        if killed:
             self.report.kills[target] += 1
+
+    def freeze(self, executors: list[int]) -> None:
+        """SIGSTOP an executor; past lease_s its supervisor must kill it (it may thaw first)."""
+        if not executors:
+            return
+        pid = self.rng.choice(executors)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return
+        self.report.freezes += 1
+        time.sleep(self.rng.uniform(0.5, 4.0))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        # A frozen executor that was killed meanwhile died at most now.
+        if not _alive(pid):
+            self.executor_deaths.setdefault(pid, time.time())
+
+    def wait_idle_exit(self) -> None:
+        """Let the supervisor leave by itself (idle_exit_s) while the TUI stays open."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not self.pids()["supervisor"]:
+                self.report.idle_exits += 1
+                return
+            time.sleep(0.2)
 
     def try_bad_input(self) -> None:
         args = self.rng.choice(BAD_INPUTS)
@@ -288,7 +364,7 @@ class Chaos:
                 v.append(f"{when}: integrity_check failed")
             conn.execute("BEGIN")  # one snapshot: runs and steps read at the same moment
             steps = conn.execute(
-                "SELECT run_id, seq, kind, status, call_id, result FROM steps"
+                "SELECT run_id, seq, kind, status, call_id, arguments, result FROM steps"
             ).fetchall()
             runs = conn.execute("SELECT id, status, usage_steps, usage_tokens FROM runs").fetchall()
             tokens = dict(
@@ -302,13 +378,24 @@ class Chaos:
             conn.execute("COMMIT")
         finally:
             conn.close()
-        now = {(s["run_id"], s["seq"]): (s["kind"], s["status"], s["call_id"]) for s in steps}
+        now = {
+            (s["run_id"], s["seq"]): (
+                s["kind"],
+                s["status"],
+                s["call_id"],
+                s["arguments"],
+                s["result"],
+            )
+            for s in steps
+        }
         for key, old in self.seen_steps.items():
             new = now.get(key)
             if new is None:
                 v.append(f"{when}: committed step {key} lost")
-            elif new[0] != old[0] or new[2] != old[2]:
+            elif new[0] != old[0] or new[2:4] != old[2:4]:
                 v.append(f"{when}: committed step {key} changed {old} -> {new}")
+            elif old[1] != "started" and new[1:] != old[1:]:  # only a started call may finish
+                v.append(f"{when}: finished step {key} changed {old} -> {new}")
         self.seen_steps = now
         self.report.steps_checked = len(now)
         for r in runs:
@@ -349,16 +436,44 @@ class Chaos:
             done = committed.get((goal, turn))
             if done is not None and at > done:
                 v.append(f"{goal}: turn {turn} requested again after it was recorded")
-        # No non-idempotent call ran twice: one line per run in the side-effect log at most.
-        log = self.workspace / "side-effects.log"
-        lines = log.read_text().splitlines() if log.exists() else []
-        per_run = Counter(line.rsplit("-", 1)[0] for line in lines)
-        for run_tag, n in per_run.items():
-            if n > 1:
-                v.append(f"run_shell ran {n} times for run {run_tag}")
+        self.check_ledger()
+        if (self.root / "escaped").exists():
+            v.append("a shell command wrote outside its workspace")
+        self.report.completed = sum(1 for r in runs if r["status"] == "completed")
         for path in self.home.rglob("*"):
             if path.is_file() and SECRET.encode() in path.read_bytes():
                 v.append(f"API key found in {path}")
+
+    def check_ledger(self) -> None:
+        """Each shell call: at most one copy per run (the model asks once; in-doubt calls are
+        skipped, never retried, here), no copy starting before the previous one ended, and
+        no `end` written after the harness killed that copy's executor."""
+        v = self.report.violations
+        log = self.workspace / "side-effects.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        copies: dict[tuple[str, str], dict[str, int]] = {}
+        for line in lines:
+            try:
+                what, tag, mark, stamp = line.split(" ")
+            except ValueError:
+                v.append(f"a torn ledger line: {line!r}")
+                continue
+            copies.setdefault((tag, mark), {})[what] = int(stamp)
+        per_run: dict[str, list[dict[str, int]]] = {}
+        for (tag, mark), times in copies.items():
+            per_run.setdefault(tag, []).append(times)
+            executor = int(mark.split("-", 1)[0]) if mark[:1].isdigit() else 0
+            died = self.executor_deaths.get(executor)
+            if died is not None and times.get("end", 0) / 1e9 > died + 0.05:
+                v.append(f"run {tag}: its command wrote `end` after its executor was killed")
+        self.report.shell_calls = len(copies)
+        for tag, runs in per_run.items():
+            if len(runs) > 1:
+                v.append(f"run_shell ran {len(runs)} times for run {tag}")
+            runs.sort(key=lambda t: t.get("start", 0))
+            for first, second in itertools.pairwise(runs):
+                if "end" in first and first["end"] > second.get("start", 0):
+                    v.append(f"run {tag}: two copies of its shell call overlapped")
 
     def check_tui(self) -> None:
         """Killed or not, the TUI never printed a traceback, and it reattached to a real run."""
@@ -383,8 +498,20 @@ class Chaos:
         self.model.stop()
 
 
-def run_chaos(root: Path, rounds: int, seed: int = 1) -> Report:
-    chaos = Chaos(root, seed)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def run_chaos(root: Path, rounds: int, seed: int = 1, *, rotate: bool = False) -> Report:
+    chaos = Chaos(root, seed, rotate=rotate)
     try:
         for _ in range(rounds):
             chaos.round()

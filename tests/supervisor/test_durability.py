@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import Home, wait_for
+from tests.conftest import Home, _alive, wait_for
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 
 pytestmark = pytest.mark.slow
@@ -215,11 +215,13 @@ def test_max_steps_is_exact_across_a_crash(home: Home, llm: ScriptedLLM) -> None
 # ---- a lease that runs out under a live run thread -----------------------------------------
 
 
-def test_a_stalled_heartbeat_never_starts_a_second_thread_on_the_same_run(
+def test_a_stalled_heartbeat_gets_the_executor_killed_and_nothing_repeated(
     home: Home, llm: ScriptedLLM
 ) -> None:
-    """The executor's heartbeat stops (a slow disk, a long lock wait) while its run thread is
-    busy: the lease runs out, but the executor must not take its own run a second time."""
+    """The executor's heartbeat stops (a hang, a stall) while its run thread is busy: past
+    lease_s the supervisor kills it as hung, and the run is taken over without a second
+    thread on it, a recorded reply asked again, or a side effect repeated. (That an
+    executor never claims a run it still advances is proven in tests/store.)"""
     home.configure("idle_exit_s = 60\nlease_s = 0.4\nheartbeat_s = 0.1\nretry_max_s = 0.5\n")
     home.use_server(llm)
     llm.latency_s = 0.6  # every turn outlives the lease
@@ -230,11 +232,13 @@ def test_a_stalled_heartbeat_never_starts_a_second_thread_on_the_same_run(
     ]
     home.arm("executor.heartbeat=pause@1")
     run_id = home.start("go", "--auto-approve", "external_action")
-    home.marker("executor.heartbeat")
+    stalled = home.marker("executor.heartbeat")
+    wait_for(lambda: not _alive(stalled), 10, "the supervisor to kill the hung executor")
     view = home.wait_status(run_id, "completed")
-    assert [llm.requests_for(turn) for turn in range(3)] == [1, 1, 1]
+    # turn 0 was in flight (never recorded) when the hung executor was killed: asked again
+    assert [llm.requests_for(turn) for turn in range(3)] == [2, 1, 1]
     assert side_effects(home) == ["ran"]
-    assert [e["kind"] for e in view["events"]].count("claimed") == 1
+    assert [e["kind"] for e in view["events"]].count("claimed") == 2
     assert [s["kind"] for s in view["steps"]] == ["llm", "tool", "llm", "tool", "llm"]
     integrity_ok(home)
 
@@ -257,9 +261,13 @@ def test_supervisor_and_executor_killed_together_next_start_recovers(
     wait_for(lambda: home.show(run_id)["usage"]["steps"] >= 2, 20, "two steps")
     home.kill_all()
     assert home.show(run_id)["status"] == "running"
-    # With no process alive, the reason still comes from the store: the lease runs out.
+    # With no process alive, the reason comes from the store (the lease runs out) and says
+    # how to get the run moving: no supervisor is running, not "being recovered".
     reason = wait_for(lambda: home.show(run_id)["reason"], 10, "a reason")
-    assert reason.startswith("executor lost since") and "being recovered" in reason
+    assert reason.startswith("executor lost since") and "no supervisor is running" in reason
+    assert "tui-agent supervisor start" in reason and "being recovered" not in reason
+    listed = next(r for r in home.json("ls") if r["id"] == run_id)
+    assert listed["reason"] == reason
     home.cli("supervisor", "start", check=True)
     view = home.wait_status(run_id, "completed")
     for turn in range(4):

@@ -57,6 +57,12 @@ TOOL_DONE_STATUSES = frozenset(
 )
 
 DEFAULT_APPROVAL_RISKS: tuple[str, ...] = (Risk.WRITE_LOCAL.value, Risk.EXTERNAL_ACTION.value)
+# How run_shell is confined: the workspace only, the workspace plus the network, or not at all.
+SANDBOX_MODES: tuple[str, ...] = ("workspace", "workspace-net", "none")
+DEFAULT_SANDBOX = "workspace"
+# The result of a command ended by `supervisor stop` (the run goes on at the next start).
+INTERRUPTED_BY_STOP = "interrupted: the supervisor was stopped before the command finished"
+UNCONFINED_FLAG = "sandbox none: run_shell commands run unconfined"
 
 
 @dataclass(frozen=True)
@@ -106,11 +112,13 @@ def spent_budget(budget: Budget, usage: Usage) -> str | None:
 
 @dataclass(frozen=True)
 class Policy:
-    """Which risks wait for a person; recorded with the run so config changes never alter it."""
+    """Which risks wait for a person and how commands are confined; recorded with the run so
+    config changes never alter it."""
 
     approval_risks: tuple[str, ...] = DEFAULT_APPROVAL_RISKS
     always_allow: tuple[str, ...] = ()
     approval_timeout_s: float | None = None
+    sandbox: str = DEFAULT_SANDBOX
 
     def needs_approval(self, tool: str, risk: str) -> bool:
         return risk in self.approval_risks and tool not in self.always_allow
@@ -120,6 +128,7 @@ class Policy:
             "approval_risks": list(self.approval_risks),
             "always_allow": list(self.always_allow),
             "approval_timeout_s": self.approval_timeout_s,
+            "sandbox": self.sandbox,
         }
 
     @classmethod
@@ -128,6 +137,7 @@ class Policy:
             approval_risks=tuple(data.get("approval_risks", DEFAULT_APPROVAL_RISKS)),
             always_allow=tuple(data.get("always_allow", ())),
             approval_timeout_s=data.get("approval_timeout_s"),
+            sandbox=str(data.get("sandbox", DEFAULT_SANDBOX)),
         )
 
 

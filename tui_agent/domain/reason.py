@@ -7,6 +7,8 @@ import time
 
 from tui_agent.domain.models import Approval, Run, RunStatus, Step
 
+NO_SUPERVISOR = "no supervisor is running; start one with `tui-agent supervisor start`"
+
 
 def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
@@ -33,12 +35,16 @@ def run_reason(
     now: float,
     pending: Approval | None = None,
     in_doubt: Step | None = None,
+    supervisor_running: bool | None = None,
 ) -> str | None:
-    """The reason shown for a run that is not moving; None for a run making progress."""
+    """The reason shown for a run that is not moving; None for a run making progress.
+
+    `supervisor_running` False (known to be down) turns "being recovered" into how to get
+    the run moving again; None (unknown) keeps the store-only wording."""
     status = run.status
     if status is RunStatus.WAITING_APPROVAL:
         if pending is None:
-            return "waiting for approval"
+            return run.pause_reason or "waiting for approval"
         text = (
             f"waiting for approval: {describe_call(pending.tool, pending.arguments)} "
             f"[{pending.risk}]"
@@ -49,7 +55,7 @@ def run_reason(
         return text
     if status is RunStatus.NEEDS_ATTENTION:
         if in_doubt is None:
-            return "needs attention"
+            return run.pause_reason or "needs attention"
         return (
             f"call in doubt: {describe_call(in_doubt.tool, in_doubt.arguments)} (step "
             f"{in_doubt.seq}) was interrupted; choose retry, skip or cancel"
@@ -65,14 +71,21 @@ def run_reason(
     if status is RunStatus.QUEUED:
         if run.cancel_requested:
             return "cancelling"
+        if supervisor_running is False:
+            return f"queued: {NO_SUPERVISOR}"
         return "queued: waiting for a free executor"
     # running
     if run.cancel_requested:
         return "cancelling: stops after the current step"
-    if run.owner is None and run.lost_at is not None:
-        return f"executor lost since {_clock(run.lost_at)} (being recovered)"
-    if run.lease_until is not None and run.lease_until < now:
-        return f"executor lost since {_clock(run.lease_until)} (lease expired; being recovered)"
+    lost_at = run.lost_at if run.owner is None else None
+    if lost_at is None and run.lease_until is not None and run.lease_until < now:
+        lost_at = run.lease_until
+    if lost_at is not None:
+        if supervisor_running is False:
+            return f"executor lost since {_clock(lost_at)}; {NO_SUPERVISOR}"
+        if run.owner is None:
+            return f"executor lost since {_clock(lost_at)} (being recovered)"
+        return f"executor lost since {_clock(lost_at)} (lease expired; being recovered)"
     if run.retry_at is not None and run.retry_at > now - 1:
         return (
             f"{run.retry_error or 'LLM error'}: retrying at {_clock(run.retry_at)} "

@@ -36,6 +36,7 @@ from tui_agent.engine.conversation import build_messages, last_reply, unanswered
 from tui_agent.engine.retry import llm_retrying
 from tui_agent.llm.base import LLMClient, LLMReply, PermanentLLMError, TransientLLMError
 from tui_agent.store.journal import ArtifactData, StepJournal
+from tui_agent.tools.processes import call_marker, end_call
 from tui_agent.tools.registry import ToolContext, ToolInputError, ToolRegistry, parse_arguments
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,10 @@ class RunWorker:
         client_for: Callable[[Run], LLMClient],
         retry: RetryPolicy,
         stopping: threading.Event,
+        private: tuple[Path, ...] = (),
     ) -> None:
         self.journal = journal
+        self.private = private
         self.run_id = run_id
         self.tools = tools
         self.client_for = client_for
@@ -236,6 +239,15 @@ class RunWorker:
         for step in self.steps:
             if step.status is not StepStatus.STARTED:
                 continue
+            # In doubt only once nothing of it runs: whatever the dead executor left of the
+            # call ends before it is re-run or shown to a person.
+            ended = end_call(self.run_id, step.seq)
+            if ended:
+                self.journal.event(
+                    self.run_id,
+                    "in_doubt",
+                    f"ended {ended} leftover process(es) of step {step.seq} before deciding",
+                )
             tool = self.tools.get(step.tool or "")
             if tool is not None and (tool.idempotent or step.payload.get("resolution") == "retry"):
                 why = "idempotent" if tool.idempotent else "retry chosen by the user"
@@ -328,11 +340,17 @@ class RunWorker:
             timeout_s=budget.tool_timeout_s,
             read_artifact=self._read_artifact,
             cancel=self.cancel,
+            stop=self.stopping,
+            sandbox=self.run_obj.policy.sandbox,
+            call_mark=call_marker(self.journal.owner, self.run_id, seq),
+            private=self.private,
         )
         status, state, patch_text = StepStatus.FINISHED, None, None
         try:
             output = _run_with_timeout(tool.run, ctx, args, budget.tool_timeout_s)
             text = output.text
+            if output.failed:
+                status = StepStatus.ERROR
             if output.patch is not None:
                 state = output.patch.apply(self.run_obj.state)
                 patch_text = text

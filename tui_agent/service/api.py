@@ -19,6 +19,7 @@ class StartRequest:
     max_wall_time_s: float | None = None
     auto_approve: tuple[str, ...] = ()
     key: str | None = None
+    sandbox: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,7 @@ class AgentService(Protocol):
     def ensure_supervisor(self) -> int: ...
 
     def count_waiting(self) -> int: ...
+
+    def needs_execution(self) -> bool:
+        """Some run wants an executor now: with no supervisor alive, one must be started."""
+        ...

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.domain.models import (
     DEFAULT_APPROVAL_RISKS,
+    DEFAULT_SANDBOX,
+    SANDBOX_MODES,
     Approval,
     Event,
     Policy,
@@ -147,6 +149,9 @@ class LocalService:
         for risk in request.auto_approve:
             if risk not in RISKS:
                 raise BadInput(f"--auto-approve takes one of {', '.join(RISKS)}, not {risk!r}")
+        sandbox = request.sandbox or DEFAULT_SANDBOX
+        if sandbox not in SANDBOX_MODES:
+            raise BadInput(f"--sandbox takes one of {', '.join(SANDBOX_MODES)}, not {sandbox!r}")
         if request.key is not None and not request.key.strip():
             raise BadInput("--key must not be empty")
         budget = self.settings.default_budget()
@@ -161,6 +166,7 @@ class LocalService:
                 r for r in DEFAULT_APPROVAL_RISKS if r not in request.auto_approve
             ),
             approval_timeout_s=self.settings.approval_timeout_s,
+            sandbox=sandbox,
         )
         base_url = None if model == "demo" else os.environ.get("OPENAI_BASE_URL") or None
         return RunSpec(
@@ -194,7 +200,13 @@ class LocalService:
         return self.reader.list_runs(statuses=statuses, text=text, limit=limit, before=before)
 
     def reason(self, run: Run) -> str | None:
-        return run_reason(run, now=self.now())
+        return run_reason(run, now=self.now(), supervisor_running=self._supervisor_running(run))
+
+    def _supervisor_running(self, run: Run) -> bool | None:
+        """Asked (a lock probe) only for runs whose reason depends on it."""
+        if run.status.value not in ("queued", "running"):
+            return None
+        return bool(spawn.supervisor_pid(self.settings))
 
     def get_run(self, run_id: str) -> Run:
         return self.reader.get_run(run_id)
@@ -214,7 +226,13 @@ class LocalService:
             pending=pending,
             approvals=approvals,
             in_doubt=in_doubt,
-            reason=run_reason(run, now=self.now(), pending=pending, in_doubt=in_doubt),
+            reason=run_reason(
+                run,
+                now=self.now(),
+                pending=pending,
+                in_doubt=in_doubt,
+                supervisor_running=self._supervisor_running(run),
+            ),
         )
 
     def steps_since(self, run_id: str, after_seq: int) -> list[Step]:
@@ -234,7 +252,13 @@ class LocalService:
             events=events,
             pending=pending,
             in_doubt=in_doubt,
-            reason=run_reason(run, now=self.now(), pending=pending, in_doubt=in_doubt),
+            reason=run_reason(
+                run,
+                now=self.now(),
+                pending=pending,
+                in_doubt=in_doubt,
+                supervisor_running=self._supervisor_running(run),
+            ),
         )
 
     def database_size(self) -> int:
@@ -250,6 +274,9 @@ class LocalService:
 
     def count_waiting(self) -> int:
         return self.reader.count_waiting()
+
+    def needs_execution(self) -> bool:
+        return self.reader.needs_execution()
 
     # ---- deciding ------------------------------------------------------------------------
 
@@ -307,6 +334,9 @@ class LocalService:
 
     def stop_supervisor(self) -> int | None:
         return spawn.stop_supervisor(self.settings)
+
+    def interrupted_calls(self, since: float) -> list[Step]:
+        return self.reader.interrupted_calls(since)
 
 
 def _username() -> str:

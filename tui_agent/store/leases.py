@@ -59,8 +59,9 @@ class LeaseStore:
             cur.execute("DELETE FROM executors WHERE pid = ?", (pid,))
         return ids
 
-    def recover_orphans(self, is_alive: Callable[[int], bool]) -> list[str]:
-        """On supervisor start: free runs whose owner process is gone or whose lease ran out."""
+    def lost_executors(self, is_alive: Callable[[int], bool]) -> list[int]:
+        """On supervisor start: pids of owners and executors that are gone or whose lease ran
+        out (their runs are freed with `release_runs_of`, after their processes end)."""
         now = self.now()
         with self.db.raw_read() as cur:
             owners = cur.execute(
@@ -70,13 +71,16 @@ class LeaseStore:
         dead = {
             int(pid)
             for pid, lease in owners
-            if pid is None or not is_alive(int(pid)) or (lease is not None and lease < now)
+            if pid is not None and (not is_alive(int(pid)) or (lease is not None and lease < now))
         }
         dead |= {pid for pid in registered if not is_alive(pid)}
-        recovered: list[str] = []
-        for pid in sorted(dead):
-            recovered += self.release_runs_of(pid, "is gone")
-        return recovered
+        return sorted(dead)
+
+    def heartbeat_at(self, pid: int) -> float | None:
+        """When this executor last beat (None: not registered yet, e.g. still importing)."""
+        with self.db.raw_read() as cur:
+            row = cur.execute("SELECT heartbeat_at FROM executors WHERE pid = ?", (pid,)).fetchone()
+        return None if row is None else float(row[0])
 
     def runnable_count(self) -> int:
         """Runs that want an executor now."""

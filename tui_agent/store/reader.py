@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_agent.domain.errors import BadInput, StoreError, UnknownRun
-from tui_agent.domain.models import Approval, Event, Run, Step, StepStatus
+from tui_agent.domain.models import INTERRUPTED_BY_STOP, Approval, Event, Run, Step, StepStatus
 from tui_agent.store.db import (
     BUSY_TIMEOUT_MS,
     Database,
@@ -31,6 +31,7 @@ from tui_agent.store.rows import (
     run_from_row,
     step_from_row,
 )
+from tui_agent.store.txn import RUNNABLE, runnable_params
 
 # A text filter matching more runs than this walks the newest runs instead of the index.
 COMMON_MATCHES = 2000
@@ -225,6 +226,24 @@ class Reader:
 
     def count_waiting(self) -> int:
         return self.count_runs(statuses=list(WAITING))
+
+    def interrupted_calls(self, since: float) -> list[Step]:
+        """Tool calls a stopping executor interrupted since `since` (their runs went back to
+        the queue): only the last step of each queued or running run is looked at."""
+        sql = (
+            "SELECT steps.* FROM runs JOIN steps ON steps.run_id = runs.id AND steps.seq = ("
+            "SELECT max(seq) FROM steps s WHERE s.run_id = runs.id) "
+            "WHERE runs.status IN ('queued', 'running') AND steps.kind = 'tool' "
+            "AND steps.status = 'error' AND steps.finished_at >= ? AND steps.result LIKE ?"
+        )
+        rows = self._all_rows(sql, (since, f"{INTERRUPTED_BY_STOP}%"))
+        return [step_from_row(r) for r in rows]
+
+    def needs_execution(self) -> bool:
+        """Some run wants an executor now (queued, or running without a live lease)."""
+        sql = f"SELECT EXISTS (SELECT 1 FROM runs WHERE {RUNNABLE}) AS n"
+        row = self._one_row(sql, runnable_params(self.now()))
+        return bool(row and row["n"])
 
     # ---- a run's history ---------------------------------------------------------------
 

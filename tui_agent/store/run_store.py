@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from tui_agent.domain.errors import BadInput, InvalidTransition
 from tui_agent.domain.models import (
     FINAL_STATUSES,
+    UNCONFINED_FLAG,
     Approval,
     Budget,
     Event,
@@ -164,7 +165,11 @@ class RunStore:
                         base_url=spec.base_url,
                         budget_json=json.dumps(spec.budget.to_dict()),
                         policy_json=json.dumps(spec.policy.to_dict()),
-                        state_json=json.dumps({}),
+                        state_json=json.dumps(
+                            {"risk_flags": [UNCONFINED_FLAG]}
+                            if spec.policy.sandbox == "none"
+                            else {}
+                        ),
                         usage_steps=0,
                         usage_tokens=0,
                         usage_wall_s=0.0,

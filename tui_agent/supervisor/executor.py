@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 from tui_agent import failpoints
 from tui_agent.domain.errors import StoreUnavailable
@@ -49,6 +50,9 @@ class Executor:
             settings.llm_max_attempts, settings.retry_initial_s, settings.retry_max_s
         )
         self.stopping = threading.Event()
+        db_files = [Path(f"{settings.db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+        # What no command may see, even read-only: our home and the database wherever it is.
+        self._private = (settings.home, *db_files)
         self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
         self._lock = threading.Lock()
 
@@ -88,7 +92,13 @@ class Executor:
 
     def _start(self, run_id: str) -> None:
         worker = RunWorker(
-            self.journal, run_id, self.tools, self._client_for, self.retry, self.stopping
+            self.journal,
+            run_id,
+            self.tools,
+            self._client_for,
+            self.retry,
+            self.stopping,
+            private=self._private,
         )
         thread = threading.Thread(target=worker.run, name=f"run-{run_id[:8]}", daemon=True)
         with self._lock:

@@ -3,6 +3,7 @@ of a dead executor at once, expires approval deadlines, and exits when idle."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -17,6 +18,8 @@ from tui_agent.settings import Settings
 from tui_agent.supervisor.backoff import RestartBackoff
 from tui_agent.supervisor.lock import SupervisorLock, pid_alive
 from tui_agent.supervisor.logs import open_private_log
+from tui_agent.supervisor.spawn import READY_FD_ENV
+from tui_agent.tools.processes import end_calls_of_executor
 
 if TYPE_CHECKING:
     from tui_agent.store.leases import LeaseStore
@@ -27,6 +30,9 @@ APPROVAL_CHECK_S = 1.0
 # After an executor starts or is promoted the new spare waits this long: its start-up (a
 # Python import of ~1 s of CPU) would otherwise compete with the executor resuming the runs.
 SPARE_DELAY_S = 2.0
+HANG_CHECK_S = 0.25
+# A stopping executor interrupts its commands at once; this is only for a stuck one.
+STOP_WAIT_S = 10.0
 
 
 class AlreadyRunning(TuiAgentError):
@@ -49,36 +55,65 @@ class Supervisor:
         self._executor_started = 0.0
         self._standby_started = 0.0
         self._standby_due = 0.0
+        self._next_hang_check = 0.0
         self._executor_backoff = RestartBackoff()
         self._standby_backoff = RestartBackoff()
 
     def run(self) -> int:
-        if not self.lock.acquire():
-            raise AlreadyRunning(f"a supervisor is already running (pid {self.lock.holder()})")
+        """Serve until stopped or idle. `ready` (from `supervisor start`) hears "ok" only once
+        the lock is held and the store is open, else the one-line reason."""
+        ready = _ReadyPipe.from_env()
+        try:
+            if not self.lock.acquire():
+                raise AlreadyRunning(f"a supervisor is already running (pid {self.lock.holder()})")
+        except TuiAgentError as exc:
+            ready.say(f"error: {exc}")
+            raise
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         # Start the executor before our own (slow) imports, so the two overlap: after a
         # crash of everything, `supervisor start` is about one Python start-up from work.
         self._promote_or_spawn()  # no spare yet: spawns
-        from tui_agent.store.db import open_database
-        from tui_agent.store.leases import LeaseStore
+        try:
+            from tui_agent.store.db import open_database
+            from tui_agent.store.leases import LeaseStore
 
-        db = open_database(
-            self.settings.db_path,
-            synchronous=self.settings.synchronous,
-            busy_timeout_s=self.settings.busy_timeout_s,
-        )
+            db = open_database(
+                self.settings.db_path,
+                synchronous=self.settings.synchronous,
+                busy_timeout_s=self.settings.busy_timeout_s,
+            )
+        except TuiAgentError as exc:
+            self._kill_children()
+            self.lock.release()
+            ready.say(f"error: {exc}")
+            raise
         leases = LeaseStore(db)
         try:
-            recovered = leases.recover_orphans(pid_alive)
-            if recovered:
-                log.info("recovered %d run(s) whose executor was gone", len(recovered))
+            self._recover_lost(leases)
+            ready.say("ok")
             self._loop(leases)
         finally:
             self._stop_executor(leases)
             db.dispose()
             self.lock.release()
         return 0
+
+    def _recover_lost(self, leases: LeaseStore) -> None:
+        """On start: end what dead executors left running, then free their runs."""
+        recovered: list[str] = []
+        for pid in leases.lost_executors(pid_alive):
+            if pid_alive(pid) and _is_executor(pid):
+                # Alive but lost (a frozen executor of a dead supervisor): it must not thaw
+                # into work that is no longer its own.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            ended = end_calls_of_executor(pid)
+            if ended:
+                log.warning("ended %d process(es) left by dead executor %d", ended, pid)
+            recovered += leases.release_runs_of(pid, "is gone")
+        if recovered:
+            log.info("recovered %d run(s) whose executor was gone", len(recovered))
 
     def _loop(self, leases: LeaseStore) -> None:
         idle_since: float | None = None
@@ -111,6 +146,7 @@ class Supervisor:
             _, next_deadline = leases.expire_approvals()
             next_approval_check = now + APPROVAL_CHECK_S
         self._watch_executor(leases)
+        self._kill_if_hung(leases, now)
         busy = leases.runnable_count() > 0 or leases.active_count() > 0
         if busy and self.executor is None and self._executor_backoff.ready(now):
             self._promote_or_spawn()
@@ -170,10 +206,38 @@ class Supervisor:
         if code is None:
             return
         self.executor = None
+        # Its calls' processes die with it, before its runs are offered to anyone.
+        ended = end_calls_of_executor(proc.pid)
         freed = leases.release_runs_of(proc.pid, f"exited with code {code}")
-        log.warning("executor %d exited (%s); freed %d run(s)", proc.pid, code, len(freed))
+        log.warning(
+            "executor %d exited (%s); ended %d call process(es); freed %d run(s)",
+            proc.pid,
+            code,
+            ended,
+            len(freed),
+        )
         now = time.time()
         self._executor_backoff.died(lived_s=now - self._executor_started, clean=code == 0, now=now)
+
+    def _kill_if_hung(self, leases: LeaseStore, now: float) -> None:
+        """An executor whose heartbeat is older than lease_s (stopped, hung) is killed; the
+        next tick sees it dead and recovers its runs like any other death."""
+        proc = self.executor
+        if proc is None or now < self._next_hang_check:
+            return
+        self._next_hang_check = now + HANG_CHECK_S
+        beat = leases.heartbeat_at(proc.pid)
+        if beat is None or now - beat <= self.settings.lease_s:
+            return
+        log.warning(
+            "executor %d missed its heartbeats for %.1fs (lease_s %.1f): killing it",
+            proc.pid,
+            now - beat,
+            self.settings.lease_s,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
 
     def _keep_standby(self, now: float) -> None:
         """A spare that dies (it has no runs) is replaced, but never in a tight loop."""
@@ -194,11 +258,51 @@ class Supervisor:
         proc = self.executor
         if proc is None:
             return
+        # SIGTERM: the executor interrupts running commands, records that, hands runs back.
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=STOP_WAIT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        ended = end_calls_of_executor(proc.pid)
+        if ended:
+            log.warning("ended %d process(es) left by executor %d", ended, proc.pid)
         leases.release_runs_of(proc.pid, "stopped with the supervisor")
         self.executor = None
+
+    def _kill_children(self) -> None:
+        for proc in (self.executor, self.standby):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+        self.executor = self.standby = None
+
+
+def _is_executor(pid: int) -> bool:
+    """The pid is still a tui-agent executor (a recorded pid may have been reused)."""
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")  # noqa: SIM115
+    except OSError:
+        return False
+    return b"tui_agent" in argv and b"executor" in argv
+
+
+class _ReadyPipe:
+    """The write end `supervisor start` waits on (absent for `supervisor run`)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    @classmethod
+    def from_env(cls) -> _ReadyPipe:
+        raw = os.environ.pop(READY_FD_ENV, "")
+        return cls(int(raw) if raw.isdigit() else None)
+
+    def say(self, line: str) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
+            os.close(self.fd)
+        self.fd = None

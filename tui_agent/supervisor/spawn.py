@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from tui_agent.settings import Settings
 from tui_agent.supervisor.lock import SupervisorLock, pid_alive
 from tui_agent.supervisor.logs import open_private_log
 
-START_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 30.0
+READY_FD_ENV = "TUI_AGENT_READY_FD"
 
 
 class SupervisorStartError(TuiAgentError):
@@ -26,11 +28,16 @@ def supervisor_pid(settings: Settings) -> int | None:
 
 
 def ensure_supervisor(settings: Settings) -> int:
-    """The running supervisor's pid, starting one detached if there is none."""
+    """The running supervisor's pid, starting one detached if there is none.
+
+    Returns only once the new supervisor holds its lock and has opened the store; if it
+    cannot run, raises with its own one-line reason (a newer schema, a corrupt store, a
+    read-only home)."""
     pid = supervisor_pid(settings)
-    if pid:
+    if pid and pid > 0:
         return pid
     log_fd = open_private_log(settings.log_dir / "supervisor.log")
+    read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tui_agent", "supervisor", "run"],
@@ -38,27 +45,49 @@ def ensure_supervisor(settings: Settings) -> int:
             stdout=log_fd,
             stderr=log_fd,
             start_new_session=True,
-            env=settings.child_env(),
+            env={**settings.child_env(), READY_FD_ENV: str(write_fd)},
+            pass_fds=(write_fd,),
         )
     finally:
         os.close(log_fd)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        pid = supervisor_pid(settings)
-        if pid:
+        os.close(write_fd)
+    try:
+        answer = _read_line(read_fd, START_TIMEOUT_S)
+    finally:
+        os.close(read_fd)
+    if answer == "ok":
+        return proc.pid
+    if answer.startswith("error: a supervisor is already running"):
+        pid = supervisor_pid(settings)  # another process won the race to start one: fine
+        if pid and pid > 0:
             return pid
-        code = proc.poll()
-        if code is not None:
-            # Another process may have won the race to start one: that is fine.
-            pid = supervisor_pid(settings)
-            if pid:
-                return pid
-            raise SupervisorStartError(
-                f"the supervisor exited at start (code {code}); see "
-                f"{settings.log_dir / 'supervisor.log'}"
-            )
-        time.sleep(0.02)
-    raise SupervisorStartError("the supervisor did not start within 15s")
+    if answer.startswith("error: "):
+        raise SupervisorStartError(f"the supervisor cannot run: {answer.removeprefix('error: ')}")
+    if answer == "" and proc.poll() is None:
+        proc.kill()
+        raise SupervisorStartError(
+            f"the supervisor did not start within {START_TIMEOUT_S:g}s; see "
+            f"{settings.log_dir / 'supervisor.log'}"
+        )
+    code = proc.wait()
+    raise SupervisorStartError(
+        f"the supervisor exited at start (code {code}); see {settings.log_dir / 'supervisor.log'}"
+    )
+
+
+def _read_line(fd: int, timeout_s: float) -> str:
+    """The first line written to the pipe ('' at EOF or after timeout_s)."""
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return ""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
 
 
 def stop_supervisor(settings: Settings, timeout_s: float = 30.0) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,9 +10,11 @@ import tempfile
 import time
 from typing import Any
 
-from tui_agent.domain.models import Risk, StatePatch
+from tui_agent.domain.models import INTERRUPTED_BY_STOP, Risk, StatePatch
 from tui_agent.files import write_atomically
+from tui_agent.tools.processes import CALL_ENV, end_processes, processes_marked
 from tui_agent.tools.registry import Tool, ToolContext, ToolInputError, ToolOutput, ToolRegistry
+from tui_agent.tools.sandbox import SandboxUnavailable, sandbox_argv
 from tui_agent.tools.workspace import resolve_inside
 
 ARTIFACT_PREFIX = "artifact:"
@@ -76,32 +79,71 @@ def _run_shell(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         raise ToolInputError(f"the workspace {ctx.workspace} no longer exists")
     timeout = float(args.get("timeout_s", ctx.timeout_s))
     timeout = min(timeout, ctx.timeout_s) if timeout > 0 else ctx.timeout_s
+    try:
+        argv = sandbox_argv(
+            args["command"], mode=ctx.sandbox, workspace=ctx.workspace, private=ctx.private
+        )
+    except SandboxUnavailable as exc:
+        raise ToolInputError(f"the command was not run: {exc}") from None
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(
-            args["command"],
-            shell=True,
+            argv,
             cwd=ctx.workspace,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=_command_env(ctx.call_mark),
+            preexec_fn=_die_with_parent if ctx.sandbox == "none" else None,
         )
         deadline = time.monotonic() + timeout
         outcome = ""
         while proc.poll() is None:
             if ctx.cancel.is_set():
                 outcome = "cancelled"
+            elif ctx.stop.is_set():
+                outcome = INTERRUPTED_BY_STOP
             elif time.monotonic() > deadline:
                 outcome = f"timed out after {timeout:g}s"
             if outcome:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _end_command(proc, ctx.call_mark)
                 break
             time.sleep(0.02)
+        else:
+            _end_command(proc, ctx.call_mark)  # what it left in the background ends with it
         out.seek(0)
         output = out.read(MAX_SHELL_OUTPUT).decode("utf-8", "replace")
     header = outcome or f"exit code {proc.returncode}"
-    return ToolOutput(f"{header}\n{output}")
+    return ToolOutput(f"{header}\n{output}", failed=bool(outcome))
+
+
+def _command_env(call_mark: str) -> dict[str, str]:
+    """The executor's environment without secrets, plus the call's mark."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TUI_AGENT_", "OPENAI_")) and k != CALL_ENV
+    }
+    if call_mark:
+        env[CALL_ENV] = call_mark
+    return env
+
+
+def _end_command(proc: subprocess.Popen[bytes], call_mark: str) -> None:
+    """Kill the command's group and everything else carrying its mark; wait until none run."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if call_mark:
+        owner, run_id, seq = call_mark.split("/")
+        end_processes(lambda: processes_marked(owner, run_id=run_id, seq=int(seq)))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (unconfined commands only): die when the executor dies."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _update_state(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:

@@ -22,12 +22,21 @@ class ToolContext:
     timeout_s: float
     read_artifact: Callable[[str], bytes | None]
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The executor is stopping (`supervisor stop`): a long command ends now, not in 20 s.
+    stop: threading.Event = field(default_factory=threading.Event)
+    sandbox: str = "workspace"
+    # Marks every process the call starts (tools/processes.py), so none outlives it.
+    call_mark: str = ""
+    # Never visible to a command: tui-agent's home and its database files.
+    private: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
 class ToolOutput:
     text: str
     patch: StatePatch | None = None
+    # The call ran but failed (a command that timed out or was interrupted): an error step.
+    failed: bool = False
 
 
 @dataclass(frozen=True)

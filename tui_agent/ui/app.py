@@ -43,6 +43,8 @@ THEME = Theme(
 )
 
 NARROW = 110
+# How often the header checks the supervisor (and restarts one that runs need): < 2 s.
+SUPERVISOR_CHECK_S = 0.8
 
 
 class AgentApp(App[None]):
@@ -159,7 +161,7 @@ class AgentApp(App[None]):
         if self.live:
             self._watch_database()
             self.set_interval(1.0, self._safety_tick)
-            self.set_interval(2.0, self._poll_supervisor)
+            self.set_interval(SUPERVISOR_CHECK_S, self._poll_supervisor)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
@@ -187,10 +189,20 @@ class AgentApp(App[None]):
         return self._status_bar is None or not self._status_bar.is_attached
 
     def _poll_supervisor(self) -> None:
+        """The header tells the truth; and a supervisor that died or idled out while runs
+        need execution is started again (within 2 s of that)."""
         if self._torn_down():
             return
         self.supervisor = self.service.supervisor_state()
         self._update_status_bar()
+        if (
+            self.start_supervisor
+            and self.live
+            and not self.supervisor.running
+            and self.service.needs_execution()
+            and not any(w.is_running for w in self.workers if w.group == "supervisor")
+        ):
+            self._ensure_supervisor()
 
     def _update_status_bar(self) -> None:
         assert self._status_bar is not None  # composed before any timer or worker runs
