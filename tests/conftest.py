@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,14 @@ class Home:
 
     def arm(self, failpoints: str) -> None:
         self.env["TUI_AGENT_FAILPOINTS"] = failpoints
+
+    def rearm(self, failpoints: str) -> None:
+        """Arm again in a fresh marker directory (a point fires once per directory); only
+        processes started after this see it."""
+        self.fail_dir = self.fail_dir.with_name(f"{self.fail_dir.name}-{uuid.uuid4().hex[:6]}")
+        self.fail_dir.mkdir()
+        self.env["TUI_AGENT_FAILPOINT_DIR"] = str(self.fail_dir)
+        self.arm(failpoints)
 
     def cli(
         self, *args: str, check: bool = False, timeout: float = 60

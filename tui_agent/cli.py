@@ -49,6 +49,9 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tui-agent", description="Durable AI agent runs in your terminal.")
+    from tui_agent import __version__
+
+    parser.add_argument("--version", action="version", version=f"tui-agent {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="start a run")
@@ -103,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--max-tokens", type=_positive_int, metavar="N")
     resume.add_argument("--max-wall-time", type=_positive_float, metavar="S")
     resume.add_argument("--json", action="store_true")
-    resolve = sub.add_parser("resolve", help="decide an in-doubt tool call")
+    resolve = sub.add_parser(
+        "resolve", help="decide an in-doubt tool call: retry, skip, or fail (fails the run)"
+    )
     resolve.add_argument("run")
     resolve.add_argument("choice", choices=["retry", "skip", "fail"])
     resolve.add_argument("--json", action="store_true")
@@ -354,6 +359,10 @@ def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
     runs = service.list_runs(statuses=args.status or None, limit=args.limit)
     if args.json:
         _print_json([summary_json(r, service.reason(r)) for r in runs])
+        return EXIT_OK
+    if not runs:
+        which = f" with status {', '.join(args.status)}" if args.status else ""
+        sys.stdout.write(f"no runs{which} yet; start one with `tui-agent run GOAL`\n")
         return EXIT_OK
     now = service.now()
     for r in runs:

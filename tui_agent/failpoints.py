@@ -4,6 +4,8 @@ Off unless `TUI_AGENT_FAILPOINTS` is set (e.g. `tool.after_start=pause@2`): then
 hit of that point in a process writes a marker file holding its pid into
 `TUI_AGENT_FAILPOINT_DIR` and sleeps until it is killed. A point fires once per marker
 directory, so the process that replaces the killed one runs straight through.
+`NAME=exit@N` instead makes every process that reaches its N-th hit exit at once (code 70):
+a crash loop.
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ from pathlib import Path
 _counts: dict[str, int] = {}
 
 
-def _spec() -> dict[str, int]:
+def _spec() -> tuple[dict[str, int], set[str]]:
     raw = os.environ.get("TUI_AGENT_FAILPOINTS", "")
     points: dict[str, int] = {}
+    exits: set[str] = set()
     for item in filter(None, (p.strip() for p in raw.split(","))):
         name, _, action = item.partition("=")
-        _, _, nth = action.partition("@")
+        verb, _, nth = action.partition("@")
         points[name] = int(nth or 1)
-    return points
+        if verb == "exit":
+            exits.add(name)
+    return points, exits
 
 
-_POINTS = _spec()
+_POINTS, _EXITS = _spec()
 
 
 def hit(name: str, run_id: str = "") -> None:
@@ -35,6 +40,8 @@ def hit(name: str, run_id: str = "") -> None:
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] != _POINTS[name]:
         return
+    if name in _EXITS:
+        os._exit(70)
     directory = Path(os.environ.get("TUI_AGENT_FAILPOINT_DIR", "."))
     marker = directory / name
     try:

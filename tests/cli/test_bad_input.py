@@ -27,6 +27,8 @@ def _runs(home: Home) -> int:
     ("args", "message"),
     [
         (["run", ""], "goal must not be empty"),
+        (["run", "x", "--model", ""], "--model must not be empty"),
+        (["run", "x", "--sandbox", "jail"], "invalid choice"),
         (["run", "   "], "goal must not be empty"),
         (["run", "x", "--max-steps", "-3"], "must be greater than 0"),
         (["run", "x", "--max-steps", "0"], "must be greater than 0"),
@@ -148,3 +150,11 @@ def test_corrupt_config_is_one_clear_line(home: Home, config: str, message: str)
     proc = home.cli("ls")
     assert proc.returncode == 2 and message in proc.stderr
     _one_line(proc.stderr)
+
+
+def test_ls_with_nothing_to_list_says_so_and_version_prints(home: Home) -> None:
+    out = home.cli("ls", check=True)
+    assert out.stdout.startswith("no runs yet")
+    out = home.cli("ls", "--status", "failed", check=True)
+    assert out.stdout.startswith("no runs with status failed yet")
+    assert home.cli("--version", check=True).stdout.startswith("tui-agent ")

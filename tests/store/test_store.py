@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect
@@ -115,22 +117,56 @@ def test_prefix_resolution(store: RunStore) -> None:
         store.resolve_id("")
 
 
+def _start_with_key(path: str, queue: Any) -> None:
+    """In its own process: start a run with the shared key; report (id, created) or the error."""
+    try:
+        s = open_store(Path(path))
+        run, created = s.create_run(spec(idem_key="same"))
+        s.close()
+        queue.put((run.id, created))
+    except BaseException as exc:  # reported, never swallowed
+        queue.put(("error", repr(exc)))
+
+
 def test_idempotency_key_is_unique_among_live_runs_under_concurrency(tmp_path: Path) -> None:
+    """Eight processes start a run with one key at once: exactly one creates it, every other
+    gets that run back, and none fails."""
     path = tmp_path / "c.db"
     open_store(path).close()
-    ids: list[str] = []
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_start_with_key, args=(str(path), queue)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert not [r for r in results if r[0] == "error"], results
+    assert len({run_id for run_id, _ in results}) == 1
+    assert sum(1 for _, created in results if created) == 1
 
-    def start() -> None:
-        s = open_store(path)
-        ids.append(s.create_run(spec(idem_key="same"))[0].id)
-        s.close()
 
-    threads = [threading.Thread(target=start) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(ids)) == 1
+def test_a_start_that_loses_the_key_race_at_insert_returns_the_winner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unique index is the last line: a start whose check missed the live run (another
+    engine's isolation, a racing writer) gets that run back, not an error."""
+    import tui_agent.store.run_store as run_store
+
+    store = open_store(tmp_path / "r.db")
+    winner, _ = store.create_run(spec(idem_key="k"))
+    real = run_store._live_run_with_key
+    calls = {"n": 0}
+
+    def miss_first(conn: Any, key: str | None) -> Any:
+        calls["n"] += 1
+        return None if calls["n"] == 1 else real(conn, key)
+
+    monkeypatch.setattr(run_store, "_live_run_with_key", miss_first)
+    again, created = store.create_run(spec(idem_key="k"))
+    assert (again.id, created) == (winner.id, False)
+    assert store.count_runs() == 1
+    store.close()
 
 
 def test_a_step_commit_needs_the_lease(store: RunStore) -> None:

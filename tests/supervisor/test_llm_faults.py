@@ -4,10 +4,13 @@ attempt an event; permanent errors fail at once with the server's message; resum
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 
 import pytest
 
-from tests.conftest import FAST_CONFIG, Home
+from tests.conftest import FAST_CONFIG, Home, wait_for
 from tests.fakes.llm_server import Fault, Reply, ScriptedLLM, call
 
 pytestmark = pytest.mark.slow
@@ -168,3 +171,47 @@ def test_replies_with_missing_fields_never_crash_a_run(home: Home, llm: Scripted
     assert "unknown tool" in tools[0]["result"]
     assert view["result"] == "Fine after all that."
     assert view["usage"]["steps"] == len(view["steps"])
+
+
+def test_a_transient_fault_on_every_attempt_fails_after_n_attempts(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    home.configure(FAST_CONFIG + "llm_max_attempts = 3\n")
+    home.use_server(llm)
+    llm.script = [Reply("Never reached.")]
+    llm.fail(0, *[Fault(503, message="overloaded")] * 5)
+    run_id = home.start()
+    view = home.wait_status(run_id, "failed")
+    assert llm.requests_for(0) == 3
+    assert view["error"].startswith("LLM error after 3 attempts") and "overloaded" in view["error"]
+    assert len([e for e in view["events"] if e["kind"] == "retry"]) == 2
+
+
+def test_cancel_during_the_backoff_sleep_cancels_at_once(home: Home, llm: ScriptedLLM) -> None:
+    home.configure(FAST_CONFIG.replace("retry_max_s = 0.5", "retry_max_s = 60"))
+    home.use_server(llm)
+    llm.script = [Reply("Never reached.")]
+    llm.fail(0, Fault(429, retry_after=30, message="slow down"))
+    run_id = home.start()
+    wait_for(lambda: "retrying at" in (home.show(run_id)["reason"] or ""), 20, "the backoff")
+    home.cli("cancel", run_id, check=True)
+    view = home.wait_status(run_id, "cancelled", timeout=5)
+    assert llm.requests_for(0) == 1, "it was asked again after the cancel"
+    assert view["status"] == "cancelled"
+
+
+def test_executor_killed_during_the_backoff_sleep_resumes_the_retries(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    home.configure(FAST_CONFIG.replace("retry_max_s = 0.5", "retry_max_s = 60"))
+    home.use_server(llm)
+    llm.script = [Reply("Got there.")]
+    llm.fail(0, Fault(429, retry_after=3, message="slow down"))
+    run_id = home.start()
+    wait_for(lambda: "retrying at" in (home.show(run_id)["reason"] or ""), 20, "the backoff")
+    with sqlite3.connect(home.path / "tui-agent.db") as conn:
+        (pid,) = conn.execute("SELECT owner_pid FROM runs WHERE id = ?", (run_id,)).fetchone()
+    os.kill(pid, signal.SIGKILL)
+    view = home.wait_status(run_id, "completed")
+    assert llm.requests_for(0) == 2  # the failed attempt, then one after the restart
+    assert view["result"] == "Got there."

@@ -146,9 +146,10 @@ async def test_cancel_asks_for_confirmation(make_app: Any, home: Home) -> None:
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
         await pilot.press("c")
-        await pilot.pause()
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the confirmation")
         await pilot.press("n")  # no: nothing happens
-        await pilot.pause()
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the dialog to close")
+        await pilot.pause(0.5)  # a cancel, had one been sent, would have been written by now
         assert home.show(run_id)["status"] == "waiting_approval"
         await pilot.press("c")
         await pilot.pause()
@@ -264,6 +265,7 @@ async def test_quitting_never_stops_a_run(make_app: Any, home: Home, llm: Script
         await start_from_form(pilot, "keeps going")
         run_id = app.selected
         await pilot.press("q")
+        await until(pilot, lambda: app.return_code == 0, what="q to quit the app")
     home.wait_status(run_id, "completed", timeout=30)
 
 

@@ -27,6 +27,12 @@ class InvalidTransition(TuiAgentError):
     exit_code = 2
 
 
+class ApprovalTimedOut(TuiAgentError):
+    """Decided too late: the approval's deadline had passed, so it was recorded as denied."""
+
+    exit_code = 1
+
+
 class StoreError(TuiAgentError):
     """The database cannot be used (corrupt, newer schema, unwritable)."""
 

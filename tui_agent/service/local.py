@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tui_agent.domain.errors import BadInput, TuiAgentError
+from tui_agent.domain.errors import ApprovalTimedOut, BadInput, TuiAgentError
 from tui_agent.domain.models import (
     DEFAULT_APPROVAL_RISKS,
     DEFAULT_SANDBOX,
@@ -140,6 +140,8 @@ class LocalService:
             raise BadInput(f"workspace {workspace} does not exist")
         if not workspace.is_dir():
             raise BadInput(f"workspace {workspace} is not a directory")
+        if request.model is not None and not request.model.strip():
+            raise BadInput("--model must not be empty (leave it out for the default model)")
         model = (request.model or default_model()).strip()
         if not model or any(c.isspace() for c in model):
             raise BadInput(f"model name {request.model!r} is not valid")
@@ -281,7 +283,11 @@ class LocalService:
     # ---- deciding ------------------------------------------------------------------------
 
     def approve(self, run_id: str, *, always: bool = False) -> Approval:
-        approval = self.store.decide_approval(run_id, approve=True, by=self.who, always=always)
+        try:
+            approval = self.store.decide_approval(run_id, approve=True, by=self.who, always=always)
+        except ApprovalTimedOut:
+            self.ensure_supervisor()  # recorded as denied: the run goes on without the call
+            raise
         self.ensure_supervisor()
         return approval
 

@@ -15,6 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from tui_agent import failpoints
 from tui_agent.domain.errors import LeaseLost
 from tui_agent.domain.models import (
     AgentState,
@@ -290,6 +291,7 @@ class StepJournal:
                     "UPDATE runs SET state_json = ? WHERE id = ?",
                     (json.dumps(state.to_dict()), run_id),
                 )
+            failpoints.hit("txn.finish_tool", run_id)  # crash tests: mid-transaction
             cur.execute(
                 _FINISH_STEP,
                 (status.value, result, now, artifact.id if artifact else None, run_id, seq),
@@ -365,6 +367,7 @@ class StepJournal:
                     now,
                 ),
             )
+            failpoints.hit("txn.request_approval", run_id)  # crash tests: mid-transaction
             self._release_txn(
                 cur,
                 run_id,

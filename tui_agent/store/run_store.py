@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from tui_agent.domain.errors import BadInput, InvalidTransition
+from tui_agent.domain.errors import ApprovalTimedOut, BadInput, InvalidTransition
 from tui_agent.domain.models import (
     FINAL_STATUSES,
     UNCONFINED_FLAG,
@@ -203,6 +203,7 @@ class RunStore:
     ) -> Approval:
         """Record a person's decision as an approval row, an audit step and a requeue."""
         now = self.now()
+        asked_to_approve = approve
         with self.db.write() as conn:
             run = load_run_txn(conn, run_id)
             row = (
@@ -220,16 +221,28 @@ class RunStore:
                 )
             pending = approval_from_row(row)
             policy = run.policy
-            if approve and always and pending.tool not in policy.always_allow:
+            timeout = policy.approval_timeout_s
+            timed_out = bool(timeout) and now >= pending.created_at + (timeout or 0)
+            if timed_out:
+                # Past its deadline it counts as denied, whether or not a supervisor was
+                # alive to say so: recorded as the deadline's decision, not the person's.
+                approve, by, reason = False, "timeout", f"no decision within {timeout:g}s"
+            elif approve and always and pending.tool not in policy.always_allow:
                 policy = replace(policy, always_allow=(*policy.always_allow, pending.tool))
             decide_approval_txn(
                 conn, pending, approve=approve, by=by, reason=reason, now=now, policy=policy
             )
-            return approval_from_row(
+            decided = approval_from_row(
                 conn.execute(select(approvals_t).where(approvals_t.c.id == pending.id))
                 .mappings()
                 .one()
             )
+        if timed_out and asked_to_approve:
+            raise ApprovalTimedOut(
+                f"the approval of {pending.tool} timed out after {timeout:g}s and counts as "
+                "denied; the run goes on without it"
+            )
+        return decided
 
     def cancel(self, run_id: str, *, by: str = "user") -> Run:
         """Cancel a run; an executor holding it stops after its current step."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tui_agent import failpoints
 from tui_agent.domain.errors import InvalidTransition, UnknownRun
 from tui_agent.domain.models import Approval, Policy, Run, RunStatus, StepKind, StepStatus
 from tui_agent.store.rows import run_from_row
@@ -94,6 +95,7 @@ def decide_approval_txn(
         "decision_reason = ?, always = ? WHERE id = ?",
         (decision, now, by, reason, always, approval.id),
     )
+    failpoints.hit("txn.decide_approval", approval.run_id)  # crash tests: mid-transaction
     seq = alloc_seq_txn(conn, approval.run_id, None)
     if seq is None:
         raise InvalidTransition(f"run {approval.run_id[:8]} is held by an executor")

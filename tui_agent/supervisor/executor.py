@@ -64,6 +64,7 @@ class Executor:
         if standby and not _wait_for_promotion():
             self.db.dispose()
             return
+        failpoints.hit("executor.serve")
         self.leases.register_executor(self.pid, self.supervisor_pid)
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
