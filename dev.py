@@ -30,21 +30,53 @@ def _install() -> None:
     stamp = VENV / ".tui-agent-installed"
     if stamp.exists() and stamp.read_text() == digest:
         return
-    print("installing tui-agent and its dependencies into .venv …", flush=True)
-    subprocess.run(
+    print("installing tui-agent and its dependencies into .venv (about a minute) …", flush=True)
+    _pip_with_progress(
         [
             str(BIN / "python"),
             "-m",
             "pip",
             "install",
-            "--quiet",
             "--disable-pip-version-check",
             "-e",
             f"{ROOT}[test]",
-        ],
-        check=True,
+        ]
     )
     stamp.write_text(digest)
+
+
+def _pip_with_progress(argv: list[str]) -> None:
+    """Run pip, showing one short line per package instead of silence or pip's full log.
+
+    pip's own output is kept and shown whole if it fails."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    tty = sys.stdout.isatty()
+    seen: list[str] = []
+    count = 0
+    for line in proc.stdout:
+        seen.append(line)
+        text = line.strip()
+        if text.startswith("Collecting "):
+            count += 1
+            name = text.split()[1]
+            status = f"  resolving {count:3d}: {name}"
+        elif text.startswith("Installing collected packages"):
+            status = f"  installing {count} packages …"
+        elif text.startswith("Successfully installed"):
+            status = "  installed."
+        else:
+            continue
+        if tty:
+            print(f"\r\033[K{status[:78]}", end="", flush=True)
+        else:
+            print(status, flush=True)
+    code = proc.wait()
+    if tty:
+        print(flush=True)
+    if code != 0:
+        sys.stdout.write("".join(seen))
+        raise SystemExit(f"pip failed (exit {code}); its output is above")
 
 
 def _compile_sources() -> None:

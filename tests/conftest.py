@@ -80,7 +80,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
         value = predicate()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(0.05)  # each poll may open a service: leave the cores to the processes
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -185,6 +185,15 @@ class Home:
         pid = SupervisorLock(self.path / "supervisor.lock").holder()
         return pid if pid and pid > 0 else None
 
+    def owns(self, pid: int) -> bool:
+        """The pid is a tui-agent process of this home (not a stranger that reused the pid)."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"tui_agent" in argv and f"TUI_AGENT_HOME={self.path}".encode() in env
+
     def kill_all(self) -> None:
         """SIGKILL the supervisor and every executor registered in this home."""
         pids: set[int] = set()
@@ -206,6 +215,7 @@ class Home:
                     }
             except sqlite3.Error:
                 pass
+        pids = {pid for pid in pids if self.owns(pid)}  # a recorded pid may be reused
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -231,6 +241,10 @@ def home(tmp_path: Path) -> Iterator[Home]:
     h.configure()
     _GUARDED[h.env["TUI_AGENT_GUARD_DB"]] = h.env["TUI_AGENT_GUARD_DB_LOG"]
     yield h
+    if os.environ.get("TUI_AGENT_TEST_COVERAGE"):
+        # A stopped supervisor and executor write their coverage data; killed ones cannot.
+        with contextlib.suppress(Exception):
+            h.cli("supervisor", "stop", timeout=30)
     h.kill_all()
     _GUARDED.pop(h.env["TUI_AGENT_GUARD_DB"], None)
     opens = h.database_opens()

@@ -5,7 +5,7 @@ hit of that point in a process writes a marker file holding its pid into
 `TUI_AGENT_FAILPOINT_DIR` and sleeps until it is killed. A point fires once per marker
 directory, so the process that replaces the killed one runs straight through.
 `NAME=exit@N` instead makes every process that reaches its N-th hit exit at once (code 70):
-a crash loop.
+a crash loop; `NAME=raise@N` raises there (a bug in our code, for the internal-error path).
 """
 
 from __future__ import annotations
@@ -17,20 +17,19 @@ from pathlib import Path
 _counts: dict[str, int] = {}
 
 
-def _spec() -> tuple[dict[str, int], set[str]]:
+def _spec() -> tuple[dict[str, int], dict[str, str]]:
     raw = os.environ.get("TUI_AGENT_FAILPOINTS", "")
     points: dict[str, int] = {}
-    exits: set[str] = set()
+    verbs: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in raw.split(","))):
         name, _, action = item.partition("=")
         verb, _, nth = action.partition("@")
         points[name] = int(nth or 1)
-        if verb == "exit":
-            exits.add(name)
-    return points, exits
+        verbs[name] = verb or "pause"
+    return points, verbs
 
 
-_POINTS, _EXITS = _spec()
+_POINTS, _VERBS = _spec()
 
 
 def hit(name: str, run_id: str = "") -> None:
@@ -40,8 +39,10 @@ def hit(name: str, run_id: str = "") -> None:
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] != _POINTS[name]:
         return
-    if name in _EXITS:
+    if _VERBS[name] == "exit":
         os._exit(70)
+    if _VERBS[name] == "raise":
+        raise RuntimeError(f"failpoint {name} raised")
     directory = Path(os.environ.get("TUI_AGENT_FAILPOINT_DIR", "."))
     marker = directory / name
     try:

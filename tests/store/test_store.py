@@ -318,3 +318,23 @@ def test_text_filter_uses_the_trigram_index_for_rare_and_a_scan_for_common(
     assert len(common) == 7 and all("README" in r.goal for r in common)
     assert [r.goal for r in store.list_runs(text="ty")][:1] == ["Fix README typo 29"]
     assert store.list_runs(text='"; DROP') == []
+
+
+def test_a_writer_that_lost_its_lease_can_finish_nothing(store: RunStore) -> None:
+    """The finish fence: an executor whose lease ran out and whose run another executor took
+    cannot complete, fail or release that run, nor add anything to it."""
+    run, _ = store.create_run(spec())
+    a = StepJournal(store.db, "owner-a", 1)
+    b = StepJournal(store.db, "owner-b", 2)
+    assert a.claim(1, -1) == [run.id]  # taken, lease already run out
+    assert b.claim(1, 30) == [run.id]  # so another executor takes it over
+    events = len(store.events(run.id))
+    with pytest.raises(LeaseLost):
+        a.finish_run(run.id, RunStatus.COMPLETED, wall=1.0, message="done", result="stale")
+    with pytest.raises(LeaseLost):
+        a.journal_tool_start(
+            run.id, llm_seq=1, call_id="c", tool="list_dir", arguments="{}", wall=0
+        )
+    after = store.get_run(run.id)
+    assert after.status is RunStatus.RUNNING and after.owner == "owner-b" and after.result is None
+    assert store.steps(run.id) == [] and len(store.events(run.id)) == events

@@ -215,3 +215,37 @@ def test_executor_killed_during_the_backoff_sleep_resumes_the_retries(
     view = home.wait_status(run_id, "completed")
     assert llm.requests_for(0) == 2  # the failed attempt, then one after the restart
     assert view["result"] == "Got there."
+
+
+def test_a_bug_in_a_run_thread_fails_the_run_with_one_readable_line(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    """The internal-error handler: an unexpected exception fails the run with its type and
+    first line (the traceback goes to the executor's log), and nothing is half-written."""
+    home.use_server(llm)
+    llm.script = [Reply("Listing.", [call("list_dir", {})]), Reply("Done.")]
+    home.arm("llm.after_record=raise@1")
+    run_id = home.start()
+    view = home.wait_status(run_id, "failed")
+    assert view["error"] == "internal error: RuntimeError: failpoint llm.after_record raised"
+    assert [s["kind"] for s in view["steps"]] == ["llm"]  # the reply was recorded before
+    log = (home.path / "logs" / "executor.log").read_text()
+    assert "Traceback" in log and "crashed" in log
+    home.cli("supervisor", "stop", check=True)
+    home.arm("")
+    home.cli("resume", run_id, check=True)
+    view = home.wait_status(run_id, "completed")
+    assert llm.requests_for(0) == 1  # resume goes on from the recorded reply
+
+
+def test_a_tool_that_hangs_is_timed_out_and_answered_as_an_error(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    home.configure(FAST_CONFIG + "tool_timeout_s = 0.5\n")
+    home.use_server(llm)
+    llm.script = [Reply("Listing.", [call("list_dir", {"path": "."})]), Reply("Gave up.")]
+    home.arm("tool.running=pause@1")  # the tool's thread never returns (a hung filesystem)
+    run_id = home.start()
+    view = home.wait_status(run_id, "completed", timeout=30)
+    tool = next(s for s in view["steps"] if s["kind"] == "tool")
+    assert tool["status"] == "error" and tool["result"] == "error: list_dir timed out after 0.5s"

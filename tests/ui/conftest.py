@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,20 @@ SNAP_ROOT = Path("/tmp/tui-agent-snapshots")
 
 @pytest.fixture
 def snap_home(request: pytest.FixtureRequest) -> Iterator[Path]:
-    """A fixed path, so the database location in the status bar is the same every run."""
-    path = SNAP_ROOT / request.node.name.split("[")[0]
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, mode=0o700)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    """A fixed path, so the database location in the status bar is the same every run.
+
+    Two test sessions on one machine would share it: an OS lock on the root makes the
+    second wait for the first's snapshot test instead of clashing with it."""
+    SNAP_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(SNAP_ROOT / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = SNAP_ROOT / request.node.name.split("[")[0]
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, mode=0o700)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def frozen_app(home: Path, **kwargs: object) -> AgentApp:

@@ -3,6 +3,7 @@ is refreshed by hand: what the supervisor commits must reach the screen by itsel
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -269,7 +270,8 @@ async def test_quitting_never_stops_a_run(make_app: Any, home: Home, llm: Script
     home.wait_status(run_id, "completed", timeout=30)
 
 
-async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
+def seed_runs(home: Home, n: int) -> list[str]:
+    """n completed runs written straight into the store, newest last; returns their ids."""
     import sqlite3
 
     home.cli("ls", check=True)
@@ -294,7 +296,7 @@ async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
             1_700_000_000.0 + i,
             1_700_000_000.0 + i,
         )
-        for i in range(100_000)
+        for i in range(n)
     ]
     with sqlite3.connect(home.path / "tui-agent.db") as conn:
         conn.executemany(
@@ -304,6 +306,40 @@ async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+async def test_relaunch_returns_to_a_run_deep_in_the_history(
+    make_app: Any, home: Home, size: tuple[int, int]
+) -> None:
+    """Not the newest run, not on the first page: after a relaunch (and its first
+    refreshes, a resize, live updates) the same run is selected and remembered."""
+    ids = seed_runs(home, 400)
+    deep = ids[150]  # 250th from the top: beyond the first page of 100
+    state = home.path / "ui-state.json"
+    state.write_text(json.dumps({"selected_run": deep}))
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.selected == deep, what="the restored selection")
+        await pilot.resize_terminal(size[0] + 30, size[1] + 6)
+        await pilot.pause(0.3)
+        await pilot.resize_terminal(*size)
+        await pilot.pause(1.5)  # first refreshes, safety ticks and supervisor polls
+        assert app.selected == deep
+        assert app.query_one("#history").selected_id == deep
+        assert json.loads(state.read_text())["selected_run"] == deep
+        await pilot.press("down")
+        await until(pilot, lambda: app.selected == ids[149], what="moving down")
+    assert json.loads(state.read_text())["selected_run"] == ids[149]
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(1.0)
+        assert app.selected == ids[149]
+
+
+async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
+    seed_runs(home, 100_000)
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         table = app.query_one("#history-table")

@@ -401,6 +401,7 @@ def _run_with_timeout(fn, ctx, args, timeout_s):  # type: ignore[no-untyped-def]
 
     def target() -> None:
         try:
+            failpoints.hit("tool.running")  # crash tests: a tool that hangs
             box["out"] = fn(ctx, args)
         except BaseException as exc:  # re-raised in the caller
             box["exc"] = exc

@@ -76,9 +76,10 @@ class HistoryPane(Vertical):
         table = self.table
         if table.columns and table.columns[GOAL_KEY].width == goal:
             return
+        keep = self.selected_id  # rebuilding the columns must not lose the selection
         table.clear(columns=True)
         self._add_columns(table, goal)
-        self.reload()
+        self.reload(select=keep)
 
     @property
     def table(self) -> DataTable[str]:
@@ -107,7 +108,10 @@ class HistoryPane(Vertical):
         return self.service.list_runs(statuses=statuses, text=text, limit=limit, before=before)
 
     def reload(self, select: str | None = None) -> None:
-        """Rebuild from the first page (on start, on a new filter, when new runs appear)."""
+        """Rebuild from the first page (on start, on a new filter, when new runs appear).
+
+        The selected run stays selected, however deep in the history: pages are loaded
+        until it is on screen (a run the filter hides leaves the cursor on the top row)."""
         keep = select or self.selected_id
         runs = self._query(None, max(PAGE, min(len(self._order), LIVE_ROWS)))
         table = self.table
@@ -119,8 +123,10 @@ class HistoryPane(Vertical):
         for run in runs:
             self._shown[run.id] = cells = self._cells(run)
             table.add_row(*cells, key=run.id)
+        while keep and keep not in self._runs and not self._exhausted:
+            self.load_more()
         if keep and keep in self._runs:
-            table.move_cursor(row=self._order.index(keep))
+            table.move_cursor(row=self._order.index(keep), scroll=True)
         self.set_class(not runs, "-empty")
 
     def refresh_live(self) -> None:
@@ -157,6 +163,8 @@ class HistoryPane(Vertical):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
+        if event.row_key.value != self.selected_id:
+            return  # stale: the cursor moved on (a rebuild highlights the top row first)
         if event.cursor_row >= len(self._order) - 20:
             self.load_more()
         if event.row_key.value is not None:
