@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from tui_agent.domain.errors import TuiAgentError
+from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.domain.models import RunStatus, Step
 from tui_agent.domain.reason import describe_call
 from tui_agent.settings import Settings, load_settings
@@ -45,6 +46,13 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value
+
+
+def _supervisor_action(text: str) -> str:
+    """start, stop, status or run (`executor` is internal: the supervisor starts those)."""
+    if text in ("start", "stop", "status", "run", "executor"):
+        return text
+    raise argparse.ArgumentTypeError(f"choose start, stop, status or run, not {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--json", action="store_true")
 
     sup = sub.add_parser("supervisor", help="manage the background supervisor")
-    sup.add_argument("action", choices=["start", "stop", "status", "run", "executor"])
+    sup.add_argument("action", metavar="{start,stop,status,run}", type=_supervisor_action)
     sup.add_argument("--json", action="store_true")
     sup.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     sup.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
@@ -161,6 +169,11 @@ def _open_tui(settings: Settings) -> int:
     """Build the service here (the composition root) and hand it to the app."""
     from tui_agent.ui.gc_policy import hold_until_first_frame
 
+    if not os.environ.get("TEXTUAL_DRIVER") and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BadInput(
+            "the app needs a terminal (stdin and stdout are not one); "
+            "use the commands instead, e.g. `tui-agent ls`"
+        )
     hold_until_first_frame()
     from tui_agent.llm.factory import default_model
     from tui_agent.service.local import LocalService
@@ -168,10 +181,11 @@ def _open_tui(settings: Settings) -> int:
 
     service = LocalService.open(settings)
     try:
-        AgentApp(service, ui_state_path=settings.ui_state_path, default_model=default_model()).run()
+        app = AgentApp(service, ui_state_path=settings.ui_state_path, default_model=default_model())
+        app.run()
     finally:
         service.close()
-    return EXIT_OK
+    return app.return_code or EXIT_OK  # a crash (its traceback shown by Textual) is non-zero
 
 
 def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
@@ -427,9 +441,11 @@ def _changed(service: Any, args: argparse.Namespace, run: Any) -> int:
         _print_json(run_json(service.run_view(run.id)))
     else:
         reason = service.reason(run)
-        sys.stdout.write(
-            f"{run.id[:8]} {run.status.value}" + (f": {reason}" if reason else "") + "\n"
+        status = run.status.value
+        said = (
+            status if not reason else reason if reason.startswith(status) else f"{status}: {reason}"
         )
+        sys.stdout.write(f"{run.id[:8]} {said}\n")
     return EXIT_OK
 
 

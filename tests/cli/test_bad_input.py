@@ -51,7 +51,7 @@ def _runs(home: Home) -> int:
         (["ls", "--limit", "many"], "expected a whole number"),
         (["approve"], "the following arguments are required: run"),
         (["deny", "abc", "--reason"], "expected one argument"),
-        (["supervisor", "reboot"], "invalid choice"),
+        (["supervisor", "reboot"], "choose start, stop, status or run"),
         (["run", "x", "--workspace", "/does/not/exist"], "does not exist"),
         (["run", "x", "--auto-approve", "everything"], "invalid choice"),
         (["run", "x", "--key", " "], "--key must not be empty"),
@@ -158,3 +158,22 @@ def test_ls_with_nothing_to_list_says_so_and_version_prints(home: Home) -> None:
     out = home.cli("ls", "--status", "failed", check=True)
     assert out.stdout.startswith("no runs with status failed yet")
     assert home.cli("--version", check=True).stdout.startswith("tui-agent ")
+
+
+def test_the_app_without_a_terminal_is_refused_and_a_crash_exits_non_zero(home: Home) -> None:
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "tui_agent"]
+    proc = subprocess.run(argv, env=home.env, stdin=subprocess.DEVNULL, capture_output=True)
+    assert proc.returncode == 2 and proc.stdout == b""  # no escape codes written
+    assert proc.stderr.decode().startswith("tui-agent: the app needs a terminal")
+    env = {
+        **home.env,
+        "TEXTUAL_DRIVER": "textual.drivers.headless_driver:HeadlessDriver",
+        "TUI_AGENT_FAILPOINTS": "ui.first_frame=raise@1",
+    }
+    crashed = subprocess.run(
+        argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60
+    )
+    assert crashed.returncode != 0

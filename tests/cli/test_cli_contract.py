@@ -205,3 +205,40 @@ def test_supervisor_exits_by_itself_when_idle(home: Home) -> None:
     wait_for(lambda: not home.json("supervisor", "status")["running"], 15, "idle exit")
     home.cli("approve", run_id, check=True)  # starts one again
     home.wait_status(run_id, "completed")
+
+
+def test_every_time_in_json_is_iso_8601_utc(home: Home) -> None:
+    run_id = home.start("times")
+    view = home.wait_status(run_id, "waiting_approval")
+    data = home.json("show", run_id)
+    times = [data["created_at"], data["updated_at"]]
+    for group in ("steps", "approvals", "events", "pending_approvals"):
+        for item in data[group]:
+            times += [v for k, v in item.items() if k.endswith("_at") and v is not None]
+    assert len(times) > 5 and view["status"] == "waiting_approval"
+    for value in times:
+        assert isinstance(value, str) and value.endswith("Z") and "T" in value, value
+
+
+def test_resume_says_each_thing_once_and_refuses_a_budget_below_what_was_used(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    home.use_server(llm)
+    llm.default = Reply("Again.", [call("list_dir", {"path": "."})])
+    run_id = home.start("loop", "--max-steps", "3")
+    home.wait_status(run_id, "paused")
+    low = home.cli("resume", run_id, "--max-steps", "2")
+    assert low.returncode == 2
+    assert low.stderr == (
+        f"tui-agent: --max-steps 2 is not above the 3 steps run {run_id[:8]} has already "
+        "used; give more than 3\n"
+    )
+    out = home.cli("resume", run_id, "--max-steps", "5", check=True).stdout
+    assert out.count("queued") == 1, out
+
+
+def test_supervisor_usage_names_only_the_public_actions(home: Home) -> None:
+    bad = home.cli("supervisor", "bogus")
+    assert bad.returncode == 2 and "executor" not in bad.stderr
+    assert "choose start, stop, status or run" in bad.stderr
+    assert "executor" not in home.cli("supervisor", "--help").stdout

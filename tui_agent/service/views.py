@@ -15,6 +15,11 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _iso_times(data: dict[str, Any]) -> dict[str, Any]:
+    """Every `*_at` field as ISO 8601 UTC, like the run's own times (no epoch floats)."""
+    return {k: iso(v) if k.endswith("_at") and v is not None else v for k, v in data.items()}
+
+
 def summary_json(run: Run, reason: str | None) -> dict[str, Any]:
     return {
         "id": run.id,
@@ -49,11 +54,11 @@ def run_json(view: RunView) -> dict[str, Any]:
         "policy": run.policy.to_dict(),
         "usage": run.usage.to_dict(),
         "state": state,
-        "steps": [s.to_dict() for s in view.steps],
-        "pending_approvals": [view.pending.to_dict()] if view.pending else [],
-        "approvals": [a.to_dict() for a in view.approvals],
-        "events": [e.to_dict() for e in view.events],
-        "in_doubt": view.in_doubt.to_dict() if view.in_doubt else None,
+        "steps": [_iso_times(s.to_dict()) for s in view.steps],
+        "pending_approvals": [_iso_times(view.pending.to_dict())] if view.pending else [],
+        "approvals": [_iso_times(a.to_dict()) for a in view.approvals],
+        "events": [_iso_times(e.to_dict()) for e in view.events],
+        "in_doubt": _iso_times(view.in_doubt.to_dict()) if view.in_doubt else None,
         "reason": view.reason,
         "result": run.result,
         "error": run.error,

@@ -56,6 +56,23 @@ def _live_run_with_key(conn: Connection, key: str | None) -> Run | None:
     return run_from_row(row) if row is not None else None
 
 
+def _check_budget_above_usage(
+    run: Run, max_steps: int | None, max_tokens: int | None, max_wall_s: float | None
+) -> None:
+    """A new budget below what the run already used is a typo, not a pause: bad input."""
+    used = run.usage
+    for flag, given, spent, unit in (
+        ("--max-steps", max_steps, used.steps, "steps"),
+        ("--max-tokens", max_tokens, used.llm_tokens, "tokens"),
+        ("--max-wall-time", max_wall_s, used.wall_time_s, "seconds of active time"),
+    ):
+        if given is not None and given <= spent:
+            raise BadInput(
+                f"{flag} {given:g} is not above the {spent:g} {unit} run {run.id[:8]} has "
+                f"already used; give more than {spent:g}"
+            )
+
+
 def open_store(
     path: Path,
     *,
@@ -306,6 +323,7 @@ class RunStore:
                     f"run {run_id[:8]} is {run.status.value}; only paused or failed runs "
                     f"can be resumed{hint}"
                 )
+            _check_budget_above_usage(run, max_steps, max_llm_tokens, max_wall_time_s)
             budget = run.budget
             changes: dict[str, float | int] = {}
             if max_steps is not None:

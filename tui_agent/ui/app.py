@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Footer
 
+from tui_agent import failpoints
 from tui_agent.domain.errors import TuiAgentError
 from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
@@ -155,6 +156,7 @@ class AgentApp(App[None]):
     def _after_first_frame(self) -> None:
         if self._torn_down():
             return
+        failpoints.hit("ui.first_frame")  # tests: a crash in the app must exit non-zero
         if self.start_supervisor:
             self._ensure_supervisor()
         self._warm_up()
