@@ -7,8 +7,10 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -82,6 +84,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
             return value
         time.sleep(0.05)  # each poll may open a service: leave the cores to the processes
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def hold_write_lock(home: Home, seconds: float) -> threading.Thread:
+    """Another process-like writer: BEGIN IMMEDIATE and sit on it."""
+    ready = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(home.path / "tui-agent.db", isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        ready.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    ready.wait(5)
+    return thread
 
 
 class Home:

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,28 +16,10 @@ from typing import Any, NoReturn
 
 import pytest
 
-from tests.conftest import FAST_CONFIG, Home, wait_for
+from tests.conftest import FAST_CONFIG, Home, hold_write_lock, wait_for
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 
 pytestmark = pytest.mark.slow
-
-
-def hold_write_lock(home: Home, seconds: float) -> threading.Thread:
-    """Another process-like writer: BEGIN IMMEDIATE and sit on it."""
-    ready = threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(home.path / "tui-agent.db", isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        ready.set()
-        time.sleep(seconds)
-        conn.execute("ROLLBACK")
-        conn.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    ready.wait(5)
-    return thread
 
 
 def skip_outside_ci(why: str) -> NoReturn:

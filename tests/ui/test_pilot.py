@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Home
+from tests.conftest import FAST_CONFIG, Home, hold_write_lock
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 from tui_agent.llm.factory import default_model
 from tui_agent.service.local import LocalService
@@ -382,3 +382,27 @@ async def test_the_collector_is_back_on_after_the_first_frame(
         gc.enable()
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+async def test_a_locked_database_never_freezes_the_keys(make_app: Any, home: Home) -> None:
+    """Another process holds the write lock: `y` waits for it in a worker while the screen
+    goes on answering keys; the approval lands once the lock is free."""
+    home.configure(FAST_CONFIG + "busy_timeout_s = 5\n")
+    run_id = home.start("Summarise")
+    home.wait_status(run_id, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
+        holder = hold_write_lock(home, 3.0)
+        pressed = time.monotonic()
+        await pilot.press("y")
+        await pilot.press("slash")
+        await pilot.press(*"abc")
+        await pilot.pause()
+        assert app.query_one("#history-filter").value == "abc"
+        assert time.monotonic() - pressed < 1.5, "the keys waited for the database"
+        assert home.show(run_id)["status"] == "waiting_approval"  # still locked out
+        holder.join()
+        await until(
+            pilot, lambda: home.show(run_id)["status"] != "waiting_approval", what="approval"
+        )

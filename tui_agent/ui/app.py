@@ -7,13 +7,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.theme import Theme
@@ -334,18 +336,33 @@ class AgentApp(App[None]):
 
     # ---- actions -------------------------------------------------------------------------
 
-    def _guard(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        """Run a service call; a refused action is a notification, never a crash."""
+    @dataclass
+    class ActionFinished(Message):
+        """A service call made for a key press has returned (it ran in a worker thread)."""
+
+        done: str | None
+        error: str | None
+
+    @work(thread=True, exit_on_error=False, group="actions")
+    def _act(self, done: str, call: Callable[..., object], *args: object, **kwargs: object) -> None:
+        """Writes wait for the database lock (up to busy_timeout_s) off the event loop, so
+        the screen keeps answering keys; a refused action is a notification, never a crash."""
         try:
-            result = fn(*args, **kwargs)
+            call(*args, **kwargs)
         except TuiAgentError as exc:
-            self.notify(str(exc), severity="error", timeout=6)
-            return None
+            self.post_message(self.ActionFinished(None, str(exc)))
+            return
+        self.post_message(self.ActionFinished(done, None))
+
+    def on_agent_app_action_finished(self, message: ActionFinished) -> None:
+        if message.error is not None:
+            self.notify(message.error, severity="error", timeout=6)
+        elif message.done:
+            self.notify(message.done)
         self.refresh_live()
-        return result
 
     def action_start(self) -> None:
-        def submit(request):  # type: ignore[no-untyped-def]
+        def submit(request):  # type: ignore[no-untyped-def]  (called in the form's worker)
             try:
                 run, _ = self.service.start_run(request)
             except TuiAgentError as exc:
@@ -364,12 +381,17 @@ class AgentApp(App[None]):
         )
 
     def action_approve(self) -> None:
-        if self.selected and self._guard(self.service.approve, self.selected):
-            self.notify("approved")
+        if self.selected:
+            self._act("approved", self.service.approve, self.selected)
 
     def action_always(self) -> None:
-        if self.selected and self._guard(self.service.approve, self.selected, always=True):
-            self.notify("approved; this tool is always allowed for the rest of the run")
+        if self.selected:
+            self._act(
+                "approved; this tool is always allowed for the rest of the run",
+                self.service.approve,
+                self.selected,
+                always=True,
+            )
 
     def action_deny(self) -> None:
         run_id = self.selected
@@ -377,8 +399,8 @@ class AgentApp(App[None]):
             return
 
         def decided(reason: str | None) -> None:
-            if reason is not None and self._guard(self.service.deny, run_id, reason=reason):
-                self.notify("denied")
+            if reason is not None:
+                self._act("denied", self.service.deny, run_id, reason=reason)
 
         self.push_screen(DenyScreen(self._pending_tool or "the call"), decided)
 
@@ -391,8 +413,8 @@ class AgentApp(App[None]):
             question += " The call in doubt is not run again and the run fails."
 
         def confirmed(yes: bool | None) -> None:
-            if yes and self._guard(self.service.cancel, run_id):
-                self.notify(f"cancel requested for {run_id[:8]}")
+            if yes:
+                self._act(f"cancel requested for {run_id[:8]}", self.service.cancel, run_id)
 
         self.push_screen(ConfirmScreen(question), confirmed)
 
@@ -405,26 +427,32 @@ class AgentApp(App[None]):
         if run.status.value == "paused" and reason and reason.startswith("budget spent"):
 
             def chosen(change: BudgetChange | None) -> None:
-                if change is not None and self._guard(
-                    self.service.resume,
-                    run_id,
-                    max_steps=change.max_steps,
-                    max_llm_tokens=change.max_llm_tokens,
-                    max_wall_time_s=change.max_wall_time_s,
-                ):
-                    self.notify("resumed with a larger budget")
+                if change is not None:
+                    self._act(
+                        "resumed with a larger budget",
+                        self.service.resume,
+                        run_id,
+                        max_steps=change.max_steps,
+                        max_llm_tokens=change.max_llm_tokens,
+                        max_wall_time_s=change.max_wall_time_s,
+                    )
 
             self.push_screen(ResumeScreen(run.budget, run.usage, reason), chosen)
-        elif self._guard(self.service.resume, run_id):
-            self.notify("resumed")
+        else:
+            self._act("resumed", self.service.resume, run_id)
 
     def action_retry_call(self) -> None:
-        if self.selected and self._guard(self.service.resolve, self.selected, "retry"):
-            self.notify("retrying the interrupted call")
+        if self.selected:
+            self._act("retrying the interrupted call", self.service.resolve, self.selected, "retry")
 
     def action_skip_call(self) -> None:
-        if self.selected and self._guard(self.service.resolve, self.selected, "skip"):
-            self.notify("skipped; the model is told the outcome is unknown")
+        if self.selected:
+            self._act(
+                "skipped; the model is told the outcome is unknown",
+                self.service.resolve,
+                self.selected,
+                "skip",
+            )
 
     def action_filter(self) -> None:
         self.query_one(HistoryPane).open_filter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -86,14 +86,25 @@ class StartRunScreen(ModalScreen[str | None]):
         except ValueError:
             self._error("budgets must be numbers")
             return
+        self.query_one("#start-go", Button).disabled = True
+        self._error("")
+        self._submit_in_background(request)
+
+    @work(thread=True, exit_on_error=False, group="start")
+    def _submit_in_background(self, request: StartRequest) -> None:
+        """Creating the run writes to the database: never on the event loop."""
         result = self._submit(request)
+        self.app.call_from_thread(self._submitted, result)
+
+    def _submitted(self, result: str | None) -> None:
+        self.query_one("#start-go", Button).disabled = False
         if result is not None and result.startswith("error:"):
             self._error(result.removeprefix("error:").strip())
             return
         self.dismiss(result)
 
     def _error(self, text: str) -> None:
-        self.query_one("#start-error", Static).update(f"⚠ {text}")
+        self.query_one("#start-error", Static).update(f"⚠ {text}" if text else "")
 
     @on(Button.Pressed, "#start-cancel")
     def action_close(self) -> None:
