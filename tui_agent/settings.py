@@ -54,6 +54,11 @@ class Settings:
         return env
 
     @property
+    def demo_workspace(self) -> Path:
+        """Where the offline demo works when no workspace is given: never the user's files."""
+        return self.home / "demo-workspace"
+
+    @property
     def lock_path(self) -> Path:
         return self.home / "supervisor.lock"
 

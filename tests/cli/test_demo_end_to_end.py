@@ -56,3 +56,20 @@ def test_home_is_private(home: Home) -> None:
         mode = stat.S_IMODE(path.stat().st_mode)
         expected = 0o700 if path.is_dir() else 0o600
         assert mode == expected, f"{path} is {oct(mode)}"
+
+
+def test_a_demo_run_without_a_workspace_never_writes_into_the_current_directory(
+    home: Home,
+) -> None:
+    """The quick start's first run: no --workspace, the demo model. It works in its own
+    scratch folder in the home, and the directory the user stands in stays untouched."""
+    before = sorted(p.name for p in home.workspace.iterdir())
+    proc = home.cli("run", "Summarise", "--wait")  # cwd is home.workspace
+    assert proc.returncode == 4, proc.stderr
+    run_id = proc.stdout.splitlines()[0]
+    home.json("approve", run_id)
+    done = home.wait_status(run_id, "completed")
+    demo = home.path / "demo-workspace"
+    assert done["workspace"] == str(demo.resolve())
+    assert (demo / "tui-agent-demo-summary.md").exists()
+    assert sorted(p.name for p in home.workspace.iterdir()) == before

@@ -231,6 +231,65 @@ async def test_filter_by_text_and_status(make_app: Any, home: Home) -> None:
         assert table.row_count == 1 and app.query_one("#history").selected_id == b
 
 
+async def test_filter_words_all_match_in_any_order_and_say_what_is_wrong(
+    make_app: Any, home: Home
+) -> None:
+    notes = home.start("Write release notes")
+    home.wait_status(notes, "waiting_approval")
+    other = home.start("Write the changelog")
+    home.wait_status(other, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        table = app.query_one("#history-table")
+        await until(pilot, lambda: table.row_count == 2, what="two rows")
+        assert "escape" not in footer_keys(app)
+        await pilot.press("slash")
+        await pilot.pause()
+        assert "escape" in footer_keys(app)  # the footer says how to leave the filter
+        await pilot.press(*"notes release")  # both words, the other order
+        await until(pilot, lambda: table.row_count == 1, what="one match")
+        assert app.query_one("#history").selected_id == notes
+        await pilot.press(*" zzz")  # a word nothing has: no row, and no stale detail
+        await until(pilot, lambda: table.row_count == 0, what="no match")
+        await until(pilot, lambda: app.selected is None, what="the detail pane to clear")
+        header = str(app.query_one("#run-header").render())
+        assert "No run matches the filter" in header
+        assert "y" not in footer_keys(app)  # nothing to approve on an empty selection
+        await pilot.press("escape")
+        await until(pilot, lambda: table.row_count == 2, what="the filter cleared")
+        assert "escape" not in footer_keys(app)
+        await pilot.press("slash")
+        await pilot.press(*"status:bogus")
+        await pilot.pause()
+        note = str(app.query_one("#history-filter-note").render())
+        assert "bogus: not a status" in note and "waiting_approval" in note
+
+
+async def test_screen_tells_always_and_lists_written_files(
+    make_app: Any, home: Home, llm: ScriptedLLM
+) -> None:
+    home.use_server(llm)
+    llm.script = [
+        Reply("One.", [call("write_file", {"path": "docs/a.txt", "content": "1"})]),
+        Reply("Done."),
+    ]
+    run_id = home.start()
+    home.wait_status(run_id, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
+        await pilot.press("a")
+        await until(pilot, lambda: app.run_status == "completed", what="completion")
+        await pilot.pause(0.3)
+        tree = app.query_one("#run-timeline")
+        timeline = "\n".join(str(node.label) for node in tree.root.children)
+        assert "approved write_file (always, for the rest of the run)" in timeline
+        state = str(app.query_one("#run-state").render())
+        assert "docs/a.txt (1 bytes)" in state and "(none)" in state.split("Artifacts")[0]
+    view = home.show(run_id)
+    assert view["state"]["artifacts"] == [{"type": "file", "path": "docs/a.txt", "bytes": 1}]
+
+
 async def test_reattach_after_closing_the_app_while_a_run_goes_on(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:
@@ -406,3 +465,36 @@ async def test_a_locked_database_never_freezes_the_keys(make_app: Any, home: Hom
         await until(
             pilot, lambda: home.show(run_id)["status"] != "waiting_approval", what="approval"
         )
+
+
+def _layout(app: AgentApp) -> dict[str, object]:
+    table = app.query_one("#history-table")
+    return {
+        "classes": sorted(c for c in app.classes if c.startswith("-") and "theme" not in c),
+        "columns": [(c.key.value, c.width) for c in table.columns.values()],
+        "history": app.query_one("#history").region.width,
+        "timeline": app.query_one("#run-timeline").region.size,
+        "request": app.query_one("#run-request").region.size,
+    }
+
+
+async def test_one_layout_per_size_whether_started_there_or_resized_there(
+    make_app: Any, home: Home
+) -> None:
+    run_id = home.start("Write a changelog entry for the release")
+    home.wait_status(run_id, "waiting_approval")
+    layouts = []
+    for start in ((80, 24), (150, 45)):
+        app = make_app()
+        async with app.run_test(size=start) as pilot:
+            await until(pilot, lambda a=app: a.run_status == "waiting_approval", what="load")
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(0.5)
+            layouts.append(_layout(app))
+            if start == (80, 24):
+                # the approval request and the newest steps are on screen together
+                assert app.query_one("#run-request").region.height >= 4
+                assert app.query_one("#run-timeline").region.height >= 3
+                goal = dict(layouts[-1]["columns"])["goal"]  # type: ignore[call-overload]
+                assert goal >= 12, layouts[-1]
+    assert layouts[0] == layouts[1]

@@ -52,16 +52,32 @@ def test_paused_run(snap_compare: Any, snap_home: Path) -> None:
 
 
 def test_small_terminal_80x24(snap_compare: Any, snap_home: Path) -> None:
+    """The approval request and the newest steps on one 80x24 screen."""
     ids = seed_showcase(snap_home / "tui-agent.db")
     assert snap_compare(
         frozen_app(snap_home), terminal_size=(80, 24), run_before=_select("waiting", ids)
     )
 
 
-def test_start_form(snap_compare: Any, snap_home: Path) -> None:
+def test_completed_run_at_120x36(snap_compare: Any, snap_home: Path) -> None:
+    ids = seed_showcase(snap_home / "tui-agent.db")
+    assert snap_compare(
+        frozen_app(snap_home), terminal_size=(120, 36), run_before=_select("completed", ids)
+    )
+
+
+def _open_form(pilot: Any) -> Any:
     async def open_form(pilot: Any) -> None:
         await _settle(pilot)
         await pilot.press("s")
         await _settle(pilot)
 
-    assert snap_compare(frozen_app(snap_home), terminal_size=(100, 32), run_before=open_form)
+    return open_form
+
+
+def test_start_form(snap_compare: Any, snap_home: Path) -> None:
+    assert snap_compare(frozen_app(snap_home), terminal_size=(100, 32), run_before=_open_form(None))
+
+
+def test_start_form_fits_80x24_with_its_buttons(snap_compare: Any, snap_home: Path) -> None:
+    assert snap_compare(frozen_app(snap_home), terminal_size=(80, 24), run_before=_open_form(None))

@@ -23,6 +23,7 @@ from tenacity import RetryCallState
 from tui_agent import failpoints
 from tui_agent.domain.errors import LeaseLost, StoreUnavailable
 from tui_agent.domain.models import (
+    AgentState,
     Run,
     RunStatus,
     StepStatus,
@@ -354,6 +355,8 @@ class RunWorker:
             if output.patch is not None:
                 state = output.patch.apply(self.run_obj.state)
                 patch_text = text
+            if output.produced is not None:
+                state = _with_artifact(state or self.run_obj.state, output.produced)
         except ToolInputError as exc:
             status, text = StepStatus.ERROR, f"error: {exc}"
         except TimeoutError:
@@ -393,6 +396,17 @@ class RunWorker:
         if found is None or found[0] != self.run_id:
             return None
         return found[1]
+
+
+def _with_artifact(state: AgentState, produced: dict[str, object]) -> AgentState:
+    """The state with a written file listed once (a file written again is listed anew)."""
+    new = AgentState.from_dict(state.to_dict())
+    new.artifacts = [
+        a
+        for a in new.artifacts
+        if not (a.get("type") == "file" and a.get("path") == produced["path"])
+    ] + [dict(produced)]
+    return new
 
 
 def _run_with_timeout(fn, ctx, args, timeout_s):  # type: ignore[no-untyped-def]

@@ -118,6 +118,10 @@ class AgentService(Protocol):
 
     def count_waiting(self) -> int: ...
 
+    def demo_workspace(self) -> Path:
+        """The demo model's own scratch folder (created on first use)."""
+        ...
+
     def needs_execution(self) -> bool:
         """Some run wants an executor now: with no supervisor alive, one must be started."""
         ...

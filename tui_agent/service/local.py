@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tui_agent.domain.errors import ApprovalTimedOut, BadInput, TuiAgentError
+from tui_agent.domain.errors import ApprovalTimedOut, BadInput, HomeUnwritable, TuiAgentError
 from tui_agent.domain.models import (
     DEFAULT_APPROVAL_RISKS,
     DEFAULT_SANDBOX,
@@ -25,6 +25,7 @@ from tui_agent.domain.models import (
     Step,
 )
 from tui_agent.domain.reason import run_reason
+from tui_agent.files import write_atomically
 from tui_agent.llm.factory import default_model
 from tui_agent.service.api import RunDelta, RunView, StartRequest, SupervisorState
 from tui_agent.settings import Settings, ensure_private_dir
@@ -51,6 +52,14 @@ def _positive(name: str, value: float | None) -> None:
         raise BadInput(f"{name} must be greater than 0, not {value:g}")
     if value > BUDGET_CEILINGS[name]:
         raise BadInput(f"{name} must be at most {BUDGET_CEILINGS[name]:,}, not {value:,}")
+
+
+DEMO_README = """# The demo workspace
+
+The offline `demo` model works here when a run names no workspace, so it never writes into
+your own files. It lists this folder, reads this file, and asks to write a summary (press
+`y` to let it, `n` to refuse). Delete the folder whenever you like.
+"""
 
 
 class LocalService:
@@ -135,7 +144,11 @@ class LocalService:
             raise BadInput("the goal must not be empty")
         if len(goal) > MAX_GOAL_CHARS:
             raise BadInput(f"the goal is longer than {MAX_GOAL_CHARS} characters")
-        workspace = Path(request.workspace or os.getcwd()).expanduser()
+        model_wanted = (request.model or default_model()).strip()
+        if request.workspace is None and model_wanted == "demo":
+            workspace = self.demo_workspace()  # a first run must not litter the user's repo
+        else:
+            workspace = Path(request.workspace or os.getcwd()).expanduser()
         if not workspace.exists():
             raise BadInput(f"workspace {workspace} does not exist")
         if not workspace.is_dir():
@@ -180,6 +193,18 @@ class LocalService:
             base_url=base_url,
             idem_key=request.key.strip() if request.key else None,
         )
+
+    def demo_workspace(self) -> Path:
+        """The demo model's scratch folder in the home, with a few files for it to read."""
+        path = self.settings.demo_workspace
+        if not path.is_dir():
+            try:
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                write_atomically(path / "README.md", DEMO_README.encode())
+                write_atomically(path / "todo.txt", b"- try the demo\n- approve its write (y)\n")
+            except OSError as exc:
+                raise HomeUnwritable(f"cannot create {path}: {exc.strerror or exc}") from None
+        return path
 
     def start_run(self, request: StartRequest) -> tuple[Run, bool]:
         run, created = self.store.create_run(self.build_spec(request))

@@ -178,8 +178,8 @@ class Reader:
             where.append("(created_at, id) < (?, ?)")
             params += [before[0], before[1]]
         with self.snapshot() as conn:
-            if text:
-                clause, text_params = self._text_match(conn, text)
+            for word in (text or "").split():  # every word must match, in any order
+                clause, text_params = self._text_match(conn, word)
                 where.append(clause)
                 params += text_params
             sql = f"SELECT {_SUMMARY} FROM runs"

@@ -99,7 +99,13 @@ def decide_approval_txn(
     seq = alloc_seq_txn(conn, approval.run_id, None)
     if seq is None:
         raise InvalidTransition(f"run {approval.run_id[:8]} is held by an executor")
-    payload = {"approval_id": approval.id, "decision": decision, "by": by, "reason": reason}
+    payload = {
+        "approval_id": approval.id,
+        "decision": decision,
+        "by": by,
+        "reason": reason,
+        "always": always,
+    }
     execute(
         conn,
         INSERT_STEP,

@@ -71,7 +71,11 @@ def _write_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
     data = args["content"].encode()
     mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
     write_atomically(target, data, mode)
-    return ToolOutput(f"wrote {len(data)} bytes to {args['path']}")
+    relative = os.path.relpath(target, os.path.realpath(ctx.workspace))
+    return ToolOutput(
+        f"wrote {len(data)} bytes to {args['path']}",
+        produced={"type": "file", "path": relative, "bytes": len(data)},
+    )
 
 
 def _run_shell(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:

@@ -37,6 +37,8 @@ class ToolOutput:
     patch: StatePatch | None = None
     # The call ran but failed (a command that timed out or was interrupted): an error step.
     failed: bool = False
+    # A file the call wrote: listed in the agent state's artifacts.
+    produced: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

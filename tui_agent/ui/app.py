@@ -46,8 +46,20 @@ THEME = Theme(
 )
 
 NARROW = 110
+STACKED = 150
+SHORT = 32
 # How often the header checks the supervisor (and restarts one that runs need): < 2 s.
 SUPERVISOR_CHECK_S = 0.8
+
+
+class MainArea(Horizontal):
+    """History and run side by side. It is resized with the terminal every time (the app's
+    own resize handler is not called for later resizes), so it sets the layout classes."""
+
+    def on_resize(self) -> None:
+        app = self.app
+        if isinstance(app, AgentApp):
+            app.apply_size_classes()
 
 
 class AgentApp(App[None]):
@@ -88,7 +100,13 @@ class AgentApp(App[None]):
             tooltip="Resume a paused or failed run (larger budget if one is spent)",
         ),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the history"),
-        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
+        Binding(
+            "escape",
+            "clear_filter",
+            "Clear filter",
+            id="clear-filter",
+            tooltip="Clear the filter and show every run",
+        ),
         Binding("q", "quit", "Quit", id="quit", tooltip="Quit the app; runs go on"),
     ]
 
@@ -131,7 +149,7 @@ class AgentApp(App[None]):
     def compose(self) -> ComposeResult:
         self._status_bar = StatusBar(id="status-bar")
         yield self._status_bar
-        with Horizontal(id="main"):
+        with MainArea(id="main"):
             yield HistoryPane(self.service, id="history")
             yield RunPane(id="run-pane")
         yield Footer()
@@ -167,8 +185,13 @@ class AgentApp(App[None]):
             self.set_interval(1.0, self._safety_tick)
             self.set_interval(SUPERVISOR_CHECK_S, self._poll_supervisor)
 
-    def on_resize(self) -> None:
+    def apply_size_classes(self) -> None:
+        """Layout classes by size, the same whether the app started at a size or was resized
+        to it: -narrow (history pane and header shrink), -stacked (the agent state goes under
+        the timeline), -short (the approval request and header are compact)."""
         self.set_class(self.size.width < NARROW, "-narrow")
+        self.set_class(self.size.width < STACKED, "-stacked")
+        self.set_class(self.size.height < SHORT, "-short")
 
     @work(thread=True, exit_on_error=False, group="warm-up")
     def _warm_up(self) -> None:
@@ -284,7 +307,14 @@ class AgentApp(App[None]):
     # ---- selection and remembered state --------------------------------------------------
 
     def on_history_pane_selected(self, message: HistoryPane.Selected) -> None:
-        if message.run_id != self.selected:
+        if message.run_id is None:  # the filter matches no run: show nothing stale
+            self.selected = None
+            self.run_status = None
+            self._pending_tool = None
+            self.query_one(RunPane).show_empty(
+                "No run matches the filter. [b]escape[/b] clears it."
+            )
+        elif message.run_id != self.selected:
             self.selected = message.run_id
 
     def watch_selected(self, run_id: str | None) -> None:
@@ -319,6 +349,9 @@ class AgentApp(App[None]):
             return status is not None and status not in ("completed", "failed", "cancelled")
         if action == "resume":
             return status in ("paused", "failed")
+        if action == "clear_filter":
+            panes = self.query(HistoryPane)
+            return bool(panes) and panes.first().filtering
         return True
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -456,6 +489,8 @@ class AgentApp(App[None]):
 
     def action_filter(self) -> None:
         self.query_one(HistoryPane).open_filter()
+        self.refresh_bindings()  # the footer now offers escape
 
     def action_clear_filter(self) -> None:
         self.query_one(HistoryPane).close_filter()
+        self.refresh_bindings()

@@ -32,13 +32,17 @@ STATUS_SHORT = {
 }
 
 
-def status_cell(status: RunStatus) -> str:
-    return f"{STATUS_ICONS[status]} {STATUS_SHORT[status]}"
+def status_cell(status: RunStatus, *, flag: bool = False, short: bool = False) -> str:
+    """`✓ done`; a run waiting for a person is flagged ⚑ instead of its icon; `short`: the
+    icon alone (narrow history panes)."""
+    icon = "⚑" if flag else STATUS_ICONS[status]
+    return icon if short else f"{icon} {STATUS_SHORT[status]}"
 
 
 def age(now: float, ts: float) -> str:
+    """At most four characters: 45s, 12m, 3h, 71d, 2y."""
     delta = max(0, int(now - ts))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
         if delta >= size:
             return f"{delta // size}{unit}"
     return f"{delta}s"
@@ -79,7 +83,9 @@ def step_label(step: Step) -> str:
     payload = step.payload
     who = payload.get("by", "?")
     why = f": {payload['reason']}" if payload.get("reason") else ""
-    return f"#{step.seq} you  {payload.get('decision', 'decided')} {step.tool} by {who}{why}"
+    always = " (always, for the rest of the run)" if payload.get("always") else ""
+    decision = payload.get("decision", "decided")
+    return f"#{step.seq} you  {decision} {step.tool}{always} by {who}{why}"
 
 
 def step_details(step: Step) -> list[str]:

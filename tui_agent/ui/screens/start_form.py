@@ -28,26 +28,37 @@ class StartRunScreen(ModalScreen[str | None]):
         self._model = model
 
     def compose(self) -> ComposeResult:
+        # One row per field: the whole form, its buttons included, fits an 80x24 terminal.
         with Vertical(id="start-dialog"):
             yield Static("[b]Start a run[/b]", id="start-title")
-            yield Label("Goal")
-            yield Input(placeholder="what should the agent do?", id="start-goal")
-            yield Label("Workspace")
-            yield Input(self._workspace, id="start-workspace")
-            yield Label("Model")
-            yield Input(self._model, id="start-model")
-            with Horizontal(id="start-budgets"):
+            if self._model == "demo":
+                yield Static(
+                    "The offline [b]demo[/b] model needs no key; it works in its own "
+                    "scratch folder, so your files stay untouched.",
+                    id="start-demo-note",
+                )
+            with Horizontal(classes="start-row"):
+                yield Label("Goal", classes="start-label")
+                yield Input(placeholder="what should the agent do?", id="start-goal")
+            with Horizontal(classes="start-row"):
+                yield Label("Workspace", classes="start-label")
+                yield Input(self._workspace, id="start-workspace")
+            with Horizontal(classes="start-row"):
+                yield Label("Model", classes="start-label")
+                yield Input(self._model, id="start-model")
+            with Horizontal(classes="start-row", id="start-budgets"):
+                yield Label("Budgets", classes="start-label")
                 yield Input(placeholder="max steps", id="start-max-steps", type="integer")
                 yield Input(placeholder="max tokens", id="start-max-tokens", type="integer")
                 yield Input(placeholder="max wall s", id="start-max-wall", type="number")
-            with Horizontal(id="start-auto"):
-                yield Label("auto-approve:")
+            with Horizontal(classes="start-row", id="start-auto"):
+                yield Label("Auto-approve", classes="start-label")
                 yield Checkbox("write_local", id="start-auto-write")
                 yield Checkbox("external_action", id="start-auto-external")
             yield Static("", id="start-error")
             with Horizontal(id="start-buttons"):
-                yield Button("Start", variant="primary", id="start-go")
-                yield Button("Cancel", id="start-cancel")
+                yield Button("Start", variant="primary", id="start-go", compact=True)
+                yield Button("Cancel", id="start-cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#start-goal", Input).focus()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
 from tui_agent.domain.models import Run, RunStatus
@@ -18,15 +18,24 @@ PAGE = 100
 LIVE_ROWS = 300  # rows re-read on every change; older ones change rarely
 WAITING = {"waiting_approval", "needs_attention"}
 GOAL_KEY = ColumnKey("goal")
-COLUMNS = ("flag", "status", "goal", "age", "tok")
+# Column sets by the pane's width; the goal takes what the others leave. Narrow panes (an
+# 80-column terminal) keep the status icon (⚑ for a run waiting for a person), goal and age.
+WIDE = (("status", 10), ("goal", 0), ("age", 4), ("tok", 5))
+NARROW_SET = (("status", 1), ("goal", 0), ("age", 4))
+NARROW_BELOW = 44
 
 
-def parse_filter(text: str) -> tuple[list[str] | None, str | None]:
-    """`status:paused words` or a bare status name ('waiting' = needs a person)."""
+def parse_filter(text: str) -> tuple[list[str] | None, str | None, list[str]]:
+    """`status:paused words` or a bare status name ('waiting' = needs a person).
+
+    Returns the statuses, the words (each must match the goal, in any order) and what was
+    written as a status but is not one (`status:bogus`), to be said to the user."""
     statuses: list[str] = []
     words: list[str] = []
+    unknown: list[str] = []
     names = {s.value for s in RunStatus}
     for token in text.split():
+        prefixed = token.lower().startswith(("status:", "is:"))
         key = token.removeprefix("status:").removeprefix("is:").lower()
         if key in names:
             statuses.append(key)
@@ -34,17 +43,19 @@ def parse_filter(text: str) -> tuple[list[str] | None, str | None]:
             statuses += sorted(WAITING)
         elif key in ("final", "done"):
             statuses += ["completed", "failed", "cancelled"]
+        elif prefixed:
+            unknown.append(key)
         else:
             words.append(token)
-    return (statuses or None), (" ".join(words) or None)
+    return (statuses or None), (" ".join(words) or None), unknown
 
 
 class HistoryPane(Vertical):
     @dataclass
     class Selected(Message):
-        """The highlighted run changed."""
+        """The highlighted run changed (None: no run matches the filter)."""
 
-        run_id: str
+        run_id: str | None
 
     def __init__(self, service: AgentService, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -57,28 +68,34 @@ class HistoryPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: words, status:paused, waiting", id="history-filter")
+        yield Static("", id="history-filter-note")
         table: DataTable[str] = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
-        self._add_columns(table, 40)
+        self._columns = WIDE
+        self._add_columns(table, WIDE, 40)
         yield table
 
     @staticmethod
-    def _add_columns(table: DataTable[str], goal_width: int) -> None:
-        table.add_column("", key="flag", width=1)
-        table.add_column("status", key="status", width=11)
-        table.add_column("goal", key="goal", width=goal_width)
-        table.add_column("age", key="age", width=4)
-        table.add_column("tok", key="tok", width=5)
+    def _add_columns(
+        table: DataTable[str], columns: tuple[tuple[str, int], ...], goal_width: int
+    ) -> None:
+        for key, width in columns:
+            label = "" if key == "status" and width == 1 else key
+            table.add_column(label, key=key, width=width or goal_width)
 
     def on_resize(self) -> None:
-        """The goal takes whatever width the fixed columns leave."""
-        fixed = 1 + 11 + 4 + 5 + 2 * 5 + 2  # cells, their padding, the scrollbar
+        """One layout per width, whether the app started at it or was resized to it: the
+        column set follows the pane's width and the goal takes what the others leave."""
+        columns = NARROW_SET if self.size.width < NARROW_BELOW else WIDE
+        fixed = sum(w for _, w in columns) + 2 * len(columns) + 2  # padding, scrollbar
         goal = max(8, self.size.width - fixed)
         table = self.table
-        if table.columns and table.columns[GOAL_KEY].width == goal:
+        if columns == self._columns and table.columns and table.columns[GOAL_KEY].width == goal:
             return
         keep = self.selected_id  # rebuilding the columns must not lose the selection
+        self._columns = columns
         table.clear(columns=True)
-        self._add_columns(table, goal)
+        self._add_columns(table, columns, goal)
+        self._shown = {}
         self.reload(select=keep)
 
     @property
@@ -92,19 +109,19 @@ class HistoryPane(Vertical):
             return None
         return self._order[table.cursor_row] if table.cursor_row < len(self._order) else None
 
-    def _cells(self, run: Run) -> tuple[str, str, str, str, str]:
+    def _cells(self, run: Run) -> tuple[str, ...]:
         now = self.service.now()
-        flag = "⚑" if run.status.value in WAITING else ""
-        return (
-            flag,
-            status_cell(run.status),
-            one_line(run.goal, 200),
-            age(now, run.created_at),
-            tokens(run.usage.llm_tokens),
-        )
+        waiting = run.status.value in WAITING
+        values = {
+            "status": status_cell(run.status, flag=waiting, short=self._columns is NARROW_SET),
+            "goal": one_line(run.goal, 200),
+            "age": age(now, run.created_at),
+            "tok": tokens(run.usage.llm_tokens),
+        }
+        return tuple(values[key] for key, _ in self._columns)
 
     def _query(self, before: tuple[float, str] | None, limit: int) -> list[Run]:
-        statuses, text = parse_filter(self.filter_text)
+        statuses, text, _ = parse_filter(self.filter_text)
         return self.service.list_runs(statuses=statuses, text=text, limit=limit, before=before)
 
     def reload(self, select: str | None = None) -> None:
@@ -142,7 +159,8 @@ class HistoryPane(Vertical):
             shown = self._shown.get(run.id)
             if cells == shown:
                 continue
-            for index, (key, value) in enumerate(zip(COLUMNS, cells, strict=True)):
+            keys = [key for key, _ in self._columns]
+            for index, (key, value) in enumerate(zip(keys, cells, strict=True)):
                 if shown is None or shown[index] != value:
                     table.update_cell(run.id, key, value)
             self._shown[run.id] = cells
@@ -173,7 +191,18 @@ class HistoryPane(Vertical):
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         self.filter_text = event.value
+        _, _, unknown = parse_filter(event.value)
+        names = ", ".join(s.value for s in RunStatus)
+        note = self.query_one("#history-filter-note", Static)
+        note.update(
+            f"{', '.join(unknown)}: not a status (one of {names}, waiting, final)"
+            if unknown
+            else ""
+        )
+        self.set_class(bool(unknown), "-filter-note")
         self.reload()
+        if not self._order:
+            self.post_message(self.Selected(None))  # nothing matches: the detail pane clears
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -189,3 +218,7 @@ class HistoryPane(Vertical):
             inp.value = ""
         self.remove_class("-filtering")
         self.table.focus()
+
+    @property
+    def filtering(self) -> bool:
+        return self.has_class("-filtering")

@@ -11,13 +11,23 @@ from textual.widgets import Static
 from tui_agent.domain.models import Approval, Run, Step
 from tui_agent.domain.reason import describe_call
 from tui_agent.service.api import RunDelta
-from tui_agent.ui.format import STATUS_ICONS
+from tui_agent.ui.format import STATUS_ICONS, one_line
 from tui_agent.ui.widgets.gauges import BudgetGauges
 from tui_agent.ui.widgets.timeline import Timeline
 
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[")
+
+
+SHORT_SCREEN = 32  # rows; below, the request shows one line of arguments and of reason
+
+
+def _artifact_line(artifact: dict[str, object]) -> str:
+    """A written file by its path, a stored large result by its id and summary."""
+    if artifact.get("type") == "file":
+        return f" ▤ {_escape(str(artifact.get('path')))} ({artifact.get('bytes')} bytes)"
+    return f" ▣ {artifact.get('artifact_id')} {_escape(str(artifact.get('summary', '')))}"
 
 
 class RunPane(Vertical):
@@ -30,12 +40,14 @@ class RunPane(Vertical):
             with VerticalScroll(id="run-state-box"):
                 yield Static("", id="run-state")
 
-    def show_empty(self) -> None:
+    def show_empty(self, text: str | None = None) -> None:
         self.add_class("-empty")
         self.query_one("#run-header", Static).update(
-            "No runs yet. Press [b]s[/b] to start one (the offline demo model needs no key)."
+            text
+            or "No runs yet. Press [b]s[/b] to start one (the offline demo model needs no key)."
         )
         self.query_one(Timeline).reset()
+        self._request(None, None)
 
     def show_delta(self, delta: RunDelta, *, first: bool) -> None:
         self.remove_class("-empty")
@@ -74,9 +86,11 @@ class RunPane(Vertical):
                 args = json.dumps(json.loads(pending.arguments), ensure_ascii=False)
             except ValueError:
                 args = pending.arguments
-            if len(args) > 400:
-                args = args[:400] + "…"
             reason = pending.model_reason or "(the model gave no reason)"
+            # A short terminal gets one line of each, so the newest steps stay in view.
+            short = self.app.size.height < SHORT_SCREEN
+            limit = max(20, (self.size.width or self.app.size.width // 2) - 8) if short else 400
+            args, reason = one_line(args, limit), one_line(reason, limit)
             box.update(
                 f"[b]Approval needed[/b]: {pending.tool}  \\[{pending.risk}]\n"
                 f"{_escape(args)}\n"
@@ -110,9 +124,7 @@ class RunPane(Vertical):
         out.append("[b]Open questions[/b]")
         out += [f" ? {_escape(q)}" for q in st.open_questions] or [" (none)"]
         out.append("[b]Artifacts[/b]")
-        out += [
-            f" ▣ {a.get('artifact_id')} {_escape(str(a.get('summary', '')))}" for a in st.artifacts
-        ] or [" (none)"]
+        out += [_artifact_line(a) for a in st.artifacts] or [" (none)"]
         if st.risk_flags:
             out.append("[b]Risk flags[/b] " + ", ".join(st.risk_flags))
         self.query_one("#run-state", Static).update("\n".join(out))

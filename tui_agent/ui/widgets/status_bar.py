@@ -9,9 +9,16 @@ from tui_agent.ui.format import size
 
 
 class StatusBar(Static):
+    _last: tuple[SupervisorState | None, str, int, int] | None = None
+
+    def on_resize(self) -> None:
+        if self._last is not None:
+            self.show_state(*self._last)  # the path's room changed
+
     def show_state(
         self, state: SupervisorState | None, db_path: str, db_bytes: int, waiting: int
     ) -> None:
+        self._last = (state, db_path, db_bytes, waiting)
         if state is None:
             sup = "supervisor: checking…"
         elif state.running:
@@ -21,4 +28,11 @@ class StatusBar(Static):
             sup = "supervisor: not running"
         self.set_class(state is not None and not state.running, "-down")
         flag = f" │ ⚑ {waiting} waiting" if waiting else ""
-        self.update(f" tui-agent │ {sup} │ db: {db_path} ({size(db_bytes)}){flag}")
+        width = self.size.width or 120
+        name = " tui-agent │" if width >= 100 else ""
+        head = f"{name} {sup}{flag} │ db {size(db_bytes)}"
+        # The path goes last and gives way first: its start is cut, never the figures.
+        room = width - len(head) - 2
+        if room >= 12:
+            head += " " + (db_path if len(db_path) <= room else "…" + db_path[-(room - 1) :])
+        self.update(head)
