@@ -16,6 +16,7 @@ BENCHMARKS = {
     "commit_to_screen": "bench.commit_to_screen",
     "resume": "bench.resume",
     "concurrency": "bench.concurrency",
+    "cli_run": "bench.cli_run",
 }
 
 

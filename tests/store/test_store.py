@@ -151,18 +151,18 @@ def test_a_start_that_loses_the_key_race_at_insert_returns_the_winner(
 ) -> None:
     """The unique index is the last line: a start whose check missed the live run (another
     engine's isolation, a racing writer) gets that run back, not an error."""
-    import tui_agent.store.run_store as run_store
+    import tui_agent.store.starts as starts
 
     store = open_store(tmp_path / "r.db")
     winner, _ = store.create_run(spec(idem_key="k"))
-    real = run_store._live_run_with_key
+    real = starts.live_run_with_key_txn
     calls = {"n": 0}
 
     def miss_first(conn: Any, key: str | None) -> Any:
         calls["n"] += 1
         return None if calls["n"] == 1 else real(conn, key)
 
-    monkeypatch.setattr(run_store, "_live_run_with_key", miss_first)
+    monkeypatch.setattr(starts, "live_run_with_key_txn", miss_first)
     again, created = store.create_run(spec(idem_key="k"))
     assert (again.id, created) == (winner.id, False)
     assert store.count_runs() == 1

@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import os
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -29,9 +30,10 @@ from tui_agent.files import write_atomically
 from tui_agent.llm.factory import default_model
 from tui_agent.service.api import RunDelta, RunView, StartRequest, SupervisorState
 from tui_agent.settings import Settings, ensure_private_dir
-from tui_agent.store.db import check_database_file
+from tui_agent.store.db import Database, check_database_file, open_database
 from tui_agent.store.migrations import LATEST_VERSION
 from tui_agent.store.reader import Reader
+from tui_agent.store.starts import create_run
 from tui_agent.supervisor import spawn
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class LocalService:
         self.reader = reader
         self.clock = clock
         self.who = who or _username()
+        self._db: Database | None = None
         self._store: RunStore | None = None
         self._store_lock = threading.Lock()
 
@@ -105,18 +108,29 @@ class LocalService:
         return service
 
     @property
-    def store(self) -> RunStore:
-        """The writing store, opened on first use (it checks and migrates the schema)."""
+    def db(self) -> Database:
+        """The database for writing, opened on first use (it checks and migrates the schema;
+        plain `sqlite3` unless a migration is due)."""
         with self._store_lock:
-            if self._store is None:
-                from tui_agent.store.run_store import open_store
-
-                self._store = open_store(
+            if self._db is None:
+                self._db = open_database(
                     self.settings.db_path,
                     synchronous=self.settings.synchronous,
                     clock=self.clock,
                     busy_timeout_s=self.settings.busy_timeout_s,
                 )
+            return self._db
+
+    @property
+    def store(self) -> RunStore:
+        """The person-driven writes (approve, cancel, resume …), on the same database; this
+        loads SQLAlchemy, which starting a run does not need."""
+        db = self.db
+        with self._store_lock:
+            if self._store is None:
+                from tui_agent.store.run_store import RunStore
+
+                self._store = RunStore(db)
             return self._store
 
     def warm_up(self) -> None:
@@ -127,6 +141,8 @@ class LocalService:
         self.reader.close()
         if self._store is not None:
             self._store.close()
+        elif self._db is not None:
+            self._db.dispose()
 
     @property
     def db_path(self) -> Path:
@@ -207,7 +223,7 @@ class LocalService:
         return path
 
     def start_run(self, request: StartRequest) -> tuple[Run, bool]:
-        run, created = self.store.create_run(self.build_spec(request))
+        run, created = create_run(self.db, self.build_spec(request), uuid.uuid4().hex)
         self.ensure_supervisor()
         return run, created
 

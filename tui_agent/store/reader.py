@@ -178,8 +178,9 @@ class Reader:
             where.append("(created_at, id) < (?, ?)")
             params += [before[0], before[1]]
         with self.snapshot() as conn:
-            for word in (text or "").split():  # every word must match, in any order
-                clause, text_params = self._text_match(conn, word)
+            words = (text or "").split()
+            for word in words:  # every word must match the goal, in any order
+                clause, text_params = self._text_match(conn, word, id_prefix=len(words) == 1)
                 where.append(clause)
                 params += text_params
             sql = f"SELECT {_SUMMARY} FROM runs"
@@ -190,8 +191,10 @@ class Reader:
         return [run_from_row(r) for r in rows]
 
     @staticmethod
-    def _text_match(conn: sqlite3.Connection, text: str) -> tuple[str, list[Any]]:
-        """Goal contains `text` (case-insensitive), or the id starts with it.
+    def _text_match(
+        conn: sqlite3.Connection, text: str, *, id_prefix: bool = True
+    ) -> tuple[str, list[Any]]:
+        """Goal contains `text` (case-insensitive), or (`id_prefix`) the id starts with it.
 
         A rare text (three characters or more) is found through the trigram index and sorted;
         a common one is cheaper to find by walking the newest runs until the page is full.
@@ -210,7 +213,7 @@ class Reader:
                 clause = "runs.rowid IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)"
                 params = [phrase]
         prefix = text.lower()
-        if set(prefix) <= _HEX:
+        if id_prefix and set(prefix) <= _HEX:
             return f"({clause} OR (id >= ? AND id < ?))", [*params, prefix, prefix + "g"]
         return clause, params
 

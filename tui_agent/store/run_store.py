@@ -14,16 +14,13 @@ from pathlib import Path
 
 from sqlalchemy import (
     Connection,
-    insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from tui_agent.domain.errors import ApprovalTimedOut, BadInput, InvalidTransition
 from tui_agent.domain.models import (
     FINAL_STATUSES,
-    UNCONFINED_FLAG,
     Approval,
     Budget,
     Event,
@@ -37,23 +34,12 @@ from tui_agent.domain.models import (
 )
 from tui_agent.store.db import Database, open_database
 from tui_agent.store.reader import Reader
-from tui_agent.store.rows import approval_from_row, run_from_row
+from tui_agent.store.rows import approval_from_row
+from tui_agent.store.starts import create_run
 from tui_agent.store.tables import approvals_t, runs_t, steps_t
 from tui_agent.store.txn import add_event_txn, decide_approval_txn, load_run_txn
 
 _FINAL = [s.value for s in FINAL_STATUSES]
-
-
-def _live_run_with_key(conn: Connection, key: str | None) -> Run | None:
-    """The run holding an idempotency key, while it is not final."""
-    if not key:
-        return None
-    row = (
-        conn.execute(select(runs_t).where(runs_t.c.idem_key == key, runs_t.c.status.not_in(_FINAL)))
-        .mappings()
-        .first()
-    )
-    return run_from_row(row) if row is not None else None
 
 
 def _check_budget_above_usage(
@@ -164,50 +150,7 @@ class RunStore:
 
     def create_run(self, spec: RunSpec) -> tuple[Run, bool]:
         """Insert a queued run; with an idempotency key, return the live run holding it."""
-        now = self.now()
-        run_id = self.new_id()
-        try:
-            with self.db.write() as conn:
-                existing = _live_run_with_key(conn, spec.idem_key)
-                if existing is not None:
-                    return existing, False
-                conn.execute(
-                    insert(runs_t).values(
-                        id=run_id,
-                        idem_key=spec.idem_key,
-                        status=RunStatus.QUEUED.value,
-                        goal=spec.goal,
-                        workspace=spec.workspace,
-                        model=spec.model,
-                        base_url=spec.base_url,
-                        budget_json=json.dumps(spec.budget.to_dict()),
-                        policy_json=json.dumps(spec.policy.to_dict()),
-                        state_json=json.dumps(
-                            {"risk_flags": [UNCONFINED_FLAG]}
-                            if spec.policy.sandbox == "none"
-                            else {}
-                        ),
-                        usage_steps=0,
-                        usage_tokens=0,
-                        usage_wall_s=0.0,
-                        cancel_requested=False,
-                        retry_attempt=0,
-                        retry_max=0,
-                        next_seq=1,
-                        revision=1,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                add_event_txn(conn, run_id, "created", f"run created with model {spec.model}", now)
-                return load_run_txn(conn, run_id), True
-        except IntegrityError:
-            # A concurrent start with the same key won the race: return its run.
-            with self.db.read() as conn:
-                existing = _live_run_with_key(conn, spec.idem_key)
-            if existing is not None:
-                return existing, False
-            raise
+        return create_run(self.db, spec, self.new_id())
 
     def decide_approval(
         self,
