@@ -161,6 +161,11 @@ def test_in_doubt_cancel_fails_the_run(home: Home, llm: ScriptedLLM) -> None:
     home.wait_status(run_id, "needs_attention")
     out = home.json("cancel", run_id)
     assert out["status"] == "failed"
+    stored = home.show(run_id)  # the store, not only the CLI's reply
+    assert stored["status"] == "failed" and stored["in_doubt"] is None
+    assert "cancel" in (stored["error"] or "") or "doubt" in (stored["error"] or "")
+    time.sleep(2.0)  # nothing runs it afterwards either
+    assert home.show(run_id)["status"] == "failed"
     assert side_effects(home) == ["ran"]
     strict_check(home, before)
 
