@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.llm_server import ScriptedLLM
+from tui_agent.supervisor.lock import pid_alive
 
 os.environ.pop("NO_COLOR", None)
 for _name in (
@@ -240,19 +241,7 @@ class Home:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         for pid in pids:
-            wait_for(lambda p=pid: not _alive(p), 10, f"pid {pid} to die")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+            wait_for(lambda p=pid: not pid_alive(p), 10, f"pid {pid} to die")
 
 
 @pytest.fixture

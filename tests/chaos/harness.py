@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
-from tui_agent.supervisor.lock import SupervisorLock
+from tui_agent.supervisor.lock import SupervisorLock, pid_alive
 
 SECRET = "sk-chaos-secret-do-not-store"
 FINAL = {"completed", "failed", "cancelled"}
@@ -300,7 +300,7 @@ class Chaos:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
         # A frozen executor that was killed meanwhile died at most now.
-        if not _alive(pid):
+        if not pid_alive(pid):
             self.executor_deaths.setdefault(pid, time.time())
 
     def wait_idle_exit(self) -> None:
@@ -496,18 +496,6 @@ class Chaos:
         if self.tui is not None:
             self.tui.wait()
         self.model.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def run_chaos(root: Path, rounds: int, seed: int = 1, *, rotate: bool = False) -> Report:

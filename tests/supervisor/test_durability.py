@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Home, _alive, wait_for
+from tests.conftest import Home, wait_for
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 from tests.supervisor.checks import (
     kill9,
@@ -18,6 +18,7 @@ from tests.supervisor.checks import (
     steps_now,
     strict_check,
 )
+from tui_agent.supervisor.lock import pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +90,8 @@ def test_in_doubt_shell_call_is_never_rerun_silently(home: Home, llm: ScriptedLL
     assert side_effects(home) == ["ran"]
     assert "call in doubt: run_shell" in view["reason"]
     assert view["in_doubt"]["tool"] == "run_shell"
+    listed = next(r for r in home.json("ls") if r["id"] == run_id)
+    assert listed["reason"] == view["reason"]  # ls names the call too, from the store alone
     # It stays that way: no process re-runs it behind the person's back.
     home.cli("supervisor", "stop", check=True)
     home.cli("supervisor", "start", check=True)
@@ -294,7 +297,7 @@ def test_a_stalled_heartbeat_gets_the_executor_killed_and_nothing_repeated(
     run_id = home.start("go", "--auto-approve", "external_action")
     stalled = home.marker("executor.heartbeat")
     before = steps_now(home)
-    wait_for(lambda: not _alive(stalled), 10, "the supervisor to kill the hung executor")
+    wait_for(lambda: not pid_alive(stalled), 10, "the supervisor to kill the hung executor")
     view = home.wait_status(run_id, "completed")
     # turn 0 was in flight (never recorded) when the hung executor was killed: asked again
     assert [llm.requests_for(turn) for turn in range(3)] == [2, 1, 1]

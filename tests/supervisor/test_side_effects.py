@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import Home, wait_for
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
+from tui_agent.supervisor.lock import pid_alive
 from tui_agent.tools.processes import processes_marked
 
 pytestmark = [
@@ -89,7 +90,7 @@ def test_supervisor_and_executor_killed_together_leave_no_command_running(
     run_id = start_slow(home, llm, "--sandbox", "none")  # no sandbox to die with its parent
     executor = owner_pid(home, run_id)
     home.kill_all()
-    assert not _alive(executor)
+    assert not pid_alive(executor)
     # The shell got SIGKILL with its executor (parent-death signal); its `sleep` child is
     # ended by the next supervisor before the run is offered to anyone.
     home.cli("supervisor", "start", check=True)
@@ -107,7 +108,7 @@ def test_a_frozen_executor_is_killed_after_lease_s_and_its_run_recovered(
     executor = owner_pid(home, run_id)
     frozen_at = time.monotonic()
     os.kill(executor, signal.SIGSTOP)
-    wait_for(lambda: not _alive(executor), 10, "the supervisor to kill the frozen executor")
+    wait_for(lambda: not pid_alive(executor), 10, "the supervisor to kill the frozen executor")
     assert time.monotonic() - frozen_at < 1.0 + 2.0
     view = home.wait_status(run_id, "needs_attention")
     assert nothing_of(run_id)
@@ -213,15 +214,3 @@ def owner_pid_or_none(home: Home, run_id: str) -> int | None:
     with sqlite3.connect(home.path / "tui-agent.db") as conn:
         row = conn.execute("SELECT owner_pid FROM runs WHERE id = ?", (run_id,)).fetchone()
     return row[0] if row else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

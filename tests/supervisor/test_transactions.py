@@ -65,6 +65,8 @@ def test_killed_inside_request_approval_commits_neither_row_nor_status(
     assert rows(home, "SELECT status FROM runs") == [("running",)]
     view = home.wait_status(run_id, "waiting_approval")
     assert len(view["pending_approvals"]) == 1
+    listed = next(r for r in home.json("ls") if r["id"] == run_id)
+    assert listed["reason"].startswith("waiting for approval: write_file(")
     assert rows(home, "SELECT count(*) FROM approvals") == [(1,)]
     assert llm.requests_for(0) == 1  # the recorded reply was not asked again
     strict_check(home, before)

@@ -243,7 +243,16 @@ class LocalService:
         return self.reader.list_runs(statuses=statuses, text=text, limit=limit, before=before)
 
     def reason(self, run: Run) -> str | None:
-        return run_reason(run, now=self.now(), supervisor_running=self._supervisor_running(run))
+        return self._reason(run, None, None)
+
+    def _reason(self, run: Run, pending: Approval | None, in_doubt: Step | None) -> str | None:
+        return run_reason(
+            run,
+            now=self.now(),
+            pending=pending,
+            in_doubt=in_doubt,
+            supervisor_running=self._supervisor_running(run),
+        )
 
     def _supervisor_running(self, run: Run) -> bool | None:
         """Asked (a lock probe) only for runs whose reason depends on it."""
@@ -269,13 +278,7 @@ class LocalService:
             pending=pending,
             approvals=approvals,
             in_doubt=in_doubt,
-            reason=run_reason(
-                run,
-                now=self.now(),
-                pending=pending,
-                in_doubt=in_doubt,
-                supervisor_running=self._supervisor_running(run),
-            ),
+            reason=self._reason(run, pending, in_doubt),
         )
 
     def steps_since(self, run_id: str, after_seq: int) -> list[Step]:
@@ -295,13 +298,7 @@ class LocalService:
             events=events,
             pending=pending,
             in_doubt=in_doubt,
-            reason=run_reason(
-                run,
-                now=self.now(),
-                pending=pending,
-                in_doubt=in_doubt,
-                supervisor_running=self._supervisor_running(run),
-            ),
+            reason=self._reason(run, pending, in_doubt),
         )
 
     def database_size(self) -> int:
