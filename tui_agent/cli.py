@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -181,7 +182,17 @@ def _open_tui(settings: Settings) -> int:
 
     service = LocalService.open(settings)
     try:
-        app = AgentApp(service, ui_state_path=settings.ui_state_path, default_model=default_model())
+        model = default_model()
+        demo_workspace: str | None = None
+        if model == "demo":  # the demo works in its own scratch folder, never in the cwd
+            with contextlib.suppress(TuiAgentError):  # a read-only home: the form says cwd
+                demo_workspace = str(service.demo_workspace())
+        app = AgentApp(
+            service,
+            ui_state_path=settings.ui_state_path,
+            default_model=model,
+            default_workspace=demo_workspace,
+        )
         app.run()
     finally:
         service.close()

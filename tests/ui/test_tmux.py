@@ -46,3 +46,26 @@ def test_approve_quit_and_relaunch_in_a_real_terminal(
     terminal.launch(home, rc)
     terminal.wait_for("Save my notes", "Saved the notes for you.", "✓ done")
     terminal.keys("q")
+
+
+def test_the_quick_start_demo_never_writes_into_the_directory_it_was_started_from(
+    home: Home, terminal: Terminal, tmp_path: Path
+) -> None:
+    """`tui-agent` with no key, started in a checkout: `s`, a goal, `enter`, `y`. The demo
+    works in its own scratch folder, the form says where, and the checkout is untouched."""
+    (home.workspace / "README.md").write_text("my project\n")
+    before = sorted(p.name for p in home.workspace.iterdir())
+    terminal.launch(home, tmp_path / "rc", size=(80, 24))
+    terminal.wait_for("supervisor")
+    terminal.keys("s")
+    screen = terminal.wait_for("scratch folder")
+    flat = "".join(ch for ch in screen if ch not in " \n█")  # the note wraps the path
+    assert "home/demo-workspace" in flat and f"{home.workspace}".replace(" ", "") not in flat
+    terminal.keys("first run")
+    terminal.keys("Enter")
+    terminal.wait_for("Approval needed")
+    terminal.keys("y")
+    terminal.wait_for("completed")
+    assert sorted(p.name for p in home.workspace.iterdir()) == before
+    assert (home.path / "demo-workspace" / "tui-agent-demo-summary.md").exists()
+    terminal.keys("q")

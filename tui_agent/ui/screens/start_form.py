@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -33,8 +34,8 @@ class StartRunScreen(ModalScreen[str | None]):
             yield Static("[b]Start a run[/b]", id="start-title")
             if self._model == "demo":
                 yield Static(
-                    "The offline [b]demo[/b] model needs no key; it works in its own "
-                    "scratch folder, so your files stay untouched.",
+                    "The offline [b]demo[/b] model needs no key. It works in its own scratch "
+                    f"folder, {escape(self._workspace)}, so your files stay untouched.",
                     id="start-demo-note",
                 )
             with Horizontal(classes="start-row"):
