@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def _pip_with_progress(argv: list[str]) -> None:
     pip's own output is kept and shown whole if it fails."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
-    tty = sys.stdout.isatty()
+    tty = sys.stdout.isatty()  # on a terminal one line is rewritten in place
+    started = time.monotonic()
     seen: list[str] = []
     count = 0
     for line in proc.stdout:
@@ -64,7 +66,8 @@ def _pip_with_progress(argv: list[str]) -> None:
         elif text.startswith("Installing collected packages"):
             status = f"  installing {count} packages …"
         elif text.startswith("Successfully installed"):
-            status = "  installed."
+            took = time.monotonic() - started
+            status = f"  installed {len(text.split()) - 2} packages in {took:.0f} s"
         else:
             continue
         if tty:

@@ -19,6 +19,10 @@ from tui_agent.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNKNOWN_RUN, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4
 STATUSES = [s.value for s in RunStatus]
+STATUS_GROUPS = {
+    "waiting": ["waiting_approval", "needs_attention"],
+    "final": ["completed", "failed", "cancelled"],
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("ls", help="list runs, newest first")
-    ls.add_argument("--status", action="append", choices=STATUSES, default=[])
+    ls.add_argument(
+        "--status",
+        action="append",
+        choices=[*STATUSES, *STATUS_GROUPS],
+        default=[],
+        help="a status, or waiting (needs a person) or final, as the TUI's filter takes",
+    )
     ls.add_argument("--limit", type=_positive_int, default=50)
     ls.add_argument("--json", action="store_true")
 
@@ -123,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--json", action="store_true")
 
     sup = sub.add_parser("supervisor", help="manage the background supervisor")
-    sup.add_argument("action", metavar="{start,stop,status,run}", type=_supervisor_action)
+    sup.add_argument(
+        "action", metavar="ACTION", type=_supervisor_action, help="start, stop, status or run"
+    )
     sup.add_argument("--json", action="store_true")
     sup.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     sup.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
@@ -219,8 +231,10 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
 
     # start and stop need no database here: the supervisor opens (and checks) it itself.
     if args.action == "start":
+        already = spawn.supervisor_pid(settings)
         pid = spawn.ensure_supervisor(settings)
-        _say(args, {"running": True, "pid": pid}, f"supervisor running (pid {pid})")
+        said = "was already running" if already and already == pid else "started"
+        _say(args, {"running": True, "pid": pid}, f"supervisor {said} (pid {pid})")
         return EXIT_OK
     if args.action == "stop":
         return _stop_supervisor(args, settings)
@@ -238,8 +252,8 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
         if state.running:
             lines = [f"supervisor running (pid {state.pid}), home {settings.home}"]
             lines += [
-                f"  executor {e['pid']}: {len(e['runs'])} run(s) "
-                + " ".join(r[:8] for r in e["runs"])
+                f"  executor {e['pid']}: {len(e['runs'])} run(s)"
+                + "".join(f" {r[:8]}" for r in e["runs"])
                 for e in state.executors
             ]
             text = "\n".join(lines)
@@ -381,7 +395,8 @@ def _wait(service: Any, run_id: str, *, quiet: bool) -> int:
 def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
     from tui_agent.service.views import summary_json
 
-    runs = service.list_runs(statuses=args.status or None, limit=args.limit)
+    statuses = [s for name in args.status for s in STATUS_GROUPS.get(name, [name])]
+    runs = service.list_runs(statuses=statuses or None, limit=args.limit)
     if args.json:
         _print_json([summary_json(r, service.reason(r)) for r in runs])
         return EXIT_OK

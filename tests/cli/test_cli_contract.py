@@ -242,3 +242,21 @@ def test_supervisor_usage_names_only_the_public_actions(home: Home) -> None:
     assert bad.returncode == 2 and "executor" not in bad.stderr
     assert "choose start, stop, status or run" in bad.stderr
     assert "executor" not in home.cli("supervisor", "--help").stdout
+
+
+def test_the_walk_s_cli_findings(home: Home) -> None:
+    """What a new user's walk found: an empty run id is bad input, a second start says the
+    supervisor was already running, `ls --status` takes the TUI filter's groups."""
+    empty = home.cli("show", "")
+    assert empty.returncode == 2 and "must not be empty" in empty.stderr
+    first = home.cli("supervisor", "start", check=True).stdout
+    again = home.cli("supervisor", "start", check=True).stdout
+    assert first.startswith("supervisor started") and again.startswith(
+        "supervisor was already running"
+    )
+    run_id = home.start("waits")
+    home.wait_status(run_id, "waiting_approval")
+    assert [r["id"] for r in home.json("ls", "--status", "waiting")] == [run_id]
+    assert home.json("ls", "--status", "final") == []
+    status = home.cli("supervisor", "status", check=True).stdout
+    assert not any(line.endswith(" ") for line in status.splitlines())

@@ -179,6 +179,34 @@ async def test_resume_after_budget_pause_extends_the_budget(
         assert "8/8" in str(app.query_one("#gauge-steps .gauge-value").render())
 
 
+async def test_the_resume_dialog_keeps_a_too_small_budget_open_with_the_reason(
+    make_app: Any, home: Home, llm: ScriptedLLM
+) -> None:
+    home.use_server(llm)
+    llm.default = Reply("Again.", [call("list_dir", {"path": "."})])
+    run_id = home.start("loop", "--max-steps", "3")
+    home.wait_status(run_id, "paused")
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.run_status == "paused", what="selection")
+        await pilot.press("r")
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the dialog")
+        assert "s" not in footer_keys(app) and "r" not in footer_keys(app)  # not its keys
+        steps = app.screen.query_one("#resume-steps")
+        steps.value = "2"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert len(app.screen_stack) == 2, "a too small budget closed the dialog"
+        error = str(app.screen.query_one("#resume-error").render())
+        assert "max steps must be more than the 3 already used" in error
+        assert app.screen.query_one("#resume-go").display  # a button to press
+        steps.value = "5"
+        await pilot.click("#resume-go")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the dialog to close")
+    view = home.wait_status(run_id, "paused")
+    assert view["budget"]["max_steps"] == 5 and view["usage"]["steps"] == 5
+
+
 async def test_skip_an_in_doubt_call_with_k(make_app: Any, home: Home) -> None:
     from tests.ui.seed import Seeder
     from tui_agent.domain.models import RunStatus

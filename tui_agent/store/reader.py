@@ -137,7 +137,9 @@ class Reader:
     def resolve_id(self, prefix: str) -> str:
         """The full id for an id or unique prefix; UnknownRun or BadInput (ambiguous)."""
         prefix = prefix.strip().lower()
-        if not prefix or not set(prefix) <= _HEX:
+        if not prefix:
+            raise BadInput("the run id must not be empty")
+        if not set(prefix) <= _HEX:
             raise UnknownRun(f"no run {prefix!r}")
         rows = self._all_rows(
             "SELECT id FROM runs WHERE id >= ? AND id < ? LIMIT 2", (prefix, prefix + "g")

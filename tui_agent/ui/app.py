@@ -46,6 +46,19 @@ THEME = Theme(
 )
 
 NARROW = 110
+MAIN_SCREEN_ACTIONS = {
+    "start",
+    "approve",
+    "deny",
+    "always",
+    "retry_call",
+    "skip_call",
+    "cancel_run",
+    "resume",
+    "filter",
+    "clear_filter",
+    "quit",
+}
 STACKED = 150
 SHORT = 32
 # How often the header checks the supervisor (and restarts one that runs need): < 2 s.
@@ -340,6 +353,8 @@ class AgentApp(App[None]):
     # ---- which keys apply --------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if len(self.screen_stack) > 1 and action in MAIN_SCREEN_ACTIONS:
+            return False  # a dialog is open: its own keys, not the main screen's
         status = self.run_status
         if action in ("approve", "deny", "always"):
             return status == "waiting_approval"
@@ -391,7 +406,7 @@ class AgentApp(App[None]):
         if message.error is not None:
             self.notify(message.error, severity="error", timeout=6)
         elif message.done:
-            self.notify(message.done)
+            self.notify(message.done, timeout=3)  # short: a toast covers the state panel
         self.refresh_live()
 
     def action_start(self) -> None:

@@ -85,7 +85,8 @@ def step_label(step: Step) -> str:
     why = f": {payload['reason']}" if payload.get("reason") else ""
     always = " (always, for the rest of the run)" if payload.get("always") else ""
     decision = payload.get("decision", "decided")
-    return f"#{step.seq} you  {decision} {step.tool}{always} by {who}{why}"
+    # Not numbered like the steps the budget counts (replies and calls): a decision is not one.
+    return f"   you  {decision} {step.tool}{always} by {who}{why}"
 
 
 def step_details(step: Step) -> list[str]:

@@ -96,12 +96,17 @@ class ResumeScreen(ModalScreen[BudgetChange | None]):
             yield Label(f"max wall time s (used {u.wall_time_s:.0f})")
             yield Input(f"{wall:g}", id="resume-wall", type="number")
             yield Static("", id="resume-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Resume", variant="primary", id="resume-go", compact=True)
+                yield Button("Back", id="resume-cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#resume-steps", Input).focus()
 
     @on(Input.Submitted)
+    @on(Button.Pressed, "#resume-go")
     def submit(self) -> None:
+        """Every budget must be above what the run used: said here, the dialog stays open."""
         try:
             change = BudgetChange(
                 max_steps=int(self.query_one("#resume-steps", Input).value),
@@ -111,7 +116,22 @@ class ResumeScreen(ModalScreen[BudgetChange | None]):
         except ValueError:
             self.query_one("#resume-error", Static).update("⚠ budgets must be numbers")
             return
+        u = self.usage
+        for name, given, used in (
+            ("max steps", change.max_steps, u.steps),
+            ("max tokens", change.max_llm_tokens, u.llm_tokens),
+            ("max wall time", change.max_wall_time_s, u.wall_time_s),
+        ):
+            if given is not None and given <= used:
+                self.query_one("#resume-error", Static).update(
+                    f"⚠ {name} must be more than the {used:g} already used"
+                )
+                return
         self.dismiss(change)
+
+    @on(Button.Pressed, "#resume-cancel")
+    def cancel(self) -> None:
+        self.dismiss(None)
 
     def action_back(self) -> None:
         self.dismiss(None)

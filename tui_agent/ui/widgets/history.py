@@ -67,10 +67,11 @@ class HistoryPane(Vertical):
         self._exhausted = False
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: words, status:paused, waiting", id="history-filter")
+        yield Input(placeholder="words, status:S, waiting", id="history-filter")
         yield Static("", id="history-filter-note")
         table: DataTable[str] = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
         self._columns = WIDE
+        self._goal_width = 40
         self._add_columns(table, WIDE, 40)
         yield table
 
@@ -93,6 +94,7 @@ class HistoryPane(Vertical):
             return
         keep = self.selected_id  # rebuilding the columns must not lose the selection
         self._columns = columns
+        self._goal_width = goal
         table.clear(columns=True)
         self._add_columns(table, columns, goal)
         self._shown = {}
@@ -114,7 +116,7 @@ class HistoryPane(Vertical):
         waiting = run.status.value in WAITING
         values = {
             "status": status_cell(run.status, flag=waiting, short=self._columns is NARROW_SET),
-            "goal": one_line(run.goal, 200),
+            "goal": one_line(run.goal, self._goal_width),  # cut with … to the column
             "age": age(now, run.created_at),
             "tok": tokens(run.usage.llm_tokens),
         }

@@ -21,6 +21,7 @@ def _escape(text: str) -> str:
 
 
 SHORT_SCREEN = 32  # rows; below, the request shows one line of arguments and of reason
+NARROW_SCREEN = 110  # columns; below (or on a short screen), the header is three cut lines
 
 
 def _artifact_line(artifact: dict[str, object]) -> str:
@@ -31,6 +32,9 @@ def _artifact_line(artifact: dict[str, object]) -> str:
 
 
 class RunPane(Vertical):
+    # The run on screen, its reason, pending approval and call in doubt (re-cut on resize).
+    _shown: tuple[Run, str | None, Approval | None, Step | None] | None = None
+
     def compose(self) -> ComposeResult:
         yield Static("No run selected. Press [b]s[/b] to start one.", id="run-header")
         yield BudgetGauges(id="run-gauges")
@@ -47,6 +51,7 @@ class RunPane(Vertical):
             or "No runs yet. Press [b]s[/b] to start one (the offline demo model needs no key)."
         )
         self.query_one(Timeline).reset()
+        self._shown = None
         self._request(None, None)
 
     def show_delta(self, delta: RunDelta, *, first: bool) -> None:
@@ -59,6 +64,7 @@ class RunPane(Vertical):
             timeline.scroll_end(animate=False)
         else:
             timeline.add_delta(delta.steps, delta.events)
+        self._shown = (run, delta.reason, delta.pending, delta.in_doubt)
         self._header(run, delta.reason)
         self.query_one(BudgetGauges).show(run.budget, run.usage)
         self._request(delta.pending, delta.in_doubt)
@@ -66,17 +72,42 @@ class RunPane(Vertical):
         for status in ("waiting_approval", "needs_attention", "paused", "failed", "completed"):
             self.set_class(run.status.value == status, f"-{status.replace('_', '-')}")
 
+    def on_resize(self) -> None:
+        """What is cut to fit is cut again for the new size (and ends in …)."""
+        if self._shown is not None:
+            run, reason, pending, in_doubt = self._shown
+            self._header(run, reason)
+            self._request(pending, in_doubt)
+
     def _header(self, run: Run, reason: str | None) -> None:
         icon = STATUS_ICONS[run.status]
+        status = f"{icon} [b]{run.status.value}[/b]  ·  {run.id[:8]}  ·  model {_escape(run.model)}"
+        compact = self.app.size.height < SHORT_SCREEN or self.app.size.width < NARROW_SCREEN
+        if not compact:
+            lines = [f"[b]{_escape(run.goal)}[/b]", f"{status}  ·  {_escape(run.workspace)}"]
+            if reason:
+                lines.append(f"[i]{_escape(reason)}[/i]")
+            if run.result:
+                lines.append(f"result: {_escape(run.result)}")
+            self.query_one("#run-header", Static).update("\n".join(lines))
+            return
+        # Three lines at most, each cut to the width with …: the goal; status, id, model and
+        # the workspace's tail; why it is not moving, else its result.
+        width = max(20, (self.size.width or self.app.size.width // 2) - 2)
+        plain = f"{icon} {run.status.value}  ·  {run.id[:8]}  ·  model {run.model}  ·  "
+        room = width - len(plain)
+        where = (
+            run.workspace
+            if len(run.workspace) <= room
+            else "…" + run.workspace[-max(1, room - 1) :]
+        )
         lines = [
-            f"[b]{_escape(run.goal)}[/b]",
-            f"{icon} [b]{run.status.value}[/b]  ·  {run.id[:8]}  ·  model {run.model}"
-            f"  ·  {_escape(run.workspace)}",
+            f"[b]{_escape(one_line(run.goal, width))}[/b]",
+            f"{status}  ·  {_escape(where)}" if room > 8 else status,
         ]
-        if reason:
-            lines.append(f"[i]{_escape(reason)}[/i]")
-        if run.result:
-            lines.append(f"result: {_escape(run.result)}")
+        last = reason or (f"result: {run.result}" if run.result else "")
+        if last:
+            lines.append(f"[i]{_escape(one_line(last, width))}[/i]")
         self.query_one("#run-header", Static).update("\n".join(lines))
 
     def _request(self, pending: Approval | None, in_doubt: Step | None) -> None:

@@ -22,6 +22,10 @@ class Timeline(Tree[str]):
         self.last_seq = 0
         self.last_event = 0
 
+    def on_resize(self) -> None:
+        """After a resize the newest steps stay in view (a shrink left the top shown)."""
+        self.call_after_refresh(self.scroll_end, animate=False)
+
     def reset(self) -> None:
         self.clear()
         self._step_nodes.clear()
