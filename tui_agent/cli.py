@@ -13,16 +13,12 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from tui_agent.domain.errors import BadInput, TuiAgentError
-from tui_agent.domain.models import RunStatus, Step
+from tui_agent.domain.models import STATUS_GROUPS, RunStatus, Step
 from tui_agent.domain.reason import describe_call
 from tui_agent.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNKNOWN_RUN, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4
 STATUSES = [s.value for s in RunStatus]
-STATUS_GROUPS = {
-    "waiting": ["waiting_approval", "needs_attention"],
-    "final": ["completed", "failed", "cancelled"],
-}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -29,6 +29,13 @@ class RunStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+# Waiting for a decision only a person can make (flagged ⚑; `waiting` in filters).
+WAITING_STATUSES = frozenset({RunStatus.WAITING_APPROVAL, RunStatus.NEEDS_ATTENTION})
+# The names filters accept for groups of statuses (the TUI's `/` and `ls --status`).
+STATUS_GROUPS: dict[str, tuple[str, ...]] = {
+    "waiting": tuple(sorted(s.value for s in WAITING_STATUSES)),
+    "final": tuple(sorted(s.value for s in FINAL_STATUSES)),
+}
 
 
 class Risk(enum.StrEnum):

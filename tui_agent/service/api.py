@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,9 +60,6 @@ class SupervisorState:
 
 
 class AgentService(Protocol):
-    @property
-    def db_path(self) -> Path: ...
-
     def now(self) -> float: ...
 
     def warm_up(self) -> None:
@@ -92,6 +90,18 @@ class AgentService(Protocol):
     def run_delta(self, run_id: str, after_seq: int, after_event: int) -> RunDelta: ...
 
     def database_size(self) -> int: ...
+
+    def store_label(self) -> str:
+        """Where the runs are kept (shown in the status bar; never a password)."""
+        ...
+
+    def changes(self) -> AsyncIterator[None]:
+        """Wakes each time another process may have changed the store (no blind polling)."""
+        ...
+
+    def change_token(self) -> tuple[int, ...]:
+        """A cheap fingerprint of the store, compared now and then as a safety net."""
+        ...
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]: ...
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from tui_agent.domain.models import (
     DEFAULT_APPROVAL_RISKS,
     DEFAULT_SANDBOX,
     SANDBOX_MODES,
+    WAITING_STATUSES,
     Approval,
     Event,
     Policy,
@@ -30,6 +30,7 @@ from tui_agent.files import write_atomically
 from tui_agent.llm.factory import default_model
 from tui_agent.service.api import RunDelta, RunView, StartRequest, SupervisorState
 from tui_agent.settings import Settings, ensure_private_dir
+from tui_agent.store.change_feed import SqliteChangeFeed
 from tui_agent.store.db import Database, check_database_file, open_database
 from tui_agent.store.migrations import LATEST_VERSION
 from tui_agent.store.reader import Reader
@@ -81,6 +82,7 @@ class LocalService:
         self.clock = clock
         self.who = who or _username()
         self._db: Database | None = None
+        self._feed = SqliteChangeFeed(reader.path)
         self._store: RunStore | None = None
         self._store_lock = threading.Lock()
 
@@ -287,7 +289,7 @@ class LocalService:
     def run_delta(self, run_id: str, after_seq: int, after_event: int) -> RunDelta:
         with self.reader.snapshot():  # the run row and its new steps from one moment
             run = self.reader.get_run(run_id)
-            waiting = run.status.value in ("waiting_approval", "needs_attention")
+            waiting = run.status in WAITING_STATUSES
             pending = self.reader.pending_approval(run_id) if waiting else None
             in_doubt = self.reader.in_doubt_step(run_id) if waiting else None
             steps = self.reader.steps(run_id, after_seq=after_seq)
@@ -302,12 +304,20 @@ class LocalService:
         )
 
     def database_size(self) -> int:
-        """Bytes on disk of the database and its write-ahead log."""
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += Path(f"{self.db_path}{suffix}").stat().st_size
-        return total
+        """Bytes on disk of the store (database and write-ahead log)."""
+        return self._feed.size()
+
+    def store_label(self) -> str:
+        """Where the runs are kept, for the status bar."""
+        return str(self.reader.path)
+
+    def changes(self) -> AsyncIterator[None]:
+        """The store's change feed: wakes whenever another process may have committed."""
+        return self._feed.changes()
+
+    def change_token(self) -> tuple[int, ...]:
+        """A cheap fingerprint of the store: the safety net where the feed is silent."""
+        return self._feed.token()
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
         return self.reader.events(run_id, after_id=after_id)

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from tui_agent.domain.errors import BadInput, StoreError, UnknownRun
-from tui_agent.domain.models import INTERRUPTED_BY_STOP, Approval, Event, Run, Step, StepStatus
+from tui_agent.domain.models import (
+    INTERRUPTED_BY_STOP,
+    STATUS_GROUPS,
+    Approval,
+    Event,
+    Run,
+    Step,
+    StepStatus,
+)
 from tui_agent.store.db import (
     BUSY_TIMEOUT_MS,
     Database,
@@ -35,7 +43,7 @@ from tui_agent.store.txn import RUNNABLE, runnable_params
 
 # A text filter matching more runs than this walks the newest runs instead of the index.
 COMMON_MATCHES = 2000
-WAITING = ("waiting_approval", "needs_attention")
+WAITING = STATUS_GROUPS["waiting"]
 _HEX = set("0123456789abcdef")
 _SUMMARY = ", ".join(SUMMARY_NAMES)
 

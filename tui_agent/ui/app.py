@@ -1,6 +1,6 @@
 """The Textual app: a client of the service layer. It never executes a step, and quitting
-it never stops a run. Changes made by the supervisor arrive through watchfiles on the
-database directory; a cheap stat of the files each second is the safety net."""
+it never stops a run. Changes made by the supervisor arrive through the service's change
+feed (no blind polling); its cheap change token, compared each second, is the safety net."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from textual.widgets import Footer
 
 from tui_agent import failpoints
 from tui_agent.domain.errors import TuiAgentError
+from tui_agent.domain.models import STATUS_GROUPS
 from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
 from tui_agent.ui.gc_policy import settle_after_first_frame
@@ -182,7 +183,7 @@ class AgentApp(App[None]):
             self.query_one(RunPane).show_empty()
         self._poll_supervisor()
         if self.live:
-            self._fingerprint = self._db_fingerprint()
+            self._fingerprint = self.service.change_token()
         # The first frame comes first; then what only later keys and commits need.
         self.call_after_refresh(self._after_first_frame)
 
@@ -248,7 +249,7 @@ class AgentApp(App[None]):
         assert self._status_bar is not None  # composed before any timer or worker runs
         self._status_bar.show_state(
             self.supervisor,
-            str(self.service.db_path),
+            self.service.store_label(),
             self.service.database_size(),
             self.service.count_waiting(),
         )
@@ -257,35 +258,15 @@ class AgentApp(App[None]):
 
     @work(exclusive=True, group="db-watch", exit_on_error=False)
     async def _watch_database(self) -> None:
-        from watchfiles import awatch
-
-        db = self.service.db_path
-        names = {db.name, f"{db.name}-wal"}
-        async for _ in awatch(
-            db.parent,
-            watch_filter=lambda _change, path: Path(path).name in names,
-            debounce=100,
-            step=10,
-            force_polling=False,
-            recursive=False,
-        ):
+        """Re-read on every wake of the service's change feed (coalesced commits)."""
+        async for _ in self.service.changes():
             self.refresh_live()
-
-    def _db_fingerprint(self) -> tuple[int, ...]:
-        parts: list[int] = []
-        for suffix in ("", "-wal"):
-            try:
-                st = os.stat(f"{self.service.db_path}{suffix}")
-                parts += [st.st_mtime_ns, st.st_size]
-            except OSError:
-                parts += [0, 0]
-        return tuple(parts)
 
     def _safety_tick(self) -> None:
         """Where file events do not arrive (network filesystems), a stat still notices."""
         if self._torn_down():
             return
-        fingerprint = self._db_fingerprint()
+        fingerprint = self.service.change_token()
         if fingerprint != self._fingerprint:
             self.refresh_live()
         else:
@@ -295,7 +276,7 @@ class AgentApp(App[None]):
         """Re-read only what changed: the top of the history and the selected run's tail."""
         if self._torn_down():
             return
-        self._fingerprint = self._db_fingerprint()
+        self._fingerprint = self.service.change_token()
         try:
             self.query_one(HistoryPane).refresh_live()
             if self.selected:
@@ -361,7 +342,7 @@ class AgentApp(App[None]):
         if action in ("retry_call", "skip_call"):
             return status == "needs_attention"
         if action == "cancel_run":
-            return status is not None and status not in ("completed", "failed", "cancelled")
+            return status is not None and status not in STATUS_GROUPS["final"]
         if action == "resume":
             return status in ("paused", "failed")
         if action == "clear_filter":

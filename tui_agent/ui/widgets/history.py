@@ -10,13 +10,13 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
-from tui_agent.domain.models import Run, RunStatus
+from tui_agent.domain.models import STATUS_GROUPS, Run, RunStatus
 from tui_agent.service.api import AgentService
 from tui_agent.ui.format import age, one_line, status_cell, tokens
 
 PAGE = 100
 LIVE_ROWS = 300  # rows re-read on every change; older ones change rarely
-WAITING = {"waiting_approval", "needs_attention"}
+WAITING = set(STATUS_GROUPS["waiting"])
 GOAL_KEY = ColumnKey("goal")
 # Column sets by the pane's width; the goal takes what the others leave. Narrow panes (an
 # 80-column terminal) keep the status icon (⚑ for a run waiting for a person), goal and age.
@@ -39,10 +39,10 @@ def parse_filter(text: str) -> tuple[list[str] | None, str | None, list[str]]:
         key = token.removeprefix("status:").removeprefix("is:").lower()
         if key in names:
             statuses.append(key)
-        elif key == "waiting":
-            statuses += sorted(WAITING)
-        elif key in ("final", "done"):
-            statuses += ["completed", "failed", "cancelled"]
+        elif key in STATUS_GROUPS:
+            statuses += STATUS_GROUPS[key]
+        elif key == "done":
+            statuses += STATUS_GROUPS["final"]
         elif prefixed:
             unknown.append(key)
         else:

@@ -16,9 +16,9 @@ class StatusBar(Static):
             self.show_state(*self._last)  # the path's room changed
 
     def show_state(
-        self, state: SupervisorState | None, db_path: str, db_bytes: int, waiting: int
+        self, state: SupervisorState | None, store: str, db_bytes: int, waiting: int
     ) -> None:
-        self._last = (state, db_path, db_bytes, waiting)
+        self._last = (state, store, db_bytes, waiting)
         if state is None:
             sup = "supervisor: checking…"
         elif state.running:
@@ -34,5 +34,5 @@ class StatusBar(Static):
         # The path goes last and gives way first: its start is cut, never the figures.
         room = width - len(head) - 2
         if room >= 12:
-            head += " " + (db_path if len(db_path) <= room else "…" + db_path[-(room - 1) :])
+            head += " " + (store if len(store) <= room else "…" + store[-(room - 1) :])
         self.update(head)
