@@ -259,7 +259,12 @@ def test_read_only_home_reads_still_work_and_nothing_is_lost_or_repeated(
     wait_for(lambda: len(home.show(run_id)["steps"]) >= 6, 60, "a few steps")
 
     read_only_home.fail()
-    time.sleep(1.0)  # the executor meets the read-only filesystem on its next step
+    log = home.path / "logs" / "executor.log"
+    wait_for(
+        lambda: "read-only" in log.read_text(errors="replace"),
+        20,
+        "the executor to meet the read-only filesystem",
+    )
     supervisor = home.supervisor_pid()
 
     # Reads still work, and say the truth: the run was handed back, not failed.
@@ -282,7 +287,7 @@ def test_read_only_home_reads_still_work_and_nothing_is_lost_or_repeated(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    time.sleep(3.0)
+    time.sleep(3.0)  # it must stay up: nothing to wait for but time
     assert tui.poll() is None, tui.communicate()[1]
     tui.kill()
     assert b"Traceback" not in tui.communicate()[1]

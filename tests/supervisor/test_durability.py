@@ -173,15 +173,22 @@ def test_in_doubt_cancel_fails_the_run(home: Home, llm: ScriptedLLM) -> None:
     strict_check(home, before)
 
 
-def test_in_doubt_idempotent_write_is_simply_rerun(home: Home, llm: ScriptedLLM) -> None:
+@pytest.mark.parametrize(
+    "moment", ["tool.after_start", "tool.before_finish"], ids=["before the write", "after it"]
+)
+def test_in_doubt_idempotent_write_is_simply_rerun(
+    home: Home, llm: ScriptedLLM, moment: str
+) -> None:
     home.use_server(llm)
     llm.script = [
         Reply("Writing.", [call("write_file", {"path": "out.txt", "content": "exact"})]),
         Reply("Written."),
     ]
-    home.arm("tool.after_start=pause@1")
+    home.arm(f"{moment}=pause@1")
     run_id = home.start("go", "--auto-approve", "write_local")
-    before = kill_at(home, "tool.after_start")
+    before = kill_at(home, moment)
+    if moment == "tool.before_finish":
+        assert (home.workspace / "out.txt").read_text() == "exact"  # it did write
     view = home.wait_status(run_id, "completed")
     assert (home.workspace / "out.txt").read_text() == "exact"
     tools = [s for s in view["steps"] if s["kind"] == "tool"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,23 @@ def deleted_database_files(pid: int) -> list[str]:
     return found
 
 
+def database_descriptors(pid: int) -> int:
+    """How many descriptors of the process tree point at the live database file."""
+    count = 0
+    for proc in [pid, *_children(pid)]:
+        try:
+            entries = list(Path(f"/proc/{proc}/fd").iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if os.readlink(entry).endswith("/tui-agent.db"):
+                    count += 1
+            except OSError:
+                continue
+    return count
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -63,7 +79,8 @@ def test_tui_left_open_across_supervisor_stop_start_never_corrupts_the_database(
     home.cli("run", "x", "--auto-approve", "write_local", "--wait", check=True)
     terminal.launch(home, tmp_path / "rc", size=(120, 36))
     terminal.wait_for("✓ completed", "supervisor: running")
-    time.sleep(1.0)  # the TUI opens its writing store after the first frame
+    # the TUI opens its writing store after the first frame: wait until it holds it
+    wait_for(lambda: database_descriptors(terminal.pane_pid()) >= 2, 20, "the TUI's store")
 
     home.cli("supervisor", "stop", check=True)
     terminal.wait_for("supervisor: not running")
