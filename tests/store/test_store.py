@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect
 
-from tui_agent.domain.errors import LeaseLost, StoreError, UnknownRun
+from tui_agent.domain.errors import BadInput, LeaseLost, StoreError, UnknownRun
 from tui_agent.domain.models import Budget, Policy, RunSpec, RunStatus, StepStatus
 from tui_agent.store.db import make_engine, open_database
 from tui_agent.store.journal import StepJournal
@@ -113,7 +113,7 @@ def test_prefix_resolution(store: RunStore) -> None:
     assert store.resolve_id(run.id[:5]) == run.id
     with pytest.raises(UnknownRun):
         store.resolve_id("zz")
-    with pytest.raises(UnknownRun):
+    with pytest.raises(BadInput, match="must not be empty"):
         store.resolve_id("")
 
 

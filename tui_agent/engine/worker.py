@@ -36,7 +36,7 @@ from tui_agent.domain.reason import describe_call
 from tui_agent.engine.conversation import build_messages, last_reply, unanswered_calls
 from tui_agent.engine.retry import llm_retrying
 from tui_agent.llm.base import LLMClient, LLMReply, PermanentLLMError, TransientLLMError
-from tui_agent.store.journal import ArtifactData, StepJournal
+from tui_agent.store.protocols import ArtifactData, Journal
 from tui_agent.tools.processes import call_marker, end_call
 from tui_agent.tools.registry import ToolContext, ToolInputError, ToolRegistry, parse_arguments
 
@@ -61,7 +61,7 @@ class _Stop(Exception):
 class RunWorker:
     def __init__(
         self,
-        journal: StepJournal,
+        journal: Journal,
         run_id: str,
         tools: ToolRegistry,
         client_for: Callable[[Run], LLMClient],

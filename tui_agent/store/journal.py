@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 from tui_agent import failpoints
@@ -27,6 +26,7 @@ from tui_agent.domain.models import (
     StepStatus,
 )
 from tui_agent.store.db import Database
+from tui_agent.store.protocols import ArtifactData
 from tui_agent.store.reader import Reader
 from tui_agent.store.rows import approval_from_row, step_from_row
 from tui_agent.store.txn import (
@@ -61,13 +61,6 @@ _RELEASE = (
     "UPDATE runs SET status = ?, owner = NULL, owner_pid = NULL, lease_until = NULL, "
     "revision = revision + 1, updated_at = ?{extra} WHERE id = ? AND owner = ?"
 )
-
-
-@dataclass(frozen=True)
-class ArtifactData:
-    id: str
-    content: bytes
-    summary: str
 
 
 class StepJournal:

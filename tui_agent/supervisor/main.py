@@ -22,7 +22,7 @@ from tui_agent.supervisor.spawn import READY_FD_ENV
 from tui_agent.tools.processes import end_calls_of_executor
 
 if TYPE_CHECKING:
-    from tui_agent.store.leases import LeaseStore
+    from tui_agent.store.protocols import Leases
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
@@ -99,7 +99,7 @@ class Supervisor:
             self.lock.release()
         return 0
 
-    def _recover_lost(self, leases: LeaseStore) -> None:
+    def _recover_lost(self, leases: Leases) -> None:
         """On start: end what dead executors left running, then free their runs."""
         recovered: list[str] = []
         for pid in leases.lost_executors(pid_alive):
@@ -115,7 +115,7 @@ class Supervisor:
         if recovered:
             log.info("recovered %d run(s) whose executor was gone", len(recovered))
 
-    def _loop(self, leases: LeaseStore) -> None:
+    def _loop(self, leases: Leases) -> None:
         idle_since: float | None = None
         next_approval_check = 0.0
         next_deadline: float | None = None
@@ -135,7 +135,7 @@ class Supervisor:
 
     def _tick(
         self,
-        leases: LeaseStore,
+        leases: Leases,
         idle_since: float | None,
         next_approval_check: float,
         next_deadline: float | None,
@@ -198,7 +198,7 @@ class Supervisor:
         self._standby_due = self._executor_started + SPARE_DELAY_S
         log.info("executor %d is active", self.executor.pid)
 
-    def _watch_executor(self, leases: LeaseStore) -> None:
+    def _watch_executor(self, leases: Leases) -> None:
         proc = self.executor
         if proc is None:
             return
@@ -219,7 +219,7 @@ class Supervisor:
         now = time.time()
         self._executor_backoff.died(lived_s=now - self._executor_started, clean=code == 0, now=now)
 
-    def _kill_if_hung(self, leases: LeaseStore, now: float) -> None:
+    def _kill_if_hung(self, leases: Leases, now: float) -> None:
         """An executor whose heartbeat is older than lease_s (stopped, hung) is killed; the
         next tick sees it dead and recovers its runs like any other death."""
         proc = self.executor
@@ -250,7 +250,7 @@ class Supervisor:
             self.standby = self._spawn(standby=True)
             self._standby_started = now
 
-    def _stop_executor(self, leases: LeaseStore) -> None:
+    def _stop_executor(self, leases: Leases) -> None:
         if self.standby is not None:
             self.standby.kill()
             self.standby.wait()
