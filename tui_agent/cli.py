@@ -305,6 +305,19 @@ def _age(now: float, ts: float) -> str:
     return f"{delta}s"
 
 
+def _status_line(status: str, reason: str | None) -> str:
+    """`queued: waiting for …`, never `waiting_approval: waiting for approval: …`."""
+    if not reason:
+        return status
+    if reason.startswith(status.replace("_", " ").split(" ")[0]):
+        return reason
+    return f"{status}: {reason}"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def step_line(step: Step) -> str:
     """One line per step, for `show` and `run --wait`."""
     d = step.to_dict()
@@ -320,8 +333,8 @@ def step_line(step: Step) -> str:
     if d["kind"] == "tool":
         result = (step.result or "").replace("\n", " ")
         return (
-            f"#{step.seq:<4} tool  {describe_call(step.tool, step.arguments, 50)} "
-            f"[{step.status.value}] {result[:50]}"
+            f"#{step.seq:<4} tool  [{step.status.value}] "
+            f"{describe_call(step.tool, step.arguments, 50)} {_cut(result, 50)}"
         )
     p = step.payload
     return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + (
@@ -378,7 +391,7 @@ def _wait(service: Any, run_id: str, *, quiet: bool) -> int:
     if quiet:
         _print_json(run_json(view))
     else:
-        sys.stdout.write(f"{run.status.value}" + (f": {view.reason}" if view.reason else "") + "\n")
+        sys.stdout.write(_status_line(run.status.value, view.reason) + "\n")
         if run.result:
             sys.stdout.write(run.result + "\n")
     if run.status is RunStatus.COMPLETED:
@@ -397,8 +410,10 @@ def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
         _print_json([summary_json(r, service.reason(r)) for r in runs])
         return EXIT_OK
     if not runs:
-        which = f" with status {', '.join(args.status)}" if args.status else ""
-        sys.stdout.write(f"no runs{which} yet; start one with `tui-agent run GOAL`\n")
+        if args.status:
+            sys.stdout.write(f"no runs with status {', '.join(args.status)}\n")
+        else:
+            sys.stdout.write("no runs yet; start one with `tui-agent run GOAL`\n")
         return EXIT_OK
     now = service.now()
     for r in runs:
@@ -442,8 +457,7 @@ def _decided(args: argparse.Namespace, approval: Any) -> int:
     _say(
         args,
         approval.to_dict(),
-        f"{approval.status} {approval.tool} "
-        f"({describe_call(approval.tool, approval.arguments, 60)})",
+        f"{approval.status} {describe_call(approval.tool, approval.arguments, 60)}",
     )
     return EXIT_OK
 
@@ -463,11 +477,7 @@ def _changed(service: Any, args: argparse.Namespace, run: Any) -> int:
         _print_json(run_json(service.run_view(run.id)))
     else:
         reason = service.reason(run)
-        status = run.status.value
-        said = (
-            status if not reason else reason if reason.startswith(status) else f"{status}: {reason}"
-        )
-        sys.stdout.write(f"{run.id[:8]} {said}\n")
+        sys.stdout.write(f"{run.id[:8]} {_status_line(run.status.value, reason)}\n")
     return EXIT_OK
 
 

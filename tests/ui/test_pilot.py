@@ -526,3 +526,33 @@ async def test_one_layout_per_size_whether_started_there_or_resized_there(
                 goal = dict(layouts[-1]["columns"])["goal"]  # type: ignore[call-overload]
                 assert goal >= 12, layouts[-1]
     assert layouts[0] == layouts[1]
+
+
+async def test_the_palette_offers_the_app_s_commands_and_v_shows_the_whole_call(
+    make_app: Any, home: Home, llm: ScriptedLLM
+) -> None:
+    """At 80x24 the approval card is cut: `v` shows the whole call, and it can be decided
+    there; every key that applies is also in the command palette."""
+    home.use_server(llm)
+    content = "line one of a long file\n" * 30
+    llm.script = [Reply("Saving.", [call("write_file", {"path": "a.txt", "content": content})])]
+    llm.script.append(Reply("Done."))
+    run_id = home.start()
+    home.wait_status(run_id, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
+        commands = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Start", "Approve", "Deny", "Always", "View call", "Filter"} <= set(commands)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the palette")
+        commands = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Approve" in commands, "the palette screen must not hide the app's commands"
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the palette to close")
+        await pilot.press("v")
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the call")
+        body = "\n".join(str(w.render()) for w in app.screen.query("#call-body Static"))
+        assert body.count("line one of a long file") == 30  # the whole content, not cut
+        await pilot.press("y")
+        await until(pilot, lambda: app.run_status == "completed", what="approved from the view")

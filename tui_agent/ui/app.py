@@ -14,6 +14,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
@@ -26,9 +27,16 @@ from tui_agent.domain.errors import TuiAgentError
 from tui_agent.domain.models import STATUS_GROUPS
 from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
+from tui_agent.ui.format import pretty_arguments
 from tui_agent.ui.gc_policy import settle_after_first_frame
 from tui_agent.ui.paths import stylesheets
-from tui_agent.ui.screens.dialogs import BudgetChange, ConfirmScreen, DenyScreen, ResumeScreen
+from tui_agent.ui.screens.dialogs import (
+    BudgetChange,
+    CallScreen,
+    ConfirmScreen,
+    DenyScreen,
+    ResumeScreen,
+)
 from tui_agent.ui.screens.start_form import StartRunScreen
 from tui_agent.ui.widgets.history import HistoryPane
 from tui_agent.ui.widgets.run_pane import RunPane
@@ -49,6 +57,7 @@ THEME = Theme(
 NARROW = 110
 MAIN_SCREEN_ACTIONS = {
     "start",
+    "view_call",
     "approve",
     "deny",
     "always",
@@ -104,6 +113,13 @@ class AgentApp(App[None]):
             "Skip call",
             id="skip-call",
             tooltip="Skip the interrupted call; the model is told its outcome is unknown",
+        ),
+        Binding(
+            "v",
+            "view_call",
+            "View call",
+            id="view-call",
+            tooltip="Show the whole call waiting for a decision (arguments, model's reason)",
         ),
         Binding("c", "cancel_run", "Cancel", id="cancel", tooltip="Cancel the selected run"),
         Binding(
@@ -281,6 +297,8 @@ class AgentApp(App[None]):
             self.query_one(HistoryPane).refresh_live()
             if self.selected:
                 self._show_run(first=False)
+            # the header is re-read with the reasons, so the two never disagree on screen
+            self.supervisor = self.service.supervisor_state()
             self._update_status_bar()
         except TuiAgentError as exc:
             self.notify(str(exc), severity="error")
@@ -334,11 +352,17 @@ class AgentApp(App[None]):
     # ---- which keys apply --------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if len(self.screen_stack) > 1 and action in MAIN_SCREEN_ACTIONS:
+        if (
+            len(self.screen_stack) > 1
+            and not isinstance(self.screen, CommandPalette)
+            and action in MAIN_SCREEN_ACTIONS
+        ):
             return False  # a dialog is open: its own keys, not the main screen's
         status = self.run_status
         if action in ("approve", "deny", "always"):
             return status == "waiting_approval"
+        if action == "view_call":
+            return status in ("waiting_approval", "needs_attention")
         if action in ("retry_call", "skip_call"):
             return status == "needs_attention"
         if action == "cancel_run":
@@ -482,6 +506,38 @@ class AgentApp(App[None]):
                 self.selected,
                 "skip",
             )
+
+    def action_view_call(self) -> None:
+        run_id = self.selected
+        if not run_id:
+            return
+        view = self.service.run_view(run_id)
+        if view.pending is not None:
+            p = view.pending
+            title = f"[b]Approval needed[/b]: {p.tool}  \\[{p.risk}]"
+            body = (
+                f"arguments:\n{pretty_arguments(p.arguments)}\n\n"
+                f"model's reason:\n{p.model_reason or '(none given)'}"
+            )
+            decidable = True
+        elif view.in_doubt is not None:
+            d = view.in_doubt
+            title = f"[b]Call in doubt[/b]: {d.tool} (step {d.seq})"
+            body = f"arguments:\n{pretty_arguments(d.arguments or '')}"
+            decidable = False
+        else:
+            return
+
+        def decided(choice: str | None) -> None:
+            actions = {
+                "approve": self.action_approve,
+                "deny": self.action_deny,
+                "always": self.action_always,
+            }
+            if choice in actions:
+                actions[choice]()
+
+        self.push_screen(CallScreen(title, body, decidable=decidable), decided)
 
     def action_filter(self) -> None:
         self.query_one(HistoryPane).open_filter()

@@ -74,19 +74,20 @@ def step_label(step: Step) -> str:
     """The timeline's one-line summary of a step."""
     if step.kind is StepKind.LLM:
         calls = [c["name"] for c in step.payload.get("tool_calls", [])]
-        text = one_line(step.payload.get("content"), 60) or "(no text)"
+        text = one_line(step.payload.get("content"), 60) or ("(calls a tool)" if calls else "")
         arrow = f" → {', '.join(calls)}" if calls else ""
-        return f"#{step.seq} llm  {text}{arrow}  ({step.tokens} tok)"
+        return f"#{step.seq:<3} llm  {text}{arrow}  ({step.tokens} tok)"
     if step.kind is StepKind.TOOL:
+        # the outcome first: a cut row must never hide that a call was denied or failed
         call = describe_call(step.tool, step.arguments, 48)
-        return f"#{step.seq} tool {call}  [{step.status.value}]"
+        return f"#{step.seq:<3} tool [{step.status.value}] {call}"
     payload = step.payload
     who = payload.get("by", "?")
     why = f": {payload['reason']}" if payload.get("reason") else ""
     always = " (always, for the rest of the run)" if payload.get("always") else ""
     decision = payload.get("decision", "decided")
-    # Not numbered like the steps the budget counts (replies and calls): a decision is not one.
-    return f"   you  {decision} {step.tool}{always} by {who}{why}"
+    # Numbered like every step, but a decision is not a budget step (replies and calls are).
+    return f"#{step.seq:<3} you  {decision} {step.tool}{always} by {who}{why} (not a budget step)"
 
 
 def step_details(step: Step) -> list[str]:
@@ -121,6 +122,14 @@ def event_label(event: Event) -> str:
         event.kind, "•"
     )
     return f"{icon} {event.message}"
+
+
+def pretty_arguments(arguments: str) -> str:
+    """A call's JSON arguments indented for reading (as written when it is not JSON)."""
+    try:
+        return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
+    except ValueError:
+        return arguments
 
 
 def _pretty(value: Any) -> str:

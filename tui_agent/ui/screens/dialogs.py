@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -132,6 +132,43 @@ class ResumeScreen(ModalScreen[BudgetChange | None]):
     @on(Button.Pressed, "#resume-cancel")
     def cancel(self) -> None:
         self.dismiss(None)
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+class CallScreen(ModalScreen[str | None]):
+    """The whole call waiting for a decision (arguments, risk, the model's reason), for a
+    screen too small to show it in the approval card. Its keys decide it here too."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="call-back", tooltip="Back to the run"),
+        Binding("y", "decide('approve')", "Approve", id="call-approve"),
+        Binding("n", "decide('deny')", "Deny", id="call-deny"),
+        Binding("a", "decide('always')", "Always", id="call-always"),
+    ]
+
+    def __init__(self, title: str, body: str, *, decidable: bool) -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.decidable = decidable
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="call-dialog"):
+            yield Static(self.title_text, id="call-title")
+            with VerticalScroll(id="call-body"):
+                yield Static(self.body, markup=False)
+            keys = (
+                "y approve · n deny · a always · escape back" if self.decidable else "escape back"
+            )
+            yield Label(keys)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.decidable if action == "decide" else True
+
+    def action_decide(self, choice: str) -> None:
+        self.dismiss(choice)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -98,6 +98,14 @@ class StartRunScreen(ModalScreen[str | None]):
         except ValueError:
             self._error("budgets must be numbers")
             return
+        for label, value in (
+            ("max steps", request.max_steps),
+            ("max tokens", request.max_llm_tokens),
+            ("max wall s", request.max_wall_time_s),
+        ):
+            if value is not None and value <= 0:  # said in the form's words, not the CLI's
+                self._error(f"{label} must be greater than 0")
+                return
         self.query_one("#start-go", Button).disabled = True
         self._error("")
         self._submit_in_background(request)

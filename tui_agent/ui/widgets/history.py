@@ -20,7 +20,7 @@ WAITING = set(STATUS_GROUPS["waiting"])
 GOAL_KEY = ColumnKey("goal")
 # Column sets by the pane's width; the goal takes what the others leave. Narrow panes (an
 # 80-column terminal) keep the status icon (⚑ for a run waiting for a person), goal and age.
-WIDE = (("status", 10), ("goal", 0), ("age", 4), ("tok", 5))
+WIDE = (("status", 11), ("goal", 0), ("age", 4), ("tok", 5))
 NARROW_SET = (("status", 1), ("goal", 0), ("age", 4))
 NARROW_BELOW = 44
 

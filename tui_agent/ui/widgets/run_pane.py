@@ -83,8 +83,11 @@ class RunPane(Vertical):
         icon = STATUS_ICONS[run.status]
         status = f"{icon} [b]{run.status.value}[/b]  ·  {run.id[:8]}  ·  model {_escape(run.model)}"
         compact = self.app.size.height < SHORT_SCREEN or self.app.size.width < NARROW_SCREEN
+        width = max(20, (self.size.width or self.app.size.width // 2) - 2)
         if not compact:
-            lines = [f"[b]{_escape(run.goal)}[/b]", f"{status}  ·  {_escape(run.workspace)}"]
+            # the goal keeps to one line, so the reason below it is never pushed out of view
+            goal = one_line(run.goal, width)
+            lines = [f"[b]{_escape(goal)}[/b]", f"{status}  ·  {_escape(run.workspace)}"]
             if reason:
                 lines.append(f"[i]{_escape(reason)}[/i]")
             if run.result:
@@ -93,7 +96,6 @@ class RunPane(Vertical):
             return
         # Three lines at most, each cut to the width with …: the goal; status, id, model and
         # the workspace's tail; why it is not moving, else its result.
-        width = max(20, (self.size.width or self.app.size.width // 2) - 2)
         plain = f"{icon} {run.status.value}  ·  {run.id[:8]}  ·  model {run.model}  ·  "
         room = width - len(plain)
         where = (
@@ -126,7 +128,7 @@ class RunPane(Vertical):
                 f"[b]Approval needed[/b]: {pending.tool}  \\[{pending.risk}]\n"
                 f"{_escape(args)}\n"
                 f"model's reason: {_escape(reason)}\n"
-                "[b]y[/b] approve   [b]n[/b] deny   [b]a[/b] always allow this tool"
+                "[b]y[/b] approve   [b]n[/b] deny   [b]a[/b] always   [b]v[/b] view all"
             )
             box.display = True
         elif in_doubt is not None:
