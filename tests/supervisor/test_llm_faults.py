@@ -187,13 +187,19 @@ def test_a_transient_fault_on_every_attempt_fails_after_n_attempts(
     assert len([e for e in view["events"] if e["kind"] == "retry"]) == 2
 
 
-def test_cancel_during_the_backoff_sleep_cancels_at_once(home: Home, llm: ScriptedLLM) -> None:
+def start_in_backoff(home: Home, llm: ScriptedLLM, reply: str, retry_after: float) -> str:
+    """A run whose first request got a 429 with Retry-After: it sleeps in its backoff."""
     home.configure(FAST_CONFIG.replace("retry_max_s = 0.5", "retry_max_s = 60"))
     home.use_server(llm)
-    llm.script = [Reply("Never reached.")]
-    llm.fail(0, Fault(429, retry_after=30, message="slow down"))
+    llm.script = [Reply(reply)]
+    llm.fail(0, Fault(429, retry_after=retry_after, message="slow down"))
     run_id = home.start()
     wait_for(lambda: "retrying at" in (home.show(run_id)["reason"] or ""), 20, "the backoff")
+    return run_id
+
+
+def test_cancel_during_the_backoff_sleep_cancels_at_once(home: Home, llm: ScriptedLLM) -> None:
+    run_id = start_in_backoff(home, llm, "Never reached.", retry_after=30)
     home.cli("cancel", run_id, check=True)
     view = home.wait_status(run_id, "cancelled", timeout=5)
     assert llm.requests_for(0) == 1, "it was asked again after the cancel"
@@ -203,12 +209,7 @@ def test_cancel_during_the_backoff_sleep_cancels_at_once(home: Home, llm: Script
 def test_executor_killed_during_the_backoff_sleep_resumes_the_retries(
     home: Home, llm: ScriptedLLM
 ) -> None:
-    home.configure(FAST_CONFIG.replace("retry_max_s = 0.5", "retry_max_s = 60"))
-    home.use_server(llm)
-    llm.script = [Reply("Got there.")]
-    llm.fail(0, Fault(429, retry_after=3, message="slow down"))
-    run_id = home.start()
-    wait_for(lambda: "retrying at" in (home.show(run_id)["reason"] or ""), 20, "the backoff")
+    run_id = start_in_backoff(home, llm, "Got there.", retry_after=3)
     with sqlite3.connect(home.path / "tui-agent.db") as conn:
         (pid,) = conn.execute("SELECT owner_pid FROM runs WHERE id = ?", (run_id,)).fetchone()
     os.kill(pid, signal.SIGKILL)
