@@ -421,7 +421,7 @@ def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
         goal = r.goal.replace("\n", " ")
         sys.stdout.write(
             f"{flag} {r.id[:8]}  {r.status.value:<16} {_age(now, r.created_at):>4}  "
-            f"{r.usage.llm_tokens:>7} tok  {goal[:60]}\n"
+            f"{r.usage.llm_tokens:>7} tok  {_cut(goal, 60)}\n"
         )
     return EXIT_OK
 

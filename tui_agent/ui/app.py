@@ -117,7 +117,7 @@ class AgentApp(App[None]):
         Binding(
             "v",
             "view_call",
-            "View call",
+            "View",
             id="view-call",
             tooltip="Show the whole call waiting for a decision (arguments, model's reason)",
         ),
@@ -182,7 +182,7 @@ class AgentApp(App[None]):
         with MainArea(id="main"):
             yield HistoryPane(self.service, id="history")
             yield RunPane(id="run-pane")
-        yield Footer()
+        yield Footer(compact=True)  # every key that applies fits 80 columns
 
     # ---- start-up ------------------------------------------------------------------------
 

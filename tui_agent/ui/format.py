@@ -86,8 +86,9 @@ def step_label(step: Step) -> str:
     why = f": {payload['reason']}" if payload.get("reason") else ""
     always = " (always, for the rest of the run)" if payload.get("always") else ""
     decision = payload.get("decision", "decided")
-    # Numbered like every step, but a decision is not a budget step (replies and calls are).
-    return f"#{step.seq:<3} you  {decision} {step.tool}{always} by {who}{why} (not a budget step)"
+    # Numbered like every step, but a decision is not a budget step (replies and calls are):
+    # said first, so a narrow row cuts the reason, not the explanation.
+    return f"#{step.seq:<3} you  (no budget step) {decision} {step.tool}{always} by {who}{why}"
 
 
 def step_details(step: Step) -> list[str]:
@@ -118,7 +119,7 @@ def step_details(step: Step) -> list[str]:
 
 
 def event_label(event: Event) -> str:
-    icon = {"retry": "↻", "lost": "⚠", "in_doubt": "⚠", "cancel": "⊘", "released": "‖"}.get(
+    icon = {"retry": "↻", "lost": "⚠", "in_doubt": "⚠", "cancel": "⊘", "released": "↺"}.get(
         event.kind, "•"
     )
     return f"{icon} {event.message}"

@@ -67,7 +67,7 @@ class HistoryPane(Vertical):
         self._exhausted = False
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="words, status:S, waiting", id="history-filter")
+        yield Input(placeholder="words status:S", id="history-filter")
         yield Static("", id="history-filter-note")
         table: DataTable[str] = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
         self._columns = WIDE

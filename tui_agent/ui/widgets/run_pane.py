@@ -82,7 +82,12 @@ class RunPane(Vertical):
     def _header(self, run: Run, reason: str | None) -> None:
         icon = STATUS_ICONS[run.status]
         status = f"{icon} [b]{run.status.value}[/b]  ·  {run.id[:8]}  ·  model {_escape(run.model)}"
-        compact = self.app.size.height < SHORT_SCREEN or self.app.size.width < NARROW_SCREEN
+        # by the pane's own width too: a help panel or a narrow window squeezes it
+        compact = (
+            self.app.size.height < SHORT_SCREEN
+            or self.app.size.width < NARROW_SCREEN
+            or 0 < self.size.width < 70
+        )
         width = max(20, (self.size.width or self.app.size.width // 2) - 2)
         if not compact:
             # the goal keeps to one line, so the reason below it is never pushed out of view
@@ -123,7 +128,8 @@ class RunPane(Vertical):
             # A short terminal gets one line of each, so the newest steps stay in view.
             short = self.app.size.height < SHORT_SCREEN
             limit = max(20, (self.size.width or self.app.size.width // 2) - 8) if short else 400
-            args, reason = one_line(args, limit), one_line(reason, limit)
+            # the whole call is one key away (v): the card never runs past its box
+            args, reason = one_line(args, limit), one_line(reason, min(limit, 160))
             box.update(
                 f"[b]Approval needed[/b]: {pending.tool}  \\[{pending.risk}]\n"
                 f"{_escape(args)}\n"

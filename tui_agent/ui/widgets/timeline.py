@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.style import Style
 from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -21,6 +22,17 @@ class Timeline(Tree[str]):
         self._steps: dict[int, Step] = {}
         self.last_seq = 0
         self.last_event = 0
+
+    def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
+        """A row cut to the width ends in … (the tree would crop it mid-word)."""
+        label = super().render_label(node, base_style, style)
+        depth, parent = 1, node.parent
+        while parent is not None and parent is not self.root:
+            depth, parent = depth + 1, parent.parent
+        room = self.scrollable_content_region.width - self.guide_depth * depth
+        if room > 4 and label.cell_len > room:
+            label.truncate(room, overflow="ellipsis")
+        return label
 
     def on_resize(self) -> None:
         """After a resize the newest steps stay in view (a shrink left the top shown)."""
