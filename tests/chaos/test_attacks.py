@@ -259,12 +259,8 @@ def test_read_only_home_reads_still_work_and_nothing_is_lost_or_repeated(
     wait_for(lambda: len(home.show(run_id)["steps"]) >= 6, 60, "a few steps")
 
     read_only_home.fail()
-    log = home.path / "logs" / "executor.log"
-    wait_for(
-        lambda: "read-only" in log.read_text(errors="replace"),
-        20,
-        "the executor to meet the read-only filesystem",
-    )
+    # Nothing observable to wait for: the logs are on the same read-only filesystem.
+    time.sleep(1.0)  # the executor meets the read-only filesystem on its next step
     supervisor = home.supervisor_pid()
 
     # Reads still work, and say the truth: the run was handed back, not failed.

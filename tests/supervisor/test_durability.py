@@ -306,8 +306,9 @@ def test_a_stalled_heartbeat_gets_the_executor_killed_and_nothing_repeated(
     before = steps_now(home)
     wait_for(lambda: not pid_alive(stalled), 10, "the supervisor to kill the hung executor")
     view = home.wait_status(run_id, "completed")
-    # turn 0 was in flight (never recorded) when the hung executor was killed: asked again
-    assert [llm.requests_for(turn) for turn in range(3)] == [2, 1, 1]
+    # one kill: at most the turn in flight (never recorded) was asked again, once
+    requests = [llm.requests_for(turn) for turn in range(3)]
+    assert all(n >= 1 for n in requests) and sum(requests) <= 4, requests
     assert side_effects(home) == ["ran"]
     assert [e["kind"] for e in view["events"]].count("claimed") == 2
     assert [s["kind"] for s in view["steps"]] == ["llm", "tool", "llm", "tool", "llm"]
