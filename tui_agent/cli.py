@@ -447,6 +447,13 @@ def _cmd_show(service: Any, args: argparse.Namespace) -> int:
     if run.state.plan:
         out.append("plan: " + "; ".join(run.state.plan))
     out += [step_line(s) for s in view.steps]
+    notable = [e for e in view.events if e.kind in ("retry", "lost", "in_doubt", "cancel")]
+    if notable:  # what happened to the run between its steps (retries, recoveries, cancels)
+        out.append("events:")
+        out += [
+            f"  {time.strftime('%H:%M:%S', time.localtime(e.created_at))} {e.message}"
+            for e in notable[-20:]
+        ]
     if run.result:
         out.append(f"result: {run.result}")
     sys.stdout.write("\n".join(out) + "\n")

@@ -157,6 +157,12 @@ async def test_cancel_asks_for_confirmation(make_app: Any, home: Home) -> None:
         await pilot.press("y")
         await until(pilot, lambda: app.run_status == "cancelled", what="cancel")
         assert "c" not in footer_keys(app)
+        tree = app.query_one("#run-timeline")
+        await until(
+            pilot,
+            lambda: any("cancelled by" in str(n.label) for n in tree.root.children),
+            what="the cancel in the timeline",
+        )
 
 
 async def test_resume_after_budget_pause_extends_the_budget(

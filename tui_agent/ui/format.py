@@ -119,9 +119,14 @@ def step_details(step: Step) -> list[str]:
 
 
 def event_label(event: Event) -> str:
-    icon = {"retry": "↻", "lost": "⚠", "in_doubt": "⚠", "cancel": "⊘", "released": "↺"}.get(
-        event.kind, "•"
-    )
+    icon = {
+        "retry": "↻",
+        "lost": "⚠",
+        "in_doubt": "⚠",
+        "cancel": "⊘",
+        "released": "↺",
+        "status": "⊘",
+    }.get(event.kind, "•")
     return f"{icon} {event.message}"
 
 

@@ -107,6 +107,10 @@ class Timeline(Tree[str]):
     def _put_event(self, event: Event) -> None:
         if event.id <= self.last_event:
             return
-        if event.kind in ("retry", "lost", "in_doubt", "cancel", "released"):
+        # a person ending the run is shown too (a cancel while waiting has no step of its own)
+        ended_by_person = event.kind == "status" and event.message.startswith(
+            ("cancelled by", "failed by")
+        )
+        if event.kind in ("retry", "lost", "in_doubt", "cancel", "released") or ended_by_person:
             self.root.add_leaf(Text(event_label(event)), data="event")
         self.last_event = event.id
