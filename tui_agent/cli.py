@@ -169,7 +169,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     service = LocalService.open(settings)
     try:
-        return _COMMANDS[args.command](service, args)
+        code = _COMMANDS[args.command](service, args)
+        if service.supervisor_problem:  # the change is saved; say why nothing runs it yet
+            sys.stderr.write(f"tui-agent: saved, but {service.supervisor_problem}\n")
+        return code
     finally:
         service.close()
 

@@ -260,3 +260,15 @@ def test_the_walk_s_cli_findings(home: Home) -> None:
     assert home.json("ls", "--status", "final") == []
     status = home.cli("supervisor", "status", check=True).stdout
     assert not any(line.endswith(" ") for line in status.splitlines())
+
+
+def test_a_run_saved_while_the_supervisor_cannot_start_is_said_to_be_saved(home: Home) -> None:
+    """The run is committed before the supervisor is started: if that start fails, the
+    command must not look failed (a person would start the run a second time)."""
+    home.arm("supervisor.start=raise@1")
+    proc = home.cli("run", "keep me", "--workspace", str(home.workspace))
+    assert proc.returncode == 0 and len(proc.stdout.strip()) == 32
+    assert proc.stderr.startswith("tui-agent: saved, but the supervisor cannot run: ")
+    assert proc.stderr.count("\n") == 1
+    home.arm("")
+    assert [r["goal"] for r in home.json("ls")] == ["keep me"]

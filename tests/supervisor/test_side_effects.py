@@ -214,3 +214,18 @@ def owner_pid_or_none(home: Home, run_id: str) -> int | None:
     with sqlite3.connect(home.path / "tui-agent.db") as conn:
         row = conn.execute("SELECT owner_pid FROM runs WHERE id = ?", (run_id,)).fetchone()
     return row[0] if row else None
+
+
+def test_a_workspace_that_holds_the_home_still_hides_it(home: Home, llm: ScriptedLLM) -> None:
+    """A run started in the directory that holds tui-agent's home (a run from ~): the
+    workspace bind must not bring the home and its database back into view."""
+    outer = home.path.parent  # holds home/ (with the database) and ws/
+    db = home.path / "tui-agent.db"
+    home.use_server(llm)
+    slow_shell(llm, f"cat {db} > {outer}/ws/seen-db 2>&1; ls {home.path} > {outer}/ws/seen-home")
+    run_id = home.json("run", "go", "--workspace", str(outer), "--auto-approve", "external_action")[
+        "id"
+    ]
+    home.wait_status(run_id, "completed")
+    assert "SQLite format" not in (home.workspace / "seen-db").read_text(errors="replace")
+    assert "tui-agent.db" not in (home.workspace / "seen-home").read_text()

@@ -360,6 +360,7 @@ class RunWorker:
         except ToolInputError as exc:
             status, text = StepStatus.ERROR, f"error: {exc}"
         except TimeoutError:
+            end_call(self.run_id, seq)  # the tool's thread may have left processes behind
             status, text = (
                 StepStatus.ERROR,
                 f"error: {name} timed out after {budget.tool_timeout_s:g}s",

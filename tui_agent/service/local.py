@@ -82,6 +82,7 @@ class LocalService:
         self.clock = clock
         self.who = who or _username()
         self._db: Database | None = None
+        self.supervisor_problem: str | None = None  # the last start failure after a change
         self._feed = SqliteChangeFeed(reader.path)
         self._store: RunStore | None = None
         self._store_lock = threading.Lock()
@@ -226,7 +227,7 @@ class LocalService:
 
     def start_run(self, request: StartRequest) -> tuple[Run, bool]:
         run, created = create_run(self.db, self.build_spec(request), uuid.uuid4().hex)
-        self.ensure_supervisor()
+        self._kick_supervisor()
         return run, created
 
     # ---- reading -----------------------------------------------------------------------
@@ -334,16 +335,16 @@ class LocalService:
         try:
             approval = self.store.decide_approval(run_id, approve=True, by=self.who, always=always)
         except ApprovalTimedOut:
-            self.ensure_supervisor()  # recorded as denied: the run goes on without the call
+            self._kick_supervisor()  # recorded as denied: the run goes on without the call
             raise
-        self.ensure_supervisor()
+        self._kick_supervisor()
         return approval
 
     def deny(self, run_id: str, *, reason: str | None = None) -> Approval:
         approval = self.store.decide_approval(
             run_id, approve=False, by=self.who, reason=reason or None
         )
-        self.ensure_supervisor()
+        self._kick_supervisor()
         return approval
 
     def cancel(self, run_id: str) -> Run:
@@ -366,13 +367,13 @@ class LocalService:
             max_llm_tokens=max_llm_tokens,
             max_wall_time_s=max_wall_time_s,
         )
-        self.ensure_supervisor()
+        self._kick_supervisor()
         return run
 
     def resolve(self, run_id: str, choice: str) -> Run:
         run = self.store.resolve(run_id, choice, by=self.who)
         if not run.status.is_final:
-            self.ensure_supervisor()
+            self._kick_supervisor()
         return run
 
     # ---- the supervisor ------------------------------------------------------------------
@@ -385,6 +386,16 @@ class LocalService:
 
     def ensure_supervisor(self) -> int:
         return spawn.ensure_supervisor(self.settings)
+
+    def _kick_supervisor(self) -> None:
+        """After a committed change: start the supervisor if none runs. Its failure must not
+        make the change look undone (a person would start the run a second time): it is kept
+        in `supervisor_problem` for the caller to say, and the change stands."""
+        try:
+            self.ensure_supervisor()
+            self.supervisor_problem = None
+        except TuiAgentError as exc:
+            self.supervisor_problem = str(exc)
 
     def stop_supervisor(self) -> int | None:
         return spawn.stop_supervisor(self.settings)

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from tui_agent import failpoints
 from tui_agent.domain.errors import StoreUnavailable, TuiAgentError
 from tui_agent.settings import Settings
 from tui_agent.supervisor.backoff import RestartBackoff
@@ -56,6 +57,7 @@ class Supervisor:
         self._standby_started = 0.0
         self._standby_due = 0.0
         self._next_hang_check = 0.0
+        self._last_beat: tuple[tuple[int, float | None], float] | None = None
         self._executor_backoff = RestartBackoff()
         self._standby_backoff = RestartBackoff()
 
@@ -90,7 +92,12 @@ class Supervisor:
             raise
         leases = LeaseStore(db)
         try:
-            self._recover_lost(leases)
+            try:
+                failpoints.hit("supervisor.start")  # tests: a supervisor that cannot run
+                self._recover_lost(leases)
+            except Exception as exc:  # `supervisor start` must hear why, in one line
+                ready.say(f"error: {exc}")
+                raise
             ready.say("ok")
             self._loop(leases)
         finally:
@@ -102,7 +109,10 @@ class Supervisor:
     def _recover_lost(self, leases: Leases) -> None:
         """On start: end what dead executors left running, then free their runs."""
         recovered: list[str] = []
+        mine = {p.pid for p in (self.executor, self.standby) if p is not None}
         for pid in leases.lost_executors(pid_alive):
+            if pid in mine:
+                continue  # a recorded pid reused by the executor we just started
             if pid_alive(pid) and _is_executor(pid):
                 # Alive but lost (a frozen executor of a dead supervisor): it must not thaw
                 # into work that is no longer its own.
@@ -227,12 +237,19 @@ class Supervisor:
             return
         self._next_hang_check = now + HANG_CHECK_S
         beat = leases.heartbeat_at(proc.pid)
-        if beat is None or now - beat <= self.settings.lease_s:
+        seen = time.monotonic()
+        if beat is None or self._last_beat is None or self._last_beat[0] != (proc.pid, beat):
+            # Measured on our own monotonic clock from when the beat last changed: a wall
+            # clock step (a resumed laptop, NTP) must not look like a hang.
+            self._last_beat = ((proc.pid, beat), seen)
+            return
+        silent = seen - self._last_beat[1]
+        if silent <= self.settings.lease_s:
             return
         log.warning(
             "executor %d missed its heartbeats for %.1fs (lease_s %.1f): killing it",
             proc.pid,
-            now - beat,
+            silent,
             self.settings.lease_s,
         )
         with contextlib.suppress(ProcessLookupError):
@@ -302,7 +319,10 @@ class _ReadyPipe:
     def say(self, line: str) -> None:
         if self.fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
-            os.close(self.fd)
-        self.fd = None
+        try:
+            with contextlib.suppress(OSError):
+                os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None

@@ -63,12 +63,16 @@ def ensure_supervisor(settings: Settings) -> int:
             return pid
     if answer.startswith("error: "):
         raise SupervisorStartError(f"the supervisor cannot run: {answer.removeprefix('error: ')}")
-    if answer == "" and proc.poll() is None:
-        proc.kill()
-        raise SupervisorStartError(
-            f"the supervisor did not start within {START_TIMEOUT_S:g}s; see "
-            f"{settings.log_dir / 'supervisor.log'}"
-        )
+    if answer == "":
+        try:  # the pipe closed: a crash at start (reap it to say so), or no word in time
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise SupervisorStartError(
+                f"the supervisor did not start within {START_TIMEOUT_S:g}s; see "
+                f"{settings.log_dir / 'supervisor.log'}"
+            ) from None
     code = proc.wait()
     raise SupervisorStartError(
         f"the supervisor exited at start (code {code}); see {settings.log_dir / 'supervisor.log'}"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tui_agent.domain.models import INTERRUPTED_BY_STOP, Risk, StatePatch
@@ -98,7 +99,7 @@ def _run_shell(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=_command_env(ctx.call_mark),
-            preexec_fn=_die_with_parent if ctx.sandbox == "none" else None,
+            preexec_fn=_die_with_parent() if ctx.sandbox == "none" else None,
         )
         deadline = time.monotonic() + timeout
         outcome = ""
@@ -143,11 +144,22 @@ def _end_command(proc: subprocess.Popen[bytes], call_mark: str) -> None:
         end_processes(lambda: processes_marked(owner, run_id=run_id, seq=int(seq)))
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (unconfined commands only): die when the executor dies."""
+def _die_with_parent() -> Callable[[], None]:
+    """For the child before exec (unconfined commands only): die when the executor dies.
+
+    prctl is looked up here, in the parent: the child of a threaded process must not load
+    libraries. If the executor died before prctl took effect, the child exits at once."""
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
 
 
 def _update_state(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:

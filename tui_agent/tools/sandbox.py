@@ -88,7 +88,23 @@ def sandbox_argv(
     for path in private:  # a database kept outside the hidden dirs is emptied in place
         if path.is_file() and not any(_inside(path, Path(d)) for d in hidden_dirs):
             argv += ["--ro-bind", "/dev/null", str(path)]
-    argv += ["--bind", ws, ws, "--chdir", ws, "--setenv", "HOME", ws, "--"]
+    argv += ["--bind", ws, ws]
+    # The workspace bind brings back whatever private path lies inside it (a run started in
+    # ~ holds ~/.local/share/tui-agent): hide those again, on top of the bind.
+    root = Path(os.path.realpath(ws))
+    rehidden: list[Path] = []
+    for path in sorted(private, key=lambda p: len(str(p))):
+        real = Path(os.path.realpath(path))
+        if real == root or root not in real.parents:
+            continue
+        if any(_inside(real, d) for d in rehidden):
+            continue  # already under an empty tmpfs
+        if real.is_dir():
+            argv += ["--tmpfs", str(real)]
+            rehidden.append(real)
+        elif real.is_file():
+            argv += ["--ro-bind", "/dev/null", str(real)]
+    argv += ["--chdir", ws, "--setenv", "HOME", ws, "--"]
     return argv + shell
 
 

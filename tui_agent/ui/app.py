@@ -405,6 +405,9 @@ class AgentApp(App[None]):
         except TuiAgentError as exc:
             self.post_message(self.ActionFinished(None, str(exc)))
             return
+        except Exception as exc:  # a bug must still say something, never vanish
+            self.post_message(self.ActionFinished(None, f"internal error: {exc}"))
+            return
         self.post_message(self.ActionFinished(done, None))
 
     def on_agent_app_action_finished(self, message: ActionFinished) -> None:

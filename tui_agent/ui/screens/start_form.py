@@ -113,7 +113,10 @@ class StartRunScreen(ModalScreen[str | None]):
     @work(thread=True, exit_on_error=False, group="start")
     def _submit_in_background(self, request: StartRequest) -> None:
         """Creating the run writes to the database: never on the event loop."""
-        result = self._submit(request)
+        try:
+            result = self._submit(request)
+        except Exception as exc:  # never leave the Start button disabled for good
+            result = f"error: {exc}"
         self.app.call_from_thread(self._submitted, result)
 
     def _submitted(self, result: str | None) -> None:
