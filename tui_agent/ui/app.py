@@ -352,12 +352,10 @@ class AgentApp(App[None]):
     # ---- which keys apply --------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if (
-            len(self.screen_stack) > 1
-            and not isinstance(self.screen, CommandPalette)
-            and action in MAIN_SCREEN_ACTIONS
-        ):
-            return False  # a dialog is open: its own keys, not the main screen's
+        stack = self.screen_stack
+        over_main = len(stack) == 1 or (len(stack) == 2 and isinstance(stack[-1], CommandPalette))
+        if not over_main and action in MAIN_SCREEN_ACTIONS:
+            return False  # a dialog is open (the palette over it too): its keys, not the main's
         status = self.run_status
         if action in ("approve", "deny", "always"):
             return status == "waiting_approval"
