@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,8 @@ class AgentApp(App[None]):
         self.supervisor: SupervisorState | None = None
         self._fingerprint: tuple[int, ...] = ()
         self._pending_tool: str | None = None
+        self._supervisor_backoff_s = 0.0
+        self._supervisor_retry_at = 0.0
         self._status_bar: StatusBar | None = None
 
     def compose(self) -> ComposeResult:
@@ -237,7 +240,11 @@ class AgentApp(App[None]):
     def _ensure_supervisor(self) -> None:
         try:
             self.service.ensure_supervisor()
+            self._supervisor_backoff_s = 0.0
         except TuiAgentError as exc:
+            # a supervisor that cannot start is not retried (nor said again) every 0.8 s
+            self._supervisor_backoff_s = min(60.0, max(2.0, self._supervisor_backoff_s * 2))
+            self._supervisor_retry_at = time.monotonic() + self._supervisor_backoff_s
             self.call_from_thread(self.notify, str(exc), severity="error")
         self.call_from_thread(self._poll_supervisor)
 
@@ -258,6 +265,7 @@ class AgentApp(App[None]):
             and not self.supervisor.running
             and self.service.needs_execution()
             and not any(w.is_running for w in self.workers if w.group == "supervisor")
+            and time.monotonic() >= self._supervisor_retry_at
         ):
             self._ensure_supervisor()
 
