@@ -22,28 +22,9 @@ def integrity(home: Home) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def deleted_database_files(pid: int) -> list[str]:
-    """Descriptors of a process (and its children) that point at a deleted database file."""
+def _database_fds(pid: int) -> list[str]:
+    """What each descriptor of the process tree that points at a database file points at."""
     found: list[str] = []
-    for proc in [pid, *_children(pid)]:
-        fd_dir = Path(f"/proc/{proc}/fd")
-        try:
-            entries = list(fd_dir.iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                target = os.readlink(entry)
-            except OSError:
-                continue
-            if "tui-agent.db" in target and "(deleted)" in target:
-                found.append(f"{proc}: {target}")
-    return found
-
-
-def database_descriptors(pid: int) -> int:
-    """How many descriptors of the process tree point at the live database file."""
-    count = 0
     for proc in [pid, *_children(pid)]:
         try:
             entries = list(Path(f"/proc/{proc}/fd").iterdir())
@@ -51,11 +32,22 @@ def database_descriptors(pid: int) -> int:
             continue
         for entry in entries:
             try:
-                if os.readlink(entry).endswith("/tui-agent.db"):
-                    count += 1
+                target = os.readlink(entry)
             except OSError:
                 continue
-    return count
+            if "tui-agent.db" in target:
+                found.append(f"{proc}: {target}")
+    return found
+
+
+def deleted_database_files(pid: int) -> list[str]:
+    """Descriptors of a process (and its children) that point at a deleted database file."""
+    return [fd for fd in _database_fds(pid) if "(deleted)" in fd]
+
+
+def database_descriptors(pid: int) -> int:
+    """How many descriptors of the process tree point at the live database file."""
+    return sum(1 for fd in _database_fds(pid) if fd.endswith("/tui-agent.db"))
 
 
 def _children(pid: int) -> list[int]:

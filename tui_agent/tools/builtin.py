@@ -13,7 +13,7 @@ from typing import Any
 
 from tui_agent.domain.models import INTERRUPTED_BY_STOP, Risk, StatePatch
 from tui_agent.files import write_atomically
-from tui_agent.tools.processes import CALL_ENV, end_processes, processes_marked
+from tui_agent.tools.processes import CALL_ENV, end_marked
 from tui_agent.tools.registry import Tool, ToolContext, ToolInputError, ToolOutput, ToolRegistry
 from tui_agent.tools.sandbox import SandboxUnavailable, sandbox_argv
 from tui_agent.tools.workspace import resolve_inside
@@ -111,11 +111,11 @@ def _run_shell(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
             elif time.monotonic() > deadline:
                 outcome = f"timed out after {timeout:g}s"
             if outcome:
-                _end_command(proc, ctx.call_mark)
+                _end_command(proc, ctx)
                 break
             time.sleep(0.02)
         else:
-            _end_command(proc, ctx.call_mark)  # what it left in the background ends with it
+            _end_command(proc, ctx)  # what it left in the background ends with it
         out.seek(0)
         output = out.read(MAX_SHELL_OUTPUT).decode("utf-8", "replace")
     header = outcome or f"exit code {proc.returncode}"
@@ -134,14 +134,15 @@ def _command_env(call_mark: str) -> dict[str, str]:
     return env
 
 
-def _end_command(proc: subprocess.Popen[bytes], call_mark: str) -> None:
-    """Kill the command's group and everything else carrying its mark; wait until none run."""
+def _end_command(proc: subprocess.Popen[bytes], ctx: ToolContext) -> None:
+    """Kill the command's group and wait for it. In the sandbox that is all: its PID
+    namespace dies with it. Unconfined, whatever else carries the call's mark is ended too
+    (a process that left the group), which scans /proc, so only there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    if call_mark:
-        owner, run_id, seq = call_mark.split("/")
-        end_processes(lambda: processes_marked(owner, run_id=run_id, seq=int(seq)))
+    if ctx.sandbox == "none" and ctx.call_mark:
+        end_marked(ctx.call_mark)
 
 
 def _die_with_parent() -> Callable[[], None]:

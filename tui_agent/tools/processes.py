@@ -30,16 +30,17 @@ def owner_prefix(executor_pid: int) -> str:
 
 
 def processes_marked(
-    prefix: str = "", *, run_id: str | None = None, seq: int | None = None
+    prefix: str = "", *, run_id: str | None = None, seq: int | None = None, exact: bool = False
 ) -> list[int]:
-    """Live processes whose call mark starts with `prefix` (and names that run and step)."""
+    """Live processes whose call mark starts with `prefix` (is it, if `exact`; names that run
+    and step, if given)."""
     found: list[int] = []
     me = os.getpid()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         mark = _mark_of(entry)
-        if mark is None or not mark.startswith(prefix):
+        if mark is None or not mark.startswith(prefix) or (exact and mark != prefix):
             continue
         if run_id is not None or seq is not None:
             parts = mark.split("/")
@@ -80,6 +81,11 @@ def end_calls_of_executor(executor_pid: int) -> int:
     """Every process of every call the executor with this pid started (it is dead)."""
     prefix = owner_prefix(executor_pid)
     return end_processes(lambda: processes_marked(prefix))
+
+
+def end_marked(mark: str) -> int:
+    """Every process carrying exactly this call's mark."""
+    return end_processes(lambda: processes_marked(mark, run_id=None, seq=None, exact=True))
 
 
 def end_call(run_id: str, seq: int) -> int:

@@ -39,6 +39,7 @@ from tui_agent.ui.screens.dialogs import (
     ResumeScreen,
 )
 from tui_agent.ui.screens.start_form import StartRunScreen
+from tui_agent.ui.sizes import NARROW, SHORT, STACKED
 from tui_agent.ui.widgets.history import HistoryPane
 from tui_agent.ui.widgets.run_pane import RunPane
 from tui_agent.ui.widgets.status_bar import StatusBar
@@ -55,23 +56,6 @@ THEME = Theme(
     variables={"run-waiting": "#ffaf5f", "run-idle": "#808080"},
 )
 
-NARROW = 110
-MAIN_SCREEN_ACTIONS = {
-    "start",
-    "view_call",
-    "approve",
-    "deny",
-    "always",
-    "retry_call",
-    "skip_call",
-    "cancel_run",
-    "resume",
-    "filter",
-    "clear_filter",
-    "quit",
-}
-STACKED = 150
-SHORT = 32
 # How often the header checks the supervisor (and restarts one that runs need): < 2 s.
 SUPERVISOR_CHECK_S = 0.8
 
@@ -140,6 +124,9 @@ class AgentApp(App[None]):
         ),
         Binding("q", "quit", "Quit", id="quit", tooltip="Quit the app; runs go on"),
     ]
+
+    # Every key of the main screen: none of them acts while a dialog is open.
+    _main_actions = frozenset(b.action for b in BINDINGS if isinstance(b, Binding))
 
     selected: reactive[str | None] = reactive(None, bindings=True)
     """The run shown in the run pane."""
@@ -362,7 +349,7 @@ class AgentApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         stack = self.screen_stack
         over_main = len(stack) == 1 or (len(stack) == 2 and isinstance(stack[-1], CommandPalette))
-        if not over_main and action in MAIN_SCREEN_ACTIONS:
+        if not over_main and action in self._main_actions:
             return False  # a dialog is open (the palette over it too): its keys, not the main's
         status = self.run_status
         if action in ("approve", "deny", "always"):

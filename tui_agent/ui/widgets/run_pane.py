@@ -12,16 +12,13 @@ from tui_agent.domain.models import Approval, Run, Step
 from tui_agent.domain.reason import describe_call
 from tui_agent.service.api import RunDelta
 from tui_agent.ui.format import STATUS_ICONS, one_line
+from tui_agent.ui.sizes import NARROW, SHORT
 from tui_agent.ui.widgets.gauges import BudgetGauges
 from tui_agent.ui.widgets.timeline import Timeline
 
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[")
-
-
-SHORT_SCREEN = 32  # rows; below, the request shows one line of arguments and of reason
-NARROW_SCREEN = 110  # columns; below (or on a short screen), the header is three cut lines
 
 
 def _artifact_line(artifact: dict[str, object]) -> str:
@@ -84,9 +81,7 @@ class RunPane(Vertical):
         status = f"{icon} [b]{run.status.value}[/b]  ·  {run.id[:8]}  ·  model {_escape(run.model)}"
         # by the pane's own width too: a help panel or a narrow window squeezes it
         compact = (
-            self.app.size.height < SHORT_SCREEN
-            or self.app.size.width < NARROW_SCREEN
-            or 0 < self.size.width < 70
+            self.app.size.height < SHORT or self.app.size.width < NARROW or 0 < self.size.width < 70
         )
         width = max(20, (self.size.width or self.app.size.width // 2) - 2)
         if not compact:
@@ -126,7 +121,7 @@ class RunPane(Vertical):
                 args = pending.arguments
             reason = pending.model_reason or "(the model gave no reason)"
             # A short terminal gets one line of each, so the newest steps stay in view.
-            short = self.app.size.height < SHORT_SCREEN
+            short = self.app.size.height < SHORT
             limit = max(20, (self.size.width or self.app.size.width // 2) - 8) if short else 400
             # the whole call is one key away (v): the card never runs past its box
             args, reason = one_line(args, limit), one_line(reason, min(limit, 160))
