@@ -1,5 +1,7 @@
 """One durable step (record + checkpoint in one transaction) against a raw sqlite3
-INSERT+COMMIT in WAL mode with synchronous=FULL, in the same process and directory."""
+INSERT+COMMIT in WAL mode with synchronous=FULL, in the same process and directory; and on
+PostgreSQL against a raw psycopg INSERT+COMMIT on the same server (a throwaway cluster of
+the machine's binaries, as the tests start)."""
 
 from __future__ import annotations
 
@@ -38,11 +40,31 @@ class Floor:
         self.conn.execute("COMMIT")
 
 
+class PgFloor:
+    """Raw psycopg: one INSERT and COMMIT (the server's default durability, fsync on)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url)
+        self.conn.execute(
+            "CREATE TABLE t (run_id TEXT, seq INTEGER, payload TEXT, PRIMARY KEY (run_id, seq))"
+        )
+        self.conn.commit()
+        self.body = str(PAYLOAD)
+        self.i = 0
+
+    def commit(self) -> None:
+        self.i += 1
+        self.conn.execute("INSERT INTO t VALUES (%s, %s, %s)", ("r", self.i, self.body))
+        self.conn.commit()
+
+
 class Steps:
     """One durable LLM step through the real journal (record + checkpoint)."""
 
-    def __init__(self) -> None:
-        self.store = open_store(scratch("steps") / "tui-agent.db")
+    def __init__(self, where: Path | str | None = None) -> None:
+        self.store = open_store(where or scratch("steps") / "tui-agent.db")
         self.run_id = seed_run(self.store, "bench", Path("/tmp"), max_steps=10**9)
         self.journal = StepJournal(self.store.db, "bench", 1)
         self.journal.claim(1, 3600)
@@ -59,8 +81,23 @@ def _block(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def run(quick: bool) -> None:
+    _compare("step_overhead", Floor(), Steps(), quick)
+    from tests.pg import Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        print("# step_overhead_postgres: no PostgreSQL binaries; skipped", flush=True)
+        return
+    cluster = Cluster(bindir).start()
+    try:
+        steps = Steps(cluster.new_database())
+        _compare("step_overhead_postgres", PgFloor(cluster.new_database()), steps, quick)
+    finally:
+        cluster.stop()
+
+
+def _compare(name: str, floor: Floor | PgFloor, steps: Steps, quick: bool) -> None:
     blocks, per_block = (10, 50) if quick else (40, 75)
-    floor, steps = Floor(), Steps()
     for _ in range(20):  # warm both
         floor.commit()
         steps.commit()
@@ -76,7 +113,7 @@ def run(quick: bool) -> None:
     ratio = median(ratios)
     steps.store.close()
     emit(
-        "step_overhead",
+        name,
         ratio,
         "x",
         1.0,

@@ -106,9 +106,11 @@ def hold_write_lock(home: Home, seconds: float) -> threading.Thread:
 
 
 class Home:
-    """A private TUI_AGENT_HOME with a workspace, and helpers to drive the real CLI."""
+    """A private TUI_AGENT_HOME with a workspace, and helpers to drive the real CLI; with
+    `db_url` its runs live in that PostgreSQL database instead of the home's SQLite file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, db_url: str | None = None) -> None:
+        self.db_url = db_url
         self.path = root / "home"
         self.workspace = root / "ws"
         self.workspace.mkdir(parents=True)
@@ -126,6 +128,24 @@ class Home:
             "TUI_AGENT_GUARD_DB_LOG": str(root / "db-opens.log"),
         }
         self.db_opens_log = root / "db-opens.log"
+        if db_url is not None:
+            self.env["TUI_AGENT_DB_URL"] = db_url
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.db_url else "sqlite"
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a read of this home's store, whichever engine (the store's own `?` SQL)."""
+        from tui_agent.settings import load_settings
+        from tui_agent.store.factory import database_for
+
+        db = database_for(load_settings(self.env))
+        try:
+            with db.raw_read() as cur:
+                return list(cur.execute(sql, params).fetchall())
+        finally:
+            db.dispose()
 
     def configure(self, text: str = FAST_CONFIG) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -221,21 +241,10 @@ class Home:
         sup = self.supervisor_pid()
         if sup:
             pids.add(sup)
-        db = self.path / "tui-agent.db"
-        if db.exists():
-            import sqlite3
-
-            try:
-                with sqlite3.connect(db, timeout=5) as conn:
-                    pids |= {r[0] for r in conn.execute("SELECT pid FROM executors")}
-                    pids |= {
-                        r[0]
-                        for r in conn.execute(
-                            "SELECT owner_pid FROM runs WHERE owner_pid IS NOT NULL"
-                        )
-                    }
-            except sqlite3.Error:
-                pass
+        if self.db_url or (self.path / "tui-agent.db").exists():
+            with contextlib.suppress(Exception):
+                pids |= {r[0] for r in self.query("SELECT pid FROM executors")}
+                pids |= {r[0] for r in self.query("SELECT owner_pid FROM runs WHERE owner_pid > 0")}
         pids = {pid for pid in pids if self.owns(pid)}  # a recorded pid may be reused
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -244,9 +253,48 @@ class Home:
             wait_for(lambda p=pid: not pid_alive(p), 10, f"pid {pid} to die")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_stores: run once on SQLite and once on a real PostgreSQL server"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`both_stores` tests run on each engine: the conformance of the two backends."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.pg import stop_cluster
+
+    stop_cluster()
+
+
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Home]:
-    h = Home(tmp_path)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def db_url(backend: str) -> str | None:
+    """A fresh PostgreSQL database for a `postgres` test, else None (SQLite)."""
+    if backend != "postgres":
+        return None
+    from tests.pg import cluster
+
+    return cluster().new_database()
+
+
+@pytest.fixture
+def store_target(tmp_path: Path, db_url: str | None) -> Path | str:
+    """Where a test's store lives: a SQLite file, or a PostgreSQL database's URL."""
+    return db_url or tmp_path / "store.db"
+
+
+@pytest.fixture
+def home(tmp_path: Path, db_url: str | None) -> Iterator[Home]:
+    h = Home(tmp_path, db_url)
     h.configure()
     _GUARDED[h.env["TUI_AGENT_GUARD_DB"]] = h.env["TUI_AGENT_GUARD_DB_LOG"]
     yield h

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["workspace", "workspace-net", "none"],
         help="how run_shell is confined (default: workspace, no network)",
     )
+    run.add_argument(
+        "--queue",
+        metavar="NAME",
+        help="only supervisors serving this queue take the run (default: default)",
+    )
     run.add_argument("--wait", action="store_true")
     run.add_argument("--json", action="store_true")
 
@@ -135,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     sup.add_argument("--json", action="store_true")
     sup.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     sup.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
+
+    store = sub.add_parser("store", help="move runs between stores")
+    store.add_argument("action", choices=["copy"], help="copy: every run into an empty store")
+    store.add_argument(
+        "--to",
+        metavar="URL",
+        required=True,
+        help="sqlite:///PATH or postgresql+psycopg://USER[:PASS]@HOST:PORT/DB (never printed)",
+    )
+    store.add_argument("--json", action="store_true")
     return parser
 
 
@@ -246,18 +261,26 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
             "running": state.running,
             "pid": state.pid,
             "executors": state.executors,
+            "other_machines": state.other_machines,
             "home": str(settings.home),
+            "store": service.store_label(),
         }
+        where = f"home {settings.home}, store {service.store_label()}"
         if state.running:
-            lines = [f"supervisor running (pid {state.pid}), home {settings.home}"]
+            lines = [f"supervisor running (pid {state.pid}), {where}"]
             lines += [
                 f"  executor {e['pid']}: {len(e['runs'])} run(s)"
                 + "".join(f" {r[:8]}" for r in e["runs"])
                 for e in state.executors
             ]
-            text = "\n".join(lines)
         else:
-            text = f"supervisor not running, home {settings.home}"
+            lines = [f"supervisor not running, {where}"]
+        lines += [
+            f"  executor {e['pid']} on {e['node']}: {len(e['runs'])} run(s)"
+            + "".join(f" {r[:8]}" for r in e["runs"])
+            for e in state.other_machines
+        ]
+        text = "\n".join(lines)
         _say(args, data, text)
     finally:
         service.close()
@@ -272,7 +295,7 @@ def _stop_supervisor(args: argparse.Namespace, settings: Settings) -> int:
     began = time.time()
     stopped = spawn.stop_supervisor(settings)
     interrupted: list[Step] = []
-    if stopped and settings.db_path.exists():
+    if stopped and (settings.shared or settings.db_path.exists()):
         service = LocalService.open(settings)
         try:
             interrupted = service.interrupted_calls(began)
@@ -360,6 +383,7 @@ def _cmd_run(service: Any, args: argparse.Namespace) -> int:
             auto_approve=tuple(args.auto_approve),
             key=args.key,
             sandbox=args.sandbox,
+            queue=args.queue,
         )
     )
     if not args.wait:
@@ -509,6 +533,19 @@ def _cmd_resolve(service: Any, args: argparse.Namespace) -> int:
     return _changed(service, args, service.resolve(service.resolve_ref(args.run), args.choice))
 
 
+def _cmd_store(service: Any, args: argparse.Namespace) -> int:
+    report = service.copy_store_to(args.to)
+    if args.json:
+        _print_json({"copied": report.counts, "to": report.target})
+    else:
+        sys.stdout.write(report.line() + "\n")
+        sys.stdout.write(
+            "to use it: export TUI_AGENT_DB_URL=… (the URL you gave) in the shell of the app, "
+            "the CLI and the supervisor\n"
+        )
+    return EXIT_OK
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "ls": _cmd_ls,
@@ -518,4 +555,5 @@ _COMMANDS = {
     "cancel": _cmd_cancel,
     "resume": _cmd_resume,
     "resolve": _cmd_resolve,
+    "store": _cmd_store,
 }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -40,17 +42,29 @@ class Settings:
     llm_timeout_s: float = 60.0
     tool_timeout_s: float = 60.0
     db_file: Path | None = None  # from TUI_AGENT_DB_URL; None: the database in the home
+    # A PostgreSQL URL from TUI_AGENT_DB_URL (it may hold a password: never shown or logged).
+    db_url: str | None = field(default=None, repr=False)
+    queues: tuple[str, ...] = ("default",)
+    executors: int = 1
+    node: str = ""  # this machine's name among the supervisors of a shared store
 
     @property
     def db_path(self) -> Path:
         return self.db_file or self.home / "tui-agent.db"
 
+    @property
+    def shared(self) -> bool:
+        """The runs live in PostgreSQL, perhaps served by several machines."""
+        return self.db_url is not None
+
     def child_env(self) -> dict[str, str]:
         """The environment of a process we start, pinned to this same home and database
         (absolute paths: a detached supervisor does not share our working directory)."""
-        env = {**os.environ, "TUI_AGENT_HOME": str(self.home)}
+        env = {**os.environ, "TUI_AGENT_HOME": str(self.home), "TUI_AGENT_NODE": self.node}
         if self.db_file is not None:
             env["TUI_AGENT_DB_URL"] = f"sqlite:///{self.db_file}"
+        elif self.db_url is not None:
+            env["TUI_AGENT_DB_URL"] = self.db_url
         return env
 
     @property
@@ -92,20 +106,45 @@ def home_from_env(env: dict[str, str] | None = None) -> Path:
     return Path(user_data_dir("tui-agent", appauthor=False))
 
 
-def db_file_from_url(url: str) -> Path | None:
-    """`TUI_AGENT_DB_URL` as a SQLite file. Other databases are refused by name only: a
-    server URL may carry a password, which must never reach a terminal or a log."""
+URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER[:PASS]@HOST:PORT/DB"
+
+
+def postgres_url(url: str) -> str | None:
+    """A PostgreSQL `TUI_AGENT_DB_URL` in the form psycopg connects with, else None.
+
+    Errors name the part that is wrong, never the URL: it may carry a password."""
     url = url.strip()
-    if not url:
+    scheme, sep, rest = url.partition("://")
+    dialect, _, driver = scheme.lower().partition("+")
+    if not sep or dialect not in ("postgresql", "postgres"):
+        return None
+    if driver not in ("", "psycopg"):
+        raise ConfigError(
+            f"TUI_AGENT_DB_URL: the {driver} driver is not supported; use postgresql+psycopg://"
+        )
+    location = rest.rpartition("@")[2]
+    if not location.split("/", 1)[0] or "/" not in location or not location.split("/", 1)[1]:
+        raise ConfigError(
+            "TUI_AGENT_DB_URL: a PostgreSQL URL needs a host and a database "
+            "(postgresql+psycopg://USER[:PASS]@HOST:PORT/DB)"
+        )
+    return f"postgresql://{rest}"
+
+
+def db_file_from_url(url: str) -> Path | None:
+    """`TUI_AGENT_DB_URL` as a SQLite file (None for the home's, or for PostgreSQL). Errors
+    never repeat the URL: a server URL may carry a password, which must never reach a
+    terminal or a log."""
+    url = url.strip()
+    if not url or postgres_url(url) is not None:
         return None
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigError("TUI_AGENT_DB_URL is not a database URL (expected sqlite:///PATH)")
+        raise ConfigError(f"TUI_AGENT_DB_URL is not a database URL (expected {URL_FORMS})")
     dialect = scheme.split("+", 1)[0].lower()
     if dialect != "sqlite":
         raise ConfigError(
-            f"TUI_AGENT_DB_URL: {dialect or 'this'} databases are not supported yet; this "
-            "version keeps runs in SQLite (sqlite:///PATH, or unset it to use the home)"
+            f"TUI_AGENT_DB_URL: {dialect or 'this'} databases are not supported; use {URL_FORMS}"
         )
     if not rest.startswith("/") or rest == "/":
         raise ConfigError(
@@ -150,10 +189,27 @@ _POSITIVE = {
     "tool_timeout_s",
     "approval_timeout_s",
     "retry_max_s",
+    "executors",
 }
 
 
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_queue(name: str, where: str = "--queue") -> str:
+    """A queue is a short plain name (it is shown in lists and matched exactly)."""
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: a queue name is 1-64 letters, digits, '.', '_' or '-', not {name!r}"
+        )
+    return name
+
+
 def _coerce(name: str, value: Any, annotation: str) -> Any:
+    if name == "queues":
+        if not isinstance(value, list) or not value:
+            raise ConfigError('config.toml: queues must be a list of names, e.g. ["default"]')
+        return tuple(dict.fromkeys(check_queue(v, "config.toml: queues") for v in value))
     if "str" in annotation:
         if not isinstance(value, str) or value.lower() not in ("full", "normal"):
             raise ConfigError(f'config.toml: {name} must be "full" or "normal"')
@@ -173,7 +229,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Settings for this home; a malformed config.toml is one clear ConfigError."""
     env = dict(os.environ) if env is None else env
     home = home_from_env(env)
-    settings = Settings(home=home, db_file=db_file_from_url(env.get("TUI_AGENT_DB_URL", "")))
+    url = env.get("TUI_AGENT_DB_URL", "")
+    settings = Settings(
+        home=home,
+        db_file=db_file_from_url(url),
+        db_url=postgres_url(url),
+        # Machines sharing a store tell their executors apart by it (a private store: "").
+        node=(env.get("TUI_AGENT_NODE") or socket.gethostname()) if postgres_url(url) else "",
+    )
     path = settings.config_path
     if not path.exists():
         return settings
@@ -188,7 +251,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    types = {f.name: str(f.type) for f in fields(Settings) if f.name not in ("home", "db_file")}
+    fixed = ("home", "db_file", "db_url", "node")
+    types = {f.name: str(f.type) for f in fields(Settings) if f.name not in fixed}
     changes: dict[str, Any] = {}
     for name, value in data.items():
         if name not in types:

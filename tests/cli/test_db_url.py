@@ -1,6 +1,7 @@
-"""`TUI_AGENT_DB_URL`: a SQLite file anywhere is used by every process (CLI, supervisor,
-executor); a database this version cannot use is refused in one line, before anything is
-written, and a password in the URL is never echoed."""
+"""`TUI_AGENT_DB_URL`: a SQLite file anywhere (or a PostgreSQL server, see
+tests/cli/test_postgres.py) is used by every process (CLI, supervisor, executor); a database
+this version cannot use is refused in one line, before anything is written, and a password
+in the URL is never echoed."""
 
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ def test_a_relative_sqlite_path_is_pinned_for_the_detached_supervisor(home: Home
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql+psycopg://agent:hunter2@db.example/runs", "postgresql databases"),
-        ("mysql://root:hunter2@localhost/x", "mysql databases"),
+        ("postgresql+asyncpg://agent:hunter2@db.example/runs", "asyncpg driver"),
+        ("postgresql+psycopg://agent:hunter2@/runs", "needs a host and a database"),
+        ("postgresql+psycopg://agent:hunter2@db.example", "needs a host and a database"),
+        ("mysql://root:hunter2@localhost/x", "mysql databases are not supported"),
         ("sqlite://", "in-memory database would lose every run"),
         ("sqlite:///:memory:?cache=shared", "query options"),
         ("sqlite:////no/such/dir/runs.db", "directory /no/such/dir does not exist"),
@@ -59,3 +62,17 @@ def test_an_unusable_url_is_one_line_and_writes_nothing(home: Home, url: str, me
         assert len(lines) == 1 and message in lines[0], out.stderr
         assert "hunter2" not in out.stderr + out.stdout
     assert not home.path.exists() or not (home.path / "tui-agent.db").exists()
+
+
+def test_a_postgresql_server_that_cannot_be_reached_is_one_line_without_the_password(
+    home: Home,
+) -> None:
+    from tests.pg import free_port
+
+    home.env["TUI_AGENT_DB_URL"] = f"postgresql+psycopg://scott:hunter2@127.0.0.1:{free_port()}/r"
+    for args in (("run", "x"), ("ls",), ("show", "ab")):
+        out = home.cli(*args)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot be reached" in lines[0], out.stderr
+        assert "hunter2" not in out.stderr + out.stdout and "scott" not in out.stderr

@@ -51,7 +51,7 @@ def call(name: str, args: Any) -> tuple[str, Any]:
 
 
 class ScriptedLLM:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.script: list[Reply | Callable[[list[dict[str, Any]]], Reply]] = []
         self.default = Reply(content="All done.")
         self.faults: dict[int, list[Fault]] = {}
@@ -59,8 +59,11 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self.turns: Counter[int] = Counter()
         self.latency_s = 0.0
+        # Called with each request's messages and turn before it is answered (the
+        # multi-machine harness checks there that no recorded reply is asked for again).
+        self.on_request: Callable[[list[dict[str, Any]], int], None] | None = None
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server = _Server((host, 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -68,6 +71,10 @@ class ScriptedLLM:
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     def start(self) -> ScriptedLLM:
         self._thread.start()
@@ -89,6 +96,8 @@ class ScriptedLLM:
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes, float]:
         messages = body.get("messages", [])
         turn = sum(1 for m in messages if m.get("role") == "assistant")
+        if self.on_request is not None:
+            self.on_request(messages, turn)
         with self._lock:
             self.requests.append({"turn": turn, "body": body, "at": time.time()})
             self.turns[turn] += 1

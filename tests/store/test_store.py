@@ -1,4 +1,5 @@
-"""The store against real SQLite files: migrations, pragmas, transactions, ownership."""
+"""The store against real SQLite files and a real PostgreSQL server (`both_stores`: the
+conformance of the two engines): migrations, transactions, ownership, fencing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import inspect
 
 from tui_agent.domain.errors import BadInput, LeaseLost, StoreError, UnknownRun
 from tui_agent.domain.models import Budget, Policy, RunSpec, RunStatus, StepStatus
-from tui_agent.store.db import make_engine, open_database
+from tui_agent.store.db import make_engine
 from tui_agent.store.journal import StepJournal
 from tui_agent.store.migrations import LATEST_VERSION, migrate
 from tui_agent.store.run_store import RunStore, open_store
@@ -33,10 +34,13 @@ def spec(**kw: object) -> RunSpec:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> RunStore:
-    s = open_store(tmp_path / "db.sqlite")
+def store(store_target: Path | str) -> RunStore:
+    s = open_store(store_target)
     yield s
     s.close()
+
+
+both = pytest.mark.both_stores
 
 
 def test_pragmas_are_wal_full_and_foreign_keys(tmp_path: Path) -> None:
@@ -51,8 +55,9 @@ def test_pragmas_are_wal_full_and_foreign_keys(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
 
 
-def test_migrations_build_the_schema_the_tables_describe(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "m.db")
+@both
+def test_migrations_build_the_schema_the_tables_describe(store: RunStore, backend: str) -> None:
+    db = store.db
     with db.read() as conn:
         insp = inspect(conn)
         for table in metadata.sorted_tables:
@@ -61,30 +66,37 @@ def test_migrations_build_the_schema_the_tables_describe(tmp_path: Path) -> None
             indexes = {i["name"] for i in insp.get_indexes(table.name)}
             assert {i.name for i in table.indexes} <= indexes, table.name
         applied = conn.exec_driver_sql("SELECT name FROM schema_migrations").scalars().all()
-    assert applied == [
-        "initial",
-        "waiting_tool_and_executors",
-        "goal_trigram_search",
-        "held_runs_index",
-    ]
+    assert applied == (
+        ["postgresql_initial"]
+        if backend == "postgres"
+        else [
+            "initial",
+            "waiting_tool_and_executors",
+            "goal_trigram_search",
+            "held_runs_index",
+            "queues_epochs_nodes",
+        ]
+    )
 
 
 def test_older_database_is_migrated_in_place_keeping_its_runs(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    engine = make_engine(path)
-    with engine.begin() as conn:
-        migrate(conn, upto=1)
-        conn.exec_driver_sql(
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("BEGIN")
+        migrate(conn.cursor(), upto=1)
+        conn.execute(
             "INSERT INTO runs (id, status, goal, workspace, model, budget_json, policy_json, "
             "state_json, usage_steps, usage_tokens, usage_wall_s, cancel_requested, "
             "retry_attempt, retry_max, next_seq, revision, created_at, updated_at) VALUES "
             "('ab12', 'paused', 'old goal', '/tmp', 'demo', '{}', '{}', '{}', 3, 10, 1.0, 0, "
             "0, 0, 4, 1, 1.0, 1.0)"
         )
-    engine.dispose()
+        conn.execute("COMMIT")
+    conn.close()
     store = open_store(path)
     run = store.get_run("ab12")
     assert run.goal == "old goal" and run.usage.steps == 3 and run.waiting_tool is None
+    assert run.queue == "default" and run.epoch == 0
     with store.db.read() as conn:
         version = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").scalar()
     assert int(version) == LATEST_VERSION
@@ -108,6 +120,7 @@ def test_foreign_file_is_refused_untouched(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db-wal").exists()
 
 
+@both
 def test_prefix_resolution(store: RunStore) -> None:
     run, _ = store.create_run(spec())
     assert store.resolve_id(run.id[:5]) == run.id
@@ -120,7 +133,7 @@ def test_prefix_resolution(store: RunStore) -> None:
 def _start_with_key(path: str, queue: Any) -> None:
     """In its own process: start a run with the shared key; report (id, created) or the error."""
     try:
-        s = open_store(Path(path))
+        s = open_store(path)
         run, created = s.create_run(spec(idem_key="same"))
         s.close()
         queue.put((run.id, created))
@@ -128,10 +141,13 @@ def _start_with_key(path: str, queue: Any) -> None:
         queue.put(("error", repr(exc)))
 
 
-def test_idempotency_key_is_unique_among_live_runs_under_concurrency(tmp_path: Path) -> None:
+@both
+def test_idempotency_key_is_unique_among_live_runs_under_concurrency(
+    store_target: Path | str,
+) -> None:
     """Eight processes start a run with one key at once: exactly one creates it, every other
     gets that run back, and none fails."""
-    path = tmp_path / "c.db"
+    path = store_target
     open_store(path).close()
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -146,14 +162,15 @@ def test_idempotency_key_is_unique_among_live_runs_under_concurrency(tmp_path: P
     assert sum(1 for _, created in results if created) == 1
 
 
+@both
 def test_a_start_that_loses_the_key_race_at_insert_returns_the_winner(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_target: Path | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The unique index is the last line: a start whose check missed the live run (another
     engine's isolation, a racing writer) gets that run back, not an error."""
     import tui_agent.store.starts as starts
 
-    store = open_store(tmp_path / "r.db")
+    store = open_store(store_target)
     winner, _ = store.create_run(spec(idem_key="k"))
     real = starts.live_run_with_key_txn
     calls = {"n": 0}
@@ -169,6 +186,7 @@ def test_a_start_that_loses_the_key_race_at_insert_returns_the_winner(
     store.close()
 
 
+@both
 def test_a_step_commit_needs_the_lease(store: RunStore) -> None:
     run, _ = store.create_run(spec())
     a = StepJournal(store.db, "owner-a", 1)
@@ -207,6 +225,7 @@ def test_a_run_thread_that_ends_closes_its_connection(store: RunStore) -> None:
     assert open_db_files() == baseline
 
 
+@both
 def test_expired_lease_can_be_claimed_and_old_owner_cannot_write(store: RunStore) -> None:
     run, _ = store.create_run(spec())
     a = StepJournal(store.db, "owner-a", 1)
@@ -217,6 +236,7 @@ def test_expired_lease_can_be_claimed_and_old_owner_cannot_write(store: RunStore
         a.journal_tool_start(run.id, llm_seq=1, call_id="c", tool="t", arguments="{}", wall=0)
 
 
+@both
 def test_a_run_its_executor_still_advances_is_not_claimed_again(store: RunStore) -> None:
     run, _ = store.create_run(spec())
     a = StepJournal(store.db, "owner-a", 1)
@@ -225,19 +245,20 @@ def test_a_run_its_executor_still_advances_is_not_claimed_again(store: RunStore)
     assert a.claim(4, 30) == [run.id]  # once that thread has ended it may be taken again
 
 
+@both
 def test_step_and_checkpoint_commit_together_or_not_at_all(store: RunStore) -> None:
     run, _ = store.create_run(spec())
     j = StepJournal(store.db, "o", 1)
     j.claim(1, 30)
     seq = j.journal_tool_start(run.id, llm_seq=1, call_id="c", tool="t", arguments="{}", wall=0)
-    with store.db.write() as conn:  # another step already holds the next seq: force a clash
-        conn.exec_driver_sql(
+    with store.db.raw_write() as cur:  # another step already holds the next seq: a clash
+        cur.execute(
             "INSERT INTO steps (run_id, seq, kind, status, payload_json, tokens, created_at) "
             "VALUES (?, ?, 'llm', 'done', '{}', 0, 0)",
             (run.id, seq + 1),
         )
     before = store.get_run(run.id)
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(Exception, match=r"UNIQUE|duplicate key"):
         j.record_llm_reply(run.id, {"content": "x"}, 7, 1.0)
     after = store.get_run(run.id)
     assert after.usage == before.usage and after.next_seq == before.next_seq
@@ -276,6 +297,7 @@ def test_held_runs_are_found_through_an_index(store: RunStore) -> None:
             assert "ix_runs_owner_pid" in plan, (where, plan)
 
 
+@both
 def test_list_runs_pages_with_a_cursor(store: RunStore) -> None:
     ids = [store.create_run(spec(goal=f"goal {i}"))[0].id for i in range(7)]
     page1 = store.list_runs(limit=3)
@@ -287,6 +309,7 @@ def test_list_runs_pages_with_a_cursor(store: RunStore) -> None:
     assert store.list_runs(text="50%_") == []
 
 
+@both
 def test_resume_refuses_a_still_spent_budget(store: RunStore) -> None:
     from tui_agent.domain.errors import BadInput
 
@@ -300,6 +323,7 @@ def test_resume_refuses_a_still_spent_budget(store: RunStore) -> None:
     assert store.resume(run.id, max_steps=5).status is RunStatus.QUEUED
 
 
+@both
 def test_text_filter_uses_the_trigram_index_for_rare_and_a_scan_for_common(
     store: RunStore,
 ) -> None:
@@ -320,6 +344,7 @@ def test_text_filter_uses_the_trigram_index_for_rare_and_a_scan_for_common(
     assert store.list_runs(text='"; DROP') == []
 
 
+@both
 def test_a_writer_that_lost_its_lease_can_finish_nothing(store: RunStore) -> None:
     """The finish fence: an executor whose lease ran out and whose run another executor took
     cannot complete, fail or release that run, nor add anything to it."""
@@ -338,3 +363,51 @@ def test_a_writer_that_lost_its_lease_can_finish_nothing(store: RunStore) -> Non
     after = store.get_run(run.id)
     assert after.status is RunStatus.RUNNING and after.owner == "owner-b" and after.result is None
     assert store.steps(run.id) == [] and len(store.events(run.id)) == events
+
+
+@both
+def test_claims_skip_locked_rows_and_every_claim_raises_the_epoch(store: RunStore) -> None:
+    """Twenty runs, four executors claiming at once from threads: every run is taken by
+    exactly one of them, each under epoch 1; a takeover after the lease ran out is epoch 2,
+    and the old holder's writes are fenced off by it."""
+    runs = [store.create_run(spec(goal=f"g{i}"))[0].id for i in range(20)]
+    journals = [StepJournal(store.db, f"owner-{i}", 100 + i) for i in range(4)]
+    taken: dict[str, list[str]] = {}
+    barrier = threading.Barrier(4)
+
+    def claim(j: StepJournal) -> None:
+        barrier.wait()
+        got: list[str] = []
+        for _ in range(10):
+            got += j.claim(2, 30)
+        taken[j.owner] = got
+
+    threads = [threading.Thread(target=claim, args=(j,)) for j in journals]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [r for got in taken.values() for r in got]
+    assert sorted(every) == sorted(runs)  # each exactly once
+    assert {store.get_run(r).epoch for r in runs} == {1}
+    first = store.get_run(runs[0])
+    holder = next(j for j in journals if j.owner == first.owner)
+    with store.db.raw_write() as cur:  # its lease runs out
+        cur.execute("UPDATE runs SET lease_until = 0 WHERE id = ?", (first.id,))
+    thief = StepJournal(store.db, "owner-new", 200)
+    assert first.id in thief.claim(20, 30)
+    assert store.get_run(first.id).epoch == 2
+    with pytest.raises(LeaseLost):
+        holder.record_llm_reply(first.id, {"content": "stale"}, 1, 0.0)
+    assert thief.record_llm_reply(first.id, {"content": "fresh"}, 1, 0.0) == 1
+
+
+@both
+def test_queues_pin_runs_to_the_executors_that_serve_them(store: RunStore) -> None:
+    gpu, _ = store.create_run(spec(queue="gpu"))
+    plain, _ = store.create_run(spec())
+    default_only = StepJournal(store.db, "a", 1, queues=("default",))
+    assert default_only.claim(10, 30) == [plain.id]
+    gpu_only = StepJournal(store.db, "b", 2, queues=("gpu",))
+    assert gpu_only.claim(10, 30) == [gpu.id]
+    assert store.get_run(gpu.id).queue == "gpu"

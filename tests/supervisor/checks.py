@@ -29,10 +29,9 @@ def shell_script(llm: ScriptedLLM, command: str = "echo ran >> side.log") -> Non
 
 def steps_now(home: Home) -> dict[tuple[str, int], tuple[object, ...]]:
     """Every committed step as it stands (taken while the doomed process is paused)."""
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        rows = conn.execute(
-            "SELECT run_id, seq, kind, status, tool, arguments, result, tokens FROM steps"
-        ).fetchall()
+    rows = home.query(
+        "SELECT run_id, seq, kind, status, tool, arguments, result, tokens FROM steps"
+    )
     return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
 
@@ -45,21 +44,23 @@ def kill_at(home: Home, failpoint: str) -> dict[tuple[str, int], tuple[object, .
 
 
 def strict_check(home: Home, before: dict[tuple[str, int], tuple[object, ...]]) -> None:
-    """The one check every crash test ends with: the file is whole, each run's checkpoint
-    agrees with its steps (count, next seq, tokens), and no step committed before the kill
-    was lost or changed (a call that was started may only have finished since)."""
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        runs = conn.execute("SELECT id, usage_steps, usage_tokens, next_seq FROM runs").fetchall()
-        for run_id, steps, tokens, next_seq in runs:
-            counted, total, last = conn.execute(
-                "SELECT count(*) FILTER (WHERE kind != 'approval'), coalesce(sum(tokens), 0), "
-                "coalesce(max(seq), 0) FROM steps WHERE run_id = ?",
-                (run_id,),
-            ).fetchone()
-            assert steps == counted, f"run {run_id[:8]}: usage.steps {steps}, {counted} steps"
-            assert tokens == total, f"run {run_id[:8]}: usage.llm_tokens {tokens} != {total}"
-            assert next_seq == last + 1, f"run {run_id[:8]}: next_seq {next_seq}, last {last}"
+    """The one check every crash test ends with: the store is whole (SQLite's integrity
+    check), each run's checkpoint agrees with its steps (count, next seq, tokens), and no
+    step committed before the kill was lost or changed (a call that was started may only
+    have finished since)."""
+    if home.backend == "sqlite":
+        with sqlite3.connect(home.path / "tui-agent.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    runs = home.query(
+        "SELECT runs.id, usage_steps, usage_tokens, next_seq, "
+        "count(steps.seq) FILTER (WHERE kind != 'approval'), coalesce(sum(tokens), 0), "
+        "coalesce(max(seq), 0) FROM runs LEFT JOIN steps ON steps.run_id = runs.id "
+        "GROUP BY runs.id, usage_steps, usage_tokens, next_seq"
+    )
+    for run_id, steps, tokens, next_seq, counted, total, last in runs:
+        assert steps == counted, f"run {run_id[:8]}: usage.steps {steps}, {counted} steps"
+        assert tokens == total, f"run {run_id[:8]}: usage.llm_tokens {tokens} != {total}"
+        assert next_seq == last + 1, f"run {run_id[:8]}: next_seq {next_seq}, last {last}"
     after = steps_now(home)
     for key, old in before.items():
         new = after.get(key)

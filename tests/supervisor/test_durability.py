@@ -20,7 +20,7 @@ from tests.supervisor.checks import (
 )
 from tui_agent.supervisor.lock import pid_alive
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stores]
 
 
 # ---- promise 2: a recorded LLM reply is never requested again -----------------------------

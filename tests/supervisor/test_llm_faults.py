@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 
 import pytest
 
 from tests.conftest import FAST_CONFIG, Home, wait_for
 from tests.fakes.llm_server import Fault, Reply, ScriptedLLM, call
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stores]
 
 
 def test_429_and_500_are_retried_honouring_retry_after(home: Home, llm: ScriptedLLM) -> None:
@@ -210,8 +209,7 @@ def test_executor_killed_during_the_backoff_sleep_resumes_the_retries(
     home: Home, llm: ScriptedLLM
 ) -> None:
     run_id = start_in_backoff(home, llm, "Got there.", retry_after=3)
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        (pid,) = conn.execute("SELECT owner_pid FROM runs WHERE id = ?", (run_id,)).fetchone()
+    (pid,) = home.query("SELECT owner_pid FROM runs WHERE id = ?", (run_id,))[0]
     os.kill(pid, signal.SIGKILL)
     view = home.wait_status(run_id, "completed")
     assert llm.requests_for(0) == 2  # the failed attempt, then one after the restart

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tui_agent.tools.processes import processes_marked
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.both_stores,
     pytest.mark.skipif(
         shutil.which("bwrap") is None and not os.environ.get("CI"),
         reason="bubblewrap is not installed (CI installs it)",
@@ -39,8 +39,8 @@ def ledger(home: Home) -> list[str]:
 
 
 def owner_pid(home: Home, run_id: str) -> int:
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        row = conn.execute("SELECT owner_pid FROM runs WHERE id = ?", (run_id,)).fetchone()
+    rows = home.query("SELECT owner_pid FROM runs WHERE id = ?", (run_id,))
+    row = rows[0] if rows else None
     assert row and row[0], "the run has no executor"
     return int(row[0])
 
@@ -211,9 +211,8 @@ def test_without_bubblewrap_the_command_is_refused_never_run_unconfined(
 
 
 def owner_pid_or_none(home: Home, run_id: str) -> int | None:
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        row = conn.execute("SELECT owner_pid FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return row[0] if row else None
+    rows = home.query("SELECT owner_pid FROM runs WHERE id = ?", (run_id,))
+    return rows[0][0] if rows else None
 
 
 def test_a_workspace_that_holds_the_home_still_hides_it(home: Home, llm: ScriptedLLM) -> None:

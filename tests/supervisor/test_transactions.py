@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 
@@ -17,12 +16,11 @@ from tests.conftest import Home
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 from tests.supervisor.checks import kill9, kill_at, steps_now, strict_check
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stores]
 
 
 def rows(home: Home, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        return conn.execute(sql, params).fetchall()
+    return [tuple(r) for r in home.query(sql, params)]
 
 
 def test_killed_inside_finish_tool_commits_no_artifact_and_no_state(
@@ -106,4 +104,5 @@ def test_a_decision_killed_inside_its_transaction_leaves_the_approval_pending(
     assert len(decisions) == 1
     assert json.loads(json.dumps(view["approvals"]))[0]["status"] == "approved"
     strict_check(home, before)
-    assert os.path.exists(home.path / "tui-agent.db")
+    if home.backend == "sqlite":
+        assert os.path.exists(home.path / "tui-agent.db")

@@ -394,6 +394,9 @@ class Run:
     next_seq: int = 1
     revision: int = 0
     waiting_tool: str | None = None  # denormalised for the history pane
+    queue: str = "default"  # the supervisors that may execute it (a shared store)
+    epoch: int = 0  # grows with every claim: the fence of its executor's writes
+    owner_node: str | None = None  # the machine of the executor holding it
 
     @property
     def constraints(self) -> dict[str, Any]:
@@ -415,3 +418,4 @@ class RunSpec:
     policy: Policy
     base_url: str | None = None
     idem_key: str | None = None
+    queue: str = "default"

@@ -36,11 +36,13 @@ def run_reason(
     pending: Approval | None = None,
     in_doubt: Step | None = None,
     supervisor_running: bool | None = None,
+    served_queues: tuple[str, ...] | None = None,
 ) -> str | None:
     """The reason shown for a run that is not moving; None for a run making progress.
 
     `supervisor_running` False (known to be down) turns "being recovered" into how to get
-    the run moving again; None (unknown) keeps the store-only wording."""
+    the run moving again; None (unknown) keeps the store-only wording. `served_queues` are
+    the queues this machine's supervisor serves (None: unknown)."""
     status = run.status
     if status is RunStatus.WAITING_APPROVAL:
         if pending is None:
@@ -71,6 +73,12 @@ def run_reason(
     if status is RunStatus.QUEUED:
         if run.cancel_requested:
             return "cancelling"
+        if served_queues is not None and run.queue not in served_queues:
+            here = ", ".join(served_queues)
+            return (
+                f"queued on queue {run.queue!r}: only a supervisor whose config.toml lists it "
+                f"in `queues` takes it (this machine serves {here})"
+            )
         if supervisor_running is False:
             return f"queued: {NO_SUPERVISOR}"
         return "queued: waiting for a free executor"

@@ -58,6 +58,16 @@ class _Stop(Exception):
     """The run left the executor's hands (waiting, paused, final)."""
 
 
+class _Either:
+    """Set when either event is: the executor stops, or this run's lease is lost."""
+
+    def __init__(self, a: threading.Event, b: threading.Event) -> None:
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._a.is_set() or self._b.is_set()
+
+
 class RunWorker:
     def __init__(
         self,
@@ -77,6 +87,10 @@ class RunWorker:
         self.retry = retry
         self.stopping = stopping
         self.cancel = threading.Event()
+        # Set by the executor when this run's lease is gone (taken over, or not renewable):
+        # its work here ends at once and it writes nothing more.
+        self.lost = threading.Event()
+        self._halt = _Either(stopping, self.lost)
         self._wall_lock = threading.Lock()
         self._mark = time.monotonic()
         self._wall_total = 0.0
@@ -125,6 +139,8 @@ class RunWorker:
                 )
 
     def _let_go(self) -> None:
+        if self.lost.is_set():
+            return  # the run is no longer ours: whoever holds it now records what follows
         try:
             if self.cancel.is_set():
                 self.journal.finish_run(
@@ -146,7 +162,7 @@ class RunWorker:
         self._handle_in_doubt()
         client: LLMClient | None = None
         while True:
-            if self.stopping.is_set():
+            if self._halt.is_set():
                 raise _Interrupted
             if self.cancel.is_set() or self.run_obj.cancel_requested:
                 self.cancel.set()
@@ -219,7 +235,7 @@ class RunWorker:
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if self.stopping.is_set() or self.cancel.is_set():
+            if self._halt.is_set() or self.cancel.is_set():
                 raise _Interrupted
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
@@ -341,7 +357,7 @@ class RunWorker:
             timeout_s=budget.tool_timeout_s,
             read_artifact=self._read_artifact,
             cancel=self.cancel,
-            stop=self.stopping,
+            stop=self._halt,  # type: ignore[arg-type]
             sandbox=self.run_obj.policy.sandbox,
             call_mark=call_marker(self.journal.owner, self.run_id, seq),
             private=self.private,

@@ -21,6 +21,7 @@ class StartRequest:
     auto_approve: tuple[str, ...] = ()
     key: str | None = None
     sandbox: str | None = None
+    queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class SupervisorState:
     running: bool
     pid: int | None
     executors: list[dict[str, Any]] = field(default_factory=list)
+    other_machines: list[dict[str, Any]] = field(default_factory=list)  # a shared store
 
 
 class AgentService(Protocol):

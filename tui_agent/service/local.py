@@ -29,15 +29,16 @@ from tui_agent.domain.reason import run_reason
 from tui_agent.files import write_atomically
 from tui_agent.llm.factory import default_model
 from tui_agent.service.api import RunDelta, RunView, StartRequest, SupervisorState
-from tui_agent.settings import Settings, ensure_private_dir
-from tui_agent.store.change_feed import SqliteChangeFeed
-from tui_agent.store.db import Database, check_database_file, open_database
+from tui_agent.settings import QUEUE_NAME, Settings, ensure_private_dir
+from tui_agent.store.db import Database, check_database_file
+from tui_agent.store.factory import change_feed_for, database_for
 from tui_agent.store.migrations import LATEST_VERSION
 from tui_agent.store.reader import Reader
 from tui_agent.store.starts import create_run
 from tui_agent.supervisor import spawn
 
 if TYPE_CHECKING:
+    from tui_agent.store.copy import CopyReport
     from tui_agent.store.run_store import RunStore
 
 MAX_GOAL_CHARS = 20_000
@@ -83,7 +84,7 @@ class LocalService:
         self.who = who or _username()
         self._db: Database | None = None
         self.supervisor_problem: str | None = None  # the last start failure after a change
-        self._feed = SqliteChangeFeed(reader.path)
+        self._feed = change_feed_for(reader.db)
         self._store: RunStore | None = None
         self._store_lock = threading.Lock()
 
@@ -91,15 +92,11 @@ class LocalService:
     def open(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> LocalService:
         ensure_private_dir(settings.home)
         path = settings.db_path
-        check_database_file(path)
-        reader = Reader(
-            path,
-            clock=clock,
-            synchronous=settings.synchronous,
-            busy_ms=int(settings.busy_timeout_s * 1000),
-        )
+        if not settings.shared:
+            check_database_file(path)
+        reader = Reader(database_for(settings, clock=clock))
         service = cls(settings, reader, clock=clock)
-        if not path.exists() or path.stat().st_size == 0:
+        if not settings.shared and (not path.exists() or path.stat().st_size == 0):
             service.warm_up()  # creates the database
         else:
             try:
@@ -116,12 +113,9 @@ class LocalService:
         plain `sqlite3` unless a migration is due)."""
         with self._store_lock:
             if self._db is None:
-                self._db = open_database(
-                    self.settings.db_path,
-                    synchronous=self.settings.synchronous,
-                    clock=self.clock,
-                    busy_timeout_s=self.settings.busy_timeout_s,
-                )
+                db = self.reader.db  # the same engine object: it connects per thread
+                db.prepare()
+                self._db = db
             return self._db
 
     @property
@@ -146,10 +140,6 @@ class LocalService:
             self._store.close()
         elif self._db is not None:
             self._db.dispose()
-
-    @property
-    def db_path(self) -> Path:
-        return self.reader.path
 
     def now(self) -> float:
         return self.reader.now()
@@ -188,6 +178,11 @@ class LocalService:
             raise BadInput(f"--sandbox takes one of {', '.join(SANDBOX_MODES)}, not {sandbox!r}")
         if request.key is not None and not request.key.strip():
             raise BadInput("--key must not be empty")
+        queue = request.queue or "default"
+        if not QUEUE_NAME.fullmatch(queue):
+            raise BadInput(
+                f"--queue takes a name of 1-64 letters, digits, '.', '_' or '-', not {queue!r}"
+            )
         budget = self.settings.default_budget()
         changes = {
             "max_steps": request.max_steps,
@@ -211,6 +206,7 @@ class LocalService:
             policy=policy,
             base_url=base_url,
             idem_key=request.key.strip() if request.key else None,
+            queue=queue,
         )
 
     def demo_workspace(self) -> Path:
@@ -255,13 +251,20 @@ class LocalService:
             pending=pending,
             in_doubt=in_doubt,
             supervisor_running=self._supervisor_running(run),
+            served_queues=self.settings.queues,
         )
 
     def _supervisor_running(self, run: Run) -> bool | None:
-        """Asked (a lock probe) only for runs whose reason depends on it."""
+        """Asked (a lock probe) only for runs whose reason depends on it. On a shared store
+        a live executor of any machine counts too: another machine may take the run."""
         if run.status.value not in ("queued", "running"):
             return None
-        return bool(spawn.supervisor_pid(self.settings))
+        if spawn.supervisor_pid(self.settings):
+            return True
+        if self.settings.shared:
+            since = self.now() - self.settings.lease_s
+            return any(e["heartbeat_at"] >= since for e in self.reader.executors())
+        return False
 
     def get_run(self, run_id: str) -> Run:
         return self.reader.get_run(run_id)
@@ -309,8 +312,8 @@ class LocalService:
         return self._feed.size()
 
     def store_label(self) -> str:
-        """Where the runs are kept, for the status bar."""
-        return str(self.reader.path)
+        """Where the runs are kept, for the status bar (never a URL: it may hold a password)."""
+        return str(self.reader.db.label)
 
     def changes(self) -> AsyncIterator[None]:
         """The store's change feed: wakes whenever another process may have committed."""
@@ -327,7 +330,8 @@ class LocalService:
         return self.reader.count_waiting()
 
     def needs_execution(self) -> bool:
-        return self.reader.needs_execution()
+        """Runs this machine's supervisor would serve want one now."""
+        return self.reader.needs_execution(self.settings.queues)
 
     # ---- deciding ------------------------------------------------------------------------
 
@@ -381,7 +385,10 @@ class LocalService:
     def supervisor_state(self) -> SupervisorState:
         data = spawn.supervisor_status(self.settings, self.reader.executors())
         return SupervisorState(
-            running=data["running"], pid=data["pid"], executors=data["executors"]
+            running=data["running"],
+            pid=data["pid"],
+            executors=data["executors"],
+            other_machines=data["other_machines"],
         )
 
     def ensure_supervisor(self) -> int:
@@ -402,6 +409,38 @@ class LocalService:
 
     def interrupted_calls(self, since: float) -> list[Step]:
         return self.reader.interrupted_calls(since)
+
+    # ---- moving runs -----------------------------------------------------------------
+
+    def copy_store_to(self, url: str) -> CopyReport:
+        """Copy every run into the empty store at `url` (sqlite:///PATH or PostgreSQL).
+
+        Nothing may change the runs meanwhile: this machine's supervisor must be stopped
+        (and, on a shared store, every machine's executors idle)."""
+        from tui_agent.settings import db_file_from_url, postgres_url
+        from tui_agent.store.copy import copy_store
+        from tui_agent.store.factory import open_database_for
+
+        target_settings = replace(
+            self.settings, db_file=db_file_from_url(url), db_url=postgres_url(url)
+        )
+        if target_settings.db_file is None and target_settings.db_url is None:
+            raise BadInput("--to needs a database URL: sqlite:///PATH or postgresql+psycopg://…")
+        if database_for(target_settings).label == self.reader.db.label:
+            raise BadInput("--to names the store the runs are already in")
+        if spawn.supervisor_pid(self.settings):
+            raise BadInput(
+                "stop the supervisor first (`tui-agent supervisor stop`): runs must not "
+                "change during the copy"
+            )
+        since = self.now() - self.settings.lease_s
+        if any(e["heartbeat_at"] >= since for e in self.reader.executors()):
+            raise BadInput("executors of another machine are still working on this store")
+        target = open_database_for(target_settings)
+        try:
+            return copy_store(self.db, target)
+        finally:
+            target.dispose()
 
 
 def _username() -> str:

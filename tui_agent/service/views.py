@@ -48,6 +48,7 @@ def run_json(view: RunView) -> dict[str, Any]:
         "workspace": run.workspace,
         "model": run.model,
         "key": run.idem_key,
+        "queue": run.queue,
         "created_at": iso(run.created_at),
         "updated_at": iso(run.updated_at),
         "budget": run.budget.to_dict(),

@@ -97,12 +97,15 @@ class ThreadConnections:
     that runs each run in its own thread for hours collected open files.
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
         self._local = threading.local()
 
-    def get(self) -> sqlite3.Connection:
+    def get(self) -> Any:
         holder: _Closer | None = getattr(self._local, "holder", None)
+        if holder is not None and getattr(holder.conn, "broken", False):
+            self.close_current()  # the server or the network dropped it: connect again
+            holder = None
         if holder is None:
             holder = self._local.holder = _Closer(self._connect())
         return holder.conn
@@ -115,14 +118,21 @@ class ThreadConnections:
 
 
 class _Closer:
-    """Not part of the cycle: dropped with the thread's locals, it closes the connection."""
+    """Not part of the cycle: dropped with the thread's locals, it closes the connection.
 
-    __slots__ = ("conn",)
+    Never in a forked child: a fork that runs Python before exec (a command's preexec_fn)
+    drops every other thread's locals there, and closing a PostgreSQL connection from the
+    child would end the parent's session (libpq sends Terminate on the shared socket)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    __slots__ = ("conn", "pid")
+
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self.pid = os.getpid()
 
     def __del__(self) -> None:
+        if os.getpid() != self.pid:
+            return
         with contextlib.suppress(Exception):
             self.conn.close()
 
@@ -170,7 +180,8 @@ def make_engine(
 
 
 class Database:
-    """One SQLite file: read and write transactions with a shared clock.
+    """One SQLite file: read and write transactions with a shared clock (`postgres.
+    PgDatabase` is the same for PostgreSQL; `store.factory` picks one by URL).
 
     Two ways in, same pragmas and the same writer lock: `raw_write()`/`raw_read()` hand out a
     plain `sqlite3` cursor (the executor and supervisor use nothing else, so they never import
@@ -201,6 +212,50 @@ class Database:
         self._engine_lock = threading.Lock()
         self._connections = ThreadConnections(self._connect_raw)
 
+    dialect = "sqlite"
+    read_begin = "BEGIN"
+
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
+    def connect_for_reads(self) -> sqlite3.Connection:
+        """A reader's connection: rows as dicts (the reader maps them by name)."""
+        try:
+            conn = connect_plain(self.path, self.synchronous, self.busy_ms)
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from None
+        conn.row_factory = _dict_row
+        return conn
+
+    def translate(self, exc: BaseException) -> Exception:
+        """A read's failure as one readable error."""
+        mapped = translate_operational(exc)
+        if mapped is not None:
+            return mapped
+        return StoreError(f"cannot read the database {self.path}: {exc}")
+
+    @staticmethod
+    def translate_operational(exc: BaseException) -> Exception | None:
+        return translate_operational(exc)
+
+    def prepare(self) -> None:
+        """Check and create the file, then migrate it if it is behind (see open_database)."""
+        from tui_agent.store.migrations import LATEST_VERSION, current_version, migrate
+
+        check_database_file(self.path)
+        create_file_private(self.path)
+        try:
+            with self.raw_read() as cur:
+                behind = current_version(cur) != LATEST_VERSION  # newer: migrate() refuses
+            if behind:
+                with self.raw_write() as cur:
+                    migrate(cur)
+        except (StoreError, StoreUnavailable):
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+
     @property
     def engine(self) -> Engine:
         with self._engine_lock:
@@ -215,11 +270,11 @@ class Database:
 
     def write(self) -> Any:
         """A BEGIN IMMEDIATE transaction: read-then-write is safe against other processes."""
-        return _Txn(self.engine, write=True, lock=self.write_lock)
+        return Txn(self, write=True, lock=self.write_lock)
 
     def read(self) -> Any:
         """A deferred transaction: one consistent snapshot for several selects."""
-        return _Txn(self.engine, write=False, lock=None)
+        return Txn(self, write=False, lock=None)
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -228,11 +283,11 @@ class Database:
 
     def raw_write(self) -> Any:
         """A BEGIN IMMEDIATE transaction on this thread's own DB-API connection."""
-        return _RawTxn(self._connections.get, self.write_lock, "BEGIN IMMEDIATE")
+        return RawTxn(self._connections, self.write_lock, "BEGIN IMMEDIATE", self, write=True)
 
     def raw_read(self) -> Any:
         """A deferred transaction (one snapshot) on this thread's own DB-API connection."""
-        return _RawTxn(self._connections.get, None, "BEGIN")
+        return RawTxn(self._connections, None, "BEGIN", self, write=False)
 
     def _connect_raw(self) -> sqlite3.Connection:
         """Rows are `sqlite3.Row` (by index and by name)."""
@@ -258,9 +313,16 @@ def translate_operational(exc: BaseException) -> StoreUnavailable | None:
     return None
 
 
-class _Txn:
-    def __init__(self, engine: Engine, *, write: bool, lock: threading.Lock | None) -> None:
-        self._engine = engine
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
+
+
+class Txn:
+    """A SQLAlchemy transaction of either engine, its failures mapped to the store's."""
+
+    def __init__(self, db: Any, *, write: bool, lock: threading.Lock | None) -> None:
+        self._engine = db.engine
+        self._map = db.translate_operational
         self._write = write
         self._lock = lock
 
@@ -275,7 +337,7 @@ class _Txn:
                 self._conn.close()
             if self._lock is not None:
                 self._lock.release()
-            mapped = translate_operational(err)
+            mapped = self._map(err)
             if mapped is not None:
                 raise mapped from err
             raise
@@ -288,7 +350,7 @@ class _Txn:
             else:
                 self._tx.rollback()
         except Exception as err:
-            mapped = translate_operational(err)
+            mapped = self._map(err)
             if mapped is not None:
                 raise mapped from err
             raise
@@ -297,27 +359,40 @@ class _Txn:
             if self._lock is not None:
                 self._lock.release()
         if exc is not None:
-            mapped = translate_operational(exc)
+            mapped = self._map(exc)
             if mapped is not None:
                 raise mapped from exc
 
 
-class _RawTxn:
-    def __init__(self, connect: Any, lock: threading.Lock | None, begin: str) -> None:
-        self._connect = connect
+class RawTxn:
+    """A transaction on this thread's own DB-API connection (either engine's)."""
+
+    def __init__(
+        self,
+        connections: ThreadConnections,
+        lock: threading.Lock | None,
+        begin: str,
+        db: Any,
+        *,
+        write: bool,
+    ) -> None:
+        self._connections = connections
         self._lock = lock
         self._begin = begin
+        self._write = write
+        self._map = db.translate_operational
 
-    def __enter__(self) -> sqlite3.Cursor:
+    def __enter__(self) -> Any:
         if self._lock is not None:
             self._lock.acquire()
         try:
-            self._conn: sqlite3.Connection = self._connect()
-            self._cur: sqlite3.Cursor = self._conn.cursor()
+            self._conn = self._connections.get()
+            self._cur = self._conn.cursor()
             self._cur.execute(self._begin)
         except BaseException as err:
             self._release()
-            mapped = translate_operational(err)
+            self._drop_if_broken()
+            mapped = self._map(err)
             if mapped is not None:
                 raise mapped from err
             raise
@@ -325,21 +400,28 @@ class _RawTxn:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if exc_type is None and self._lock is not None:
+            if exc_type is None and self._write:
                 self._cur.execute("COMMIT")
             elif self._conn.in_transaction:  # a failed write, or the end of a read
                 self._cur.execute("ROLLBACK")
-        except sqlite3.OperationalError as err:
-            mapped = translate_operational(err)
+        except Exception as err:
+            self._drop_if_broken()
+            mapped = self._map(err)
             if mapped is not None:
                 raise mapped from err
             raise
         finally:
             self._release()
         if exc is not None:
-            mapped = translate_operational(exc)
+            self._drop_if_broken()
+            mapped = self._map(exc)
             if mapped is not None:
                 raise mapped from exc
+
+    def _drop_if_broken(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None and getattr(conn, "broken", False):
+            self._connections.close_current()
 
     def _release(self) -> None:
         try:
@@ -361,27 +443,12 @@ def open_database(
 ) -> Database:
     """Open (creating if needed) and migrate; refuses corrupt files and newer schemas.
 
-    A current database opens in plain `sqlite3` (and on a read-only home); only one that
-    needs migrating loads SQLAlchemy and takes a write lock.
+    All in plain `sqlite3` (also on a read-only home); a migration takes the write lock.
     """
-    from tui_agent.store.migrations import LATEST_VERSION, current_version, migrate
-
-    check_database_file(path)
-    create_file_private(path)
     db = Database(path, clock, synchronous, int(busy_timeout_s * 1000), pool_size)
     try:
-        with db.raw_read() as cur:
-            behind = current_version(cur) != LATEST_VERSION  # newer: migrate() refuses it
-        if behind:
-            with db.write() as conn:
-                migrate(conn)
-    except (StoreError, StoreUnavailable):
+        db.prepare()
+    except BaseException:
         db.dispose()
         raise
-    except Exception as exc:
-        db.dispose()
-        orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the DB-API error
-        if not isinstance(orig, sqlite3.DatabaseError):
-            raise
-        raise StoreError(f"cannot open the database {path}: {orig}") from None
     return db

@@ -33,44 +33,60 @@ from tui_agent.store.txn import (
     INSERT_STEP,
     RUNNABLE,
     add_event_txn,
+    in_queues,
     load_run_txn,
     runnable_params,
 )
 
-# The hot path: plain SQL strings, compiled once by SQLite's statement cache.
+# The hot path: plain SQL strings, compiled once by SQLite's statement cache (and prepared
+# by PostgreSQL after a few uses). Every write that advances a run is fenced by its owner
+# and by the epoch of the claim (`_FENCE`): a writer that lost the run commits nothing.
+_FENCE = "id = ? AND owner = ? AND epoch = ?"
 # ?1 is the number of new steps: it counts into the usage and moves the next seq alike.
 _CHECKPOINT = (
     "UPDATE runs SET usage_steps = usage_steps + ?1, usage_tokens = usage_tokens + ?2, "
     "usage_wall_s = usage_wall_s + ?3, revision = revision + 1, updated_at = ?4, "
     "retry_attempt = 0, retry_at = NULL, retry_error = NULL, lost_at = NULL, "
-    "next_seq = next_seq + ?1 WHERE id = ?5 AND owner = ?6 RETURNING next_seq - 1"
+    "next_seq = next_seq + ?1 WHERE id = ?5 AND owner = ?6 AND epoch = ?7 "
+    "RETURNING next_seq - 1"
 )
 _FINISH_STEP = (
     "UPDATE steps SET status = ?, result = ?, finished_at = ?, artifact_id = ? "
     "WHERE run_id = ? AND seq = ? AND status = 'started'"
 )
-_CLAIMABLE = (
-    f"SELECT id FROM runs WHERE {RUNNABLE} AND id NOT IN (SELECT value FROM json_each(?)) "
-    "ORDER BY created_at LIMIT ?"
-)
 _TAKE = (
-    "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, lease_until = ?, "
-    "revision = revision + 1, updated_at = ? WHERE id = ?"
+    "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, owner_node = ?, lease_until = ?, "
+    "epoch = epoch + 1, revision = revision + 1, updated_at = ? WHERE id = ? RETURNING epoch"
 )
 _RELEASE = (
-    "UPDATE runs SET status = ?, owner = NULL, owner_pid = NULL, lease_until = NULL, "
-    "revision = revision + 1, updated_at = ?{extra} WHERE id = ? AND owner = ?"
+    "UPDATE runs SET status = ?, owner = NULL, owner_pid = NULL, owner_node = NULL, "
+    f"lease_until = NULL, revision = revision + 1, updated_at = ?{{extra}} WHERE {_FENCE}"
 )
 
 
 class StepJournal:
     """What one executor process writes; `owner` is its token for the runs it holds."""
 
-    def __init__(self, db: Database, owner: str, pid: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        owner: str,
+        pid: int,
+        *,
+        node: str = "",
+        queues: tuple[str, ...] | None = None,
+    ) -> None:
         self.db = db
         self.owner = owner
         self.pid = pid
+        self.node = node
+        self.queues = queues  # None: runs of every queue
         self.reader = Reader.of(db)
+        # The epoch each held run was claimed under (the fence of every write).
+        self._epochs: dict[str, int] = {}
+
+    def _fence(self, run_id: str) -> tuple[str, str, int]:
+        return (run_id, self.owner, self._epochs.get(run_id, -1))
 
     def now(self) -> float:
         return float(self.db.clock())
@@ -87,29 +103,55 @@ class StepJournal:
             return []
         now = self.now()
         running = RunStatus.RUNNING.value
-        held = json.dumps(list(working))
+        queue_sql, queue_params = in_queues(self.queues)
+        sql = f"SELECT id FROM runs WHERE {RUNNABLE}{queue_sql}"
+        if working:
+            sql += f" AND id NOT IN ({', '.join('?' * len(working))})"
+        # Several executors (and machines) claim at once: each skips the rows another is
+        # taking (PostgreSQL); SQLite's single writer needs no lock.
+        sql += " ORDER BY created_at LIMIT ?" + (" FOR UPDATE SKIP LOCKED" if self._pg else "")
+        params = (*runnable_params(now), *queue_params, *working, limit)
+        taken: dict[str, int] = {}
         with self.db.raw_write() as cur:
-            rows = cur.execute(_CLAIMABLE, (*runnable_params(now), held, limit)).fetchall()
-            ids = [r[0] for r in rows]
+            ids = [r[0] for r in cur.execute(sql, params).fetchall()]
             for run_id in ids:
-                cur.execute(_TAKE, (running, self.owner, self.pid, now + lease_s, now, run_id))
-                add_event_txn(cur, run_id, "claimed", f"executor {self.pid} took the run", now)
+                row = cur.execute(
+                    _TAKE, (running, self.owner, self.pid, self.node, now + lease_s, now, run_id)
+                ).fetchone()
+                taken[run_id] = int(row[0])
+                where = f" on {self.node}" if self.node else ""
+                add_event_txn(
+                    cur,
+                    run_id,
+                    "claimed",
+                    f"executor {self.pid}{where} took the run",
+                    now,
+                    {"epoch": taken[run_id], "node": self.node, "pid": self.pid},
+                )
+        self._epochs.update(taken)
         return ids
+
+    @property
+    def _pg(self) -> bool:
+        return self.db.dialect == "postgresql"
 
     def heartbeat(self, walls: dict[str, float], lease_s: float) -> dict[str, bool]:
         """Extend leases and add active time; returns {run_id: cancel_requested} still held."""
         now = self.now()
         held: dict[str, bool] = {}
         with self.db.raw_write() as cur:
-            for run_id, wall in walls.items():
+            for run_id, wall in sorted(walls.items()):  # one lock order: no deadlock
                 row = cur.execute(
                     "UPDATE runs SET lease_until = ?, usage_wall_s = usage_wall_s + ? "
-                    "WHERE id = ? AND owner = ? RETURNING cancel_requested",
-                    (now + lease_s, wall, run_id, self.owner),
+                    f"WHERE {_FENCE} RETURNING cancel_requested",
+                    (now + lease_s, wall, *self._fence(run_id)),
                 ).fetchone()
                 if row is not None:
                     held[run_id] = bool(row[0])
-            cur.execute("UPDATE executors SET heartbeat_at = ? WHERE pid = ?", (now, self.pid))
+            cur.execute(
+                "UPDATE executors SET heartbeat_at = ? WHERE pid = ? AND node = ?",
+                (now, self.pid, self.node),
+            )
         return held
 
     def load(self, run_id: str, *, after_seq: int = 0) -> tuple[Run, list[Step]]:
@@ -158,7 +200,7 @@ class StepJournal:
     ) -> int:
         """Usage, revision and next seq in one statement, if this executor still holds the
         run; returns the seq of the step being added (when `new_steps` is 1)."""
-        params = (new_steps, tokens, wall, now, run_id, self.owner)
+        params = (new_steps, tokens, wall, now, *self._fence(run_id))
         row = cur.execute(_CHECKPOINT, params).fetchone()
         if row is None:
             raise LeaseLost(run_id)
@@ -346,7 +388,7 @@ class StepJournal:
             cur.execute(
                 "INSERT INTO approvals (id, run_id, llm_seq, call_id, tool, arguments, "
                 "args_hash, risk, model_reason, status, created_at, always) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, 0)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, FALSE)",
                 (
                     approval_id,
                     run_id,
@@ -371,7 +413,8 @@ class StepJournal:
             )
             add_event_txn(cur, run_id, "approval", f"waiting for approval of {tool}", now)
             row = cur.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
-            return approval_from_row(row)
+        self._epochs.pop(run_id, None)  # let go: a new claim brings a new epoch
+        return approval_from_row(row)
 
     def _release_txn(
         self, cur: Any, run_id: str, status: RunStatus, now: float, **values: Any
@@ -380,7 +423,7 @@ class StepJournal:
         extra = "".join(f", {column} = ?" for column in values)
         cur.execute(
             _RELEASE.format(extra=extra),
-            (status.value, now, *values.values(), run_id, self.owner),
+            (status.value, now, *values.values(), *self._fence(run_id)),
         )
 
     def finish_run(
@@ -407,6 +450,7 @@ class StepJournal:
                 values["error"] = error or "cancelled by user"
             self._release_txn(cur, run_id, status, now, **values)
             add_event_txn(cur, run_id, "status", message, now)
+        self._epochs.pop(run_id, None)
 
     def set_retry(
         self, run_id: str, *, attempt: int, max_attempts: int, retry_at: float, error: str
@@ -416,9 +460,8 @@ class StepJournal:
         with self.db.raw_write() as cur:
             cur.execute(
                 "UPDATE runs SET retry_attempt = ?, retry_max = ?, retry_at = ?, "
-                "retry_error = ?, revision = revision + 1, updated_at = ? "
-                "WHERE id = ? AND owner = ?",
-                (attempt, max_attempts, retry_at, error, now, run_id, self.owner),
+                f"retry_error = ?, revision = revision + 1, updated_at = ? WHERE {_FENCE}",
+                (attempt, max_attempts, retry_at, error, now, *self._fence(run_id)),
             )
             if cur.rowcount != 1:
                 raise LeaseLost(run_id)
@@ -448,8 +491,9 @@ class StepJournal:
         now = self.now()
         with self.db.raw_write() as cur:
             cur.execute(
-                "UPDATE runs SET usage_wall_s = usage_wall_s + ? WHERE id = ? AND owner = ?",
-                (wall, run_id, self.owner),
+                f"UPDATE runs SET usage_wall_s = usage_wall_s + ? WHERE {_FENCE}",
+                (wall, *self._fence(run_id)),
             )
             self._release_txn(cur, run_id, RunStatus.QUEUED, now)
             add_event_txn(cur, run_id, "released", f"executor {self.pid} stopped; requeued", now)
+        self._epochs.pop(run_id, None)

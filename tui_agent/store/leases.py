@@ -13,13 +13,23 @@ from typing import Any
 from tui_agent.domain.models import Policy, RunStatus
 from tui_agent.store.db import Database
 from tui_agent.store.rows import approval_from_row
-from tui_agent.store.txn import RUNNABLE, add_event_txn, decide_approval_txn, runnable_params
+from tui_agent.store.txn import (
+    RUNNABLE,
+    add_event_txn,
+    decide_approval_txn,
+    in_queues,
+    locking,
+    runnable_params,
+)
 
 _RUNNABLE = f"SELECT count(*) FROM runs WHERE {RUNNABLE}"
 _LOSE = (
-    "UPDATE runs SET owner = NULL, owner_pid = NULL, lease_until = NULL, lost_at = ?, "
-    "revision = revision + 1, updated_at = ? WHERE id = ?"
+    "UPDATE runs SET owner = NULL, owner_pid = NULL, owner_node = NULL, lease_until = NULL, "
+    "lost_at = ?, revision = revision + 1, updated_at = ? WHERE id = ?"
 )
+# The runs held by this machine's executors (runs of other machines are theirs to free, or
+# anyone's to take once their lease ran out). Runs held before v5 have no node.
+_OURS = "COALESCE(owner_node, '') = ?"
 _PENDING_APPROVALS = (
     "SELECT approvals.*, runs.policy_json FROM approvals JOIN runs ON runs.id = approvals.run_id "
     "WHERE approvals.status = 'pending' AND runs.status = ?"
@@ -27,8 +37,15 @@ _PENDING_APPROVALS = (
 
 
 class LeaseStore:
-    def __init__(self, db: Database) -> None:
+    """One machine's supervisor: `node` names the machine (empty on a private store) and
+    `queues` the runs it serves (None: every queue)."""
+
+    def __init__(
+        self, db: Database, *, node: str = "", queues: tuple[str, ...] | None = None
+    ) -> None:
         self.db = db
+        self.node = node
+        self.queues = queues
 
     def now(self) -> float:
         return float(self.db.clock())
@@ -36,27 +53,31 @@ class LeaseStore:
     def register_executor(self, pid: int, supervisor_pid: int) -> None:
         now = self.now()
         with self.db.raw_write() as cur:
-            cur.execute("DELETE FROM executors WHERE pid = ?", (pid,))
+            self._forget_txn(cur, pid)
             cur.execute(
-                "INSERT INTO executors (pid, supervisor_pid, started_at, heartbeat_at) "
-                "VALUES (?, ?, ?, ?)",
-                (pid, supervisor_pid, now, now),
+                "INSERT INTO executors (pid, node, supervisor_pid, started_at, heartbeat_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (pid, self.node, supervisor_pid, now, now),
             )
 
     def unregister_executor(self, pid: int) -> None:
         with self.db.raw_write() as cur:
-            cur.execute("DELETE FROM executors WHERE pid = ?", (pid,))
+            self._forget_txn(cur, pid)
+
+    def _forget_txn(self, cur: Any, pid: int) -> None:
+        cur.execute("DELETE FROM executors WHERE pid = ? AND node = ?", (pid, self.node))
 
     def release_runs_of(self, pid: int, why: str) -> list[str]:
         """An executor died: its runs become claimable at once (reason: executor lost)."""
         now = self.now()
         with self.db.raw_write() as cur:
-            rows = cur.execute("SELECT id FROM runs WHERE owner_pid = ?", (pid,)).fetchall()
+            sql = f"SELECT id FROM runs WHERE owner_pid = ? AND {_OURS} ORDER BY id"
+            rows = cur.execute(sql + locking(cur), (pid, self.node)).fetchall()
             ids = [r[0] for r in rows]
             for run_id in ids:
                 cur.execute(_LOSE, (now, now, run_id))
                 add_event_txn(cur, run_id, "lost", f"executor {pid} {why}; recovering", now)
-            cur.execute("DELETE FROM executors WHERE pid = ?", (pid,))
+            self._forget_txn(cur, pid)
         return ids
 
     def lost_executors(self, is_alive: Callable[[int], bool]) -> list[int]:
@@ -65,9 +86,15 @@ class LeaseStore:
         now = self.now()
         with self.db.raw_read() as cur:
             owners = cur.execute(
-                "SELECT owner_pid, lease_until FROM runs WHERE owner IS NOT NULL"
+                f"SELECT owner_pid, lease_until FROM runs WHERE owner IS NOT NULL AND {_OURS}",
+                (self.node,),
             ).fetchall()
-            registered = [r[0] for r in cur.execute("SELECT pid FROM executors").fetchall()]
+            registered = [
+                r[0]
+                for r in cur.execute(
+                    "SELECT pid FROM executors WHERE node = ?", (self.node,)
+                ).fetchall()
+            ]
         dead = {
             int(pid)
             for pid, lease in owners
@@ -79,19 +106,23 @@ class LeaseStore:
     def heartbeat_at(self, pid: int) -> float | None:
         """When this executor last beat (None: not registered yet, e.g. still importing)."""
         with self.db.raw_read() as cur:
-            row = cur.execute("SELECT heartbeat_at FROM executors WHERE pid = ?", (pid,)).fetchone()
+            row = cur.execute(
+                "SELECT heartbeat_at FROM executors WHERE pid = ? AND node = ?", (pid, self.node)
+            ).fetchone()
         return None if row is None else float(row[0])
 
     def runnable_count(self) -> int:
         """Runs that want an executor now."""
+        queue_sql, queue_params = in_queues(self.queues)
+        params = (*runnable_params(self.now()), *queue_params)
         with self.db.raw_read() as cur:
-            return int(cur.execute(_RUNNABLE, runnable_params(self.now())).fetchone()[0])
+            return int(cur.execute(_RUNNABLE + queue_sql, params).fetchone()[0])
 
     def active_count(self) -> int:
-        """Runs held by an executor right now."""
+        """Runs held by an executor of this machine right now."""
         with self.db.raw_read() as cur:
-            sql = "SELECT count(*) FROM runs WHERE owner IS NOT NULL"
-            return int(cur.execute(sql).fetchone()[0])
+            sql = f"SELECT count(*) FROM runs WHERE owner IS NOT NULL AND {_OURS}"
+            return int(cur.execute(sql, (self.node,)).fetchone()[0])
 
     def expire_approvals(self) -> tuple[list[str], float | None]:
         """Deny approvals left undecided past the run's approval_timeout_s.
@@ -104,7 +135,9 @@ class LeaseStore:
         next_deadline: float | None = None
         with self.db.raw_write() as cur:
             params = (RunStatus.WAITING_APPROVAL.value,)
-            rows = cur.execute(_PENDING_APPROVALS, params).fetchall()
+            # Several supervisors may look at once: each decides only rows no other holds.
+            lock = " FOR UPDATE OF approvals, runs SKIP LOCKED" if locking(cur) else ""
+            rows = cur.execute(_PENDING_APPROVALS + lock, params).fetchall()
             for row in rows:
                 timeout = Policy.from_dict(json.loads(row["policy_json"])).approval_timeout_s
                 if not timeout:

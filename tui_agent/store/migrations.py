@@ -6,30 +6,30 @@ A database newer than the last migration here is refused, never touched.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tui_agent.domain.errors import StoreError
+from tui_agent.store.postgres_schema import PG_MIGRATIONS, is_postgres, pg_has_meta
 
-if TYPE_CHECKING:  # importable without SQLAlchemy: the read path checks LATEST_VERSION
-    from sqlalchemy import Connection
+# A DB-API cursor inside the caller's write transaction (either engine's).
+Cursor = Any
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    apply: Callable[[Connection], None]
+    apply: Callable[[Cursor], None]
 
 
-def _run_sql(script: str) -> Callable[[Connection], None]:
-    def apply(conn: Connection) -> None:
+def run_sql(script: str) -> Callable[[Cursor], None]:
+    def apply(cur: Cursor) -> None:
         for statement in script.split(";"):
             if statement.strip():
-                conn.exec_driver_sql(statement)
+                cur.execute(statement)
 
     return apply
 
@@ -113,57 +113,84 @@ CREATE INDEX ix_runs_owner_pid ON runs (owner_pid) WHERE owner_pid IS NOT NULL;
 """
 
 
-def _run_statements(statements: tuple[str, ...]) -> Callable[[Connection], None]:
-    def apply(conn: Connection) -> None:
-        for statement in statements:
-            conn.exec_driver_sql(statement)
+def _run_script(script: str) -> Callable[[Cursor], None]:
+    """The whole script in one go (PostgreSQL runs several statements, functions too)."""
+
+    def apply(cur: Cursor) -> None:
+        cur.execute(script)
 
     return apply
 
 
+def _run_statements(statements: tuple[str, ...]) -> Callable[[Cursor], None]:
+    def apply(cur: Cursor) -> None:
+        for statement in statements:
+            cur.execute(statement)
+
+    return apply
+
+
+# v5: a shared store. Runs carry the queue that may execute them, the fencing epoch of the
+# lease (it grows with every claim; a step commits only under the epoch it was claimed
+# with) and the machine holding them; executors are named by machine and pid.
+_V5 = """
+ALTER TABLE runs ADD COLUMN queue VARCHAR NOT NULL DEFAULT 'default';
+ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN owner_node VARCHAR;
+ALTER TABLE executors ADD COLUMN node VARCHAR NOT NULL DEFAULT ''
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "initial", _run_sql(_V1)),
-    Migration(2, "waiting_tool_and_executors", _run_sql(_V2)),
+    Migration(1, "initial", run_sql(_V1)),
+    Migration(2, "waiting_tool_and_executors", run_sql(_V2)),
     Migration(3, "goal_trigram_search", _run_statements(_V3)),
-    Migration(4, "held_runs_index", _run_sql(_V4)),
+    Migration(4, "held_runs_index", run_sql(_V4)),
+    Migration(5, "queues_epochs_nodes", run_sql(_V5)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
+assert PG_MIGRATIONS[-1][0] == LATEST_VERSION, "both engines' schemas move together"
 
 
-def current_version(conn: Connection | sqlite3.Cursor) -> int:
-    """0 for an empty database; takes a SQLAlchemy connection or a plain cursor."""
-    run = conn.exec_driver_sql if hasattr(conn, "exec_driver_sql") else conn.execute
-    has_meta = run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+def current_version(cur: Cursor) -> int:
+    """0 for an empty database (a plain cursor of either engine)."""
+    if is_postgres(cur):
+        has_meta = pg_has_meta(cur)
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        has_meta = cur.execute(sql).fetchone() is not None
     if not has_meta:
         return 0
-    row = run("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return 0
+    return int(row["value"] if isinstance(row, dict) else row[0])  # a reader's rows are dicts
 
 
-def migrate(conn: Connection, *, upto: int = LATEST_VERSION) -> list[str]:
+def migrate(cur: Cursor, *, upto: int = LATEST_VERSION) -> list[str]:
     """Bring the schema to `upto` inside the caller's transaction; returns what was applied."""
-    from sqlalchemy import text
-
-    version = current_version(conn)
+    version = current_version(cur)
     if version > LATEST_VERSION:
         raise StoreError(
             f"database schema version {version} is newer than this tui-agent supports "
             f"({LATEST_VERSION}); upgrade tui-agent to open it"
         )
+    steps = (
+        [Migration(v, n, _run_script(sql)) for v, n, sql in PG_MIGRATIONS]
+        if is_postgres(cur)
+        else MIGRATIONS
+    )
     applied: list[str] = []
-    for migration in MIGRATIONS:
+    for migration in steps:
         if version < migration.version <= upto:
-            migration.apply(conn)
-            conn.execute(
-                text("INSERT INTO schema_migrations VALUES (:v, :n, :t)"),
-                {"v": migration.version, "n": migration.name, "t": time.time()},
+            migration.apply(cur)
+            cur.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
             )
-            conn.execute(
-                text(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-                ),
-                {"v": str(migration.version)},
+            cur.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(migration.version),),
             )
             applied.append(migration.name)
     return applied

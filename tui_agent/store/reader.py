@@ -7,14 +7,15 @@ RunStore delegates its reads here, so each query exists once.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-import time
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tui_agent.domain.errors import BadInput, StoreError, UnknownRun
+from tui_agent.domain.errors import BadInput, TuiAgentError, UnknownRun
 from tui_agent.domain.models import (
     INTERRUPTED_BY_STOP,
     STATUS_GROUPS,
@@ -24,14 +25,8 @@ from tui_agent.domain.models import (
     Step,
     StepStatus,
 )
-from tui_agent.store.db import (
-    BUSY_TIMEOUT_MS,
-    Database,
-    ThreadConnections,
-    connect_plain,
-    synchronous_mode,
-    translate_operational,
-)
+from tui_agent.store.db import ThreadConnections
+from tui_agent.store.migrations import current_version
 from tui_agent.store.rows import (
     SUMMARY_NAMES,
     approval_from_row,
@@ -39,7 +34,7 @@ from tui_agent.store.rows import (
     run_from_row,
     step_from_row,
 )
-from tui_agent.store.txn import RUNNABLE, runnable_params
+from tui_agent.store.txn import RUNNABLE, in_queues, runnable_params
 
 # A text filter matching more runs than this walks the newest runs instead of the index.
 COMMON_MATCHES = 2000
@@ -48,8 +43,10 @@ _HEX = set("0123456789abcdef")
 _SUMMARY = ", ".join(SUMMARY_NAMES)
 
 
-def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
+def _pg_errors() -> tuple[type[BaseException], ...]:
+    """psycopg's error class, when PostgreSQL is in use (never imported for SQLite)."""
+    module = sys.modules.get("psycopg")
+    return (module.Error,) if module is not None else ()
 
 
 def _fts_phrase(text: str) -> str:
@@ -57,27 +54,22 @@ def _fts_phrase(text: str) -> str:
 
 
 class Reader:
-    """Read-only queries over one database file, one connection per thread."""
+    """Read-only queries over one store (either engine), one connection per thread."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        clock: Callable[[], float] | None = None,
-        synchronous: str = "FULL",
-        busy_ms: int = BUSY_TIMEOUT_MS,
-    ) -> None:
-        self.path = path
-        self.clock = clock or time.time
-        self._synchronous = synchronous_mode(synchronous)
-        self._busy_ms = busy_ms
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.clock: Callable[[], float] = db.clock
         # Per thread, like the executor's connections: a thread's connection closes with it.
-        self._connections = ThreadConnections(self._connect)
+        self._connections = ThreadConnections(db.connect_for_reads)
 
     @classmethod
-    def of(cls, db: Database) -> Reader:
-        """Reads of the same file, clock and pragmas as a store's `Database`."""
-        return cls(db.path, clock=db.clock, synchronous=db.synchronous, busy_ms=db.busy_ms)
+    def of(cls, db: Any) -> Reader:
+        """Reads of the same store, clock and settings as a `Database` (or `PgDatabase`)."""
+        return cls(db)
+
+    @property
+    def path(self) -> Path | None:
+        return self.db.path
 
     def now(self) -> float:
         return float(self.clock())
@@ -87,38 +79,32 @@ class Reader:
 
     # ---- connections and snapshots ---------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = connect_plain(self.path, self._synchronous, self._busy_ms)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from None
-        conn.row_factory = _dict_row
-        return conn
-
     @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
+    def snapshot(self) -> Iterator[Any]:
         """One consistent view for several selects (nested uses share the outer one)."""
         conn = self._connections.get()
         if conn.in_transaction:
             yield conn
             return
         try:
-            conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from None
+            conn.execute(self.db.read_begin)
+        except Exception as exc:
+            raise self._translate(conn, exc) from None
         try:
             yield conn
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from None
+        except (sqlite3.Error, *_pg_errors()) as exc:
+            raise self._translate(conn, exc) from None
         finally:
-            if conn.in_transaction:  # ends the read: the WAL can be checkpointed again
-                conn.execute("ROLLBACK")
+            with contextlib.suppress(Exception):
+                if conn.in_transaction:  # ends the read: the WAL can be checkpointed again
+                    conn.execute("ROLLBACK")
 
-    def _translate(self, exc: sqlite3.Error) -> Exception:
-        mapped = translate_operational(exc)
-        if mapped is not None:
-            return mapped
-        return StoreError(f"cannot read the database {self.path}: {exc}")
+    def _translate(self, conn: Any, exc: BaseException) -> Exception:
+        if getattr(conn, "broken", False):
+            self._connections.close_current()  # the next read connects again
+        if isinstance(exc, TuiAgentError):
+            return exc
+        return self.db.translate(exc)
 
     def _all_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self.snapshot() as conn:
@@ -133,12 +119,7 @@ class Reader:
     def schema_version(self) -> int:
         """0 for an empty database (the store creates it)."""
         with self.snapshot() as conn:
-            if not conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-            ).fetchall():
-                return 0
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-        return int(row[0]["value"]) if row else 0
+            return current_version(conn.cursor())
 
     # ---- runs --------------------------------------------------------------------------
 
@@ -200,19 +181,18 @@ class Reader:
             rows = conn.execute(sql, (*params, limit)).fetchall()
         return [run_from_row(r) for r in rows]
 
-    @staticmethod
-    def _text_match(
-        conn: sqlite3.Connection, text: str, *, id_prefix: bool = True
-    ) -> tuple[str, list[Any]]:
+    def _text_match(self, conn: Any, text: str, *, id_prefix: bool = True) -> tuple[str, list[Any]]:
         """Goal contains `text` (case-insensitive), or (`id_prefix`) the id starts with it.
 
-        A rare text (three characters or more) is found through the trigram index and sorted;
-        a common one is cheaper to find by walking the newest runs until the page is full.
+        SQLite: a rare text (three characters or more) is found through the trigram index
+        and sorted; a common one is cheaper to find by walking the newest runs until the
+        page is full. PostgreSQL: ILIKE over the newest runs.
         """
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clause = "goal LIKE ? ESCAPE '\\'"
+        pg = self.db.dialect == "postgresql"
+        clause = "goal ILIKE ? ESCAPE '\\'" if pg else "goal LIKE ? ESCAPE '\\'"
         params: list[Any] = [f"%{escaped}%"]
-        if len(text) >= 3:
+        if len(text) >= 3 and not pg:
             phrase = _fts_phrase(text)
             hits = conn.execute(
                 "SELECT count(*) AS n FROM "
@@ -252,10 +232,12 @@ class Reader:
         rows = self._all_rows(sql, (since, f"{INTERRUPTED_BY_STOP}%"))
         return [step_from_row(r) for r in rows]
 
-    def needs_execution(self) -> bool:
-        """Some run wants an executor now (queued, or running without a live lease)."""
-        sql = f"SELECT EXISTS (SELECT 1 FROM runs WHERE {RUNNABLE}) AS n"
-        row = self._one_row(sql, runnable_params(self.now()))
+    def needs_execution(self, queues: tuple[str, ...] | None = None) -> bool:
+        """Some run of `queues` (None: any) wants an executor now (queued, or running
+        without a live lease)."""
+        queue_sql, queue_params = in_queues(queues)
+        sql = f"SELECT EXISTS (SELECT 1 FROM runs WHERE {RUNNABLE}{queue_sql}) AS n"
+        row = self._one_row(sql, (*runnable_params(self.now()), *queue_params))
         return bool(row and row["n"])
 
     # ---- a run's history ---------------------------------------------------------------
@@ -311,18 +293,20 @@ class Reader:
         with self.snapshot() as conn:
             procs = conn.execute("SELECT * FROM executors ORDER BY started_at").fetchall()
             held = conn.execute(
-                "SELECT owner_pid, id FROM runs WHERE owner_pid IS NOT NULL"
+                "SELECT owner_pid, owner_node, id FROM runs WHERE owner_pid IS NOT NULL"
             ).fetchall()
-        by_pid: dict[int, list[str]] = {}
+        by_pid: dict[tuple[str, int], list[str]] = {}
         for row in held:
-            by_pid.setdefault(int(row["owner_pid"]), []).append(row["id"])
+            key = (row["owner_node"] or "", int(row["owner_pid"]))
+            by_pid.setdefault(key, []).append(row["id"])
         return [
             {
                 "pid": p["pid"],
+                "node": p["node"],
                 "supervisor_pid": p["supervisor_pid"],
                 "started_at": p["started_at"],
                 "heartbeat_at": p["heartbeat_at"],
-                "runs": sorted(by_pid.get(p["pid"], [])),
+                "runs": sorted(by_pid.get((p["node"], p["pid"]), [])),
             }
             for p in procs
         ]

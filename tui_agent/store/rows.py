@@ -52,6 +52,9 @@ SUMMARY_NAMES = (
     "created_at",
     "updated_at",
     "idem_key",
+    "queue",
+    "epoch",
+    "owner_node",
 )
 
 
@@ -95,6 +98,9 @@ def run_from_row(row: Mapping[str, Any]) -> Run:
         next_seq=row["next_seq"],
         revision=row["revision"],
         waiting_tool=row["waiting_tool"],
+        queue=row["queue"],
+        epoch=row["epoch"],
+        owner_node=row["owner_node"],
     )
 
 

@@ -60,7 +60,7 @@ def _check_budget_above_usage(
 
 
 def open_store(
-    path: Path,
+    where: Path | str,
     *,
     synchronous: str = "FULL",
     pool_size: int = 5,
@@ -68,8 +68,19 @@ def open_store(
     new_id: Callable[[], str] | None = None,
     busy_timeout_s: float = 15.0,
 ) -> RunStore:
+    """A SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL)."""
+    if isinstance(where, str) and where.startswith("postgresql://"):
+        from tui_agent.store.postgres import PgDatabase
+
+        db = PgDatabase(where, clock, pool_size=pool_size)
+        try:
+            db.prepare()
+        except BaseException:
+            db.dispose()
+            raise
+        return RunStore(db, new_id=new_id)
     db = open_database(
-        path,
+        Path(where),
         synchronous=synchronous,
         pool_size=pool_size,
         clock=clock,
@@ -88,7 +99,7 @@ class RunStore:
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | None:
         return self.db.path
 
     def now(self) -> float:
@@ -165,7 +176,7 @@ class RunStore:
         now = self.now()
         asked_to_approve = approve
         with self.db.write() as conn:
-            run = load_run_txn(conn, run_id)
+            run = load_run_txn(conn, run_id, lock=True)
             row = (
                 conn.execute(
                     select(approvals_t).where(
@@ -208,7 +219,7 @@ class RunStore:
         """Cancel a run; an executor holding it stops after its current step."""
         now = self.now()
         with self.db.write() as conn:
-            run = load_run_txn(conn, run_id)
+            run = load_run_txn(conn, run_id, lock=True)
             if run.status.is_final:
                 raise InvalidTransition(f"run {run_id[:8]} is already {run.status.value}")
             values: dict[str, object] = {"revision": runs_t.c.revision + 1, "updated_at": now}
@@ -256,7 +267,7 @@ class RunStore:
         """Requeue a paused or failed run, with a larger budget when one is spent."""
         now = self.now()
         with self.db.write() as conn:
-            run = load_run_txn(conn, run_id)
+            run = load_run_txn(conn, run_id, lock=True)
             if run.status not in (RunStatus.PAUSED, RunStatus.FAILED):
                 hint = {
                     RunStatus.WAITING_APPROVAL: "; approve or deny it instead",
@@ -309,7 +320,7 @@ class RunStore:
             return self.cancel(run_id, by=by)
         now = self.now()
         with self.db.write() as conn:
-            run = load_run_txn(conn, run_id)
+            run = load_run_txn(conn, run_id, lock=True)
             if run.status is not RunStatus.NEEDS_ATTENTION:
                 raise InvalidTransition(
                     f"run {run_id[:8]} has no call in doubt (status {run.status.value})"

@@ -16,8 +16,8 @@ _FINAL = tuple(s.value for s in FINAL_STATUSES)
 _INSERT_RUN = (
     "INSERT INTO runs (id, idem_key, status, goal, workspace, model, base_url, budget_json, "
     "policy_json, state_json, usage_steps, usage_tokens, usage_wall_s, cancel_requested, "
-    "retry_attempt, retry_max, next_seq, revision, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0.0, 0, 0, 0, 1, 1, ?, ?)"
+    "retry_attempt, retry_max, next_seq, revision, created_at, updated_at, queue) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0.0, FALSE, 0, 0, 1, 1, ?, ?, ?)"
 )
 
 
@@ -56,11 +56,14 @@ def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
                     json.dumps(state),
                     now,
                     now,
+                    spec.queue,
                 ),
             )
             add_event_txn(cur, run_id, "created", f"run created with model {spec.model}", now)
             return load_run_txn(cur, run_id), True
-    except sqlite3.IntegrityError:
+    except Exception as exc:
+        if not _duplicate_key(exc):
+            raise
         # The unique index is the last line: a start that raced another with the same key
         # gets that run back.
         with db.raw_read() as cur:
@@ -68,3 +71,10 @@ def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
         if existing is not None:
             return existing, False
         raise
+
+
+def _duplicate_key(exc: Exception) -> bool:
+    """A unique index refused the row (either engine's error)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    return type(exc).__name__ == "UniqueViolation"

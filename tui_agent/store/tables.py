@@ -67,6 +67,9 @@ class RunRow(SQLModel, table=True):
     waiting_tool: str | None = None
     created_at: float
     updated_at: float
+    queue: str = "default"
+    epoch: int = 0
+    owner_node: str | None = None
 
 
 class StepRow(SQLModel, table=True):
@@ -133,6 +136,7 @@ class EventRow(SQLModel, table=True):
 class ExecutorRow(SQLModel, table=True):
     __tablename__ = "executors"
     pid: int = Field(primary_key=True)
+    node: str = ""
     supervisor_pid: int
     started_at: float
     heartbeat_at: float

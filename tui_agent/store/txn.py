@@ -12,10 +12,11 @@ from typing import Any
 from tui_agent import failpoints
 from tui_agent.domain.errors import InvalidTransition, UnknownRun
 from tui_agent.domain.models import Approval, Policy, Run, RunStatus, StepKind, StepStatus
+from tui_agent.store.postgres_schema import is_postgres
 from tui_agent.store.rows import run_from_row
 
-_ALLOC_SEQ_OWNED = (
-    "UPDATE runs SET next_seq = next_seq + 1 WHERE id = ? AND owner IS ? RETURNING next_seq - 1"
+_ALLOC_SEQ_FREE = (
+    "UPDATE runs SET next_seq = next_seq + 1 WHERE id = ? AND owner IS NULL RETURNING next_seq - 1"
 )
 INSERT_STEP = (
     "INSERT INTO steps (run_id, seq, kind, status, tool, call_id, arguments, result, "
@@ -33,11 +34,28 @@ def runnable_params(now: float) -> tuple[str, str, float]:
     return (RunStatus.QUEUED.value, RunStatus.RUNNING.value, now)
 
 
+def in_queues(queues: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
+    """` AND queue IN (…)` for the queues a supervisor serves (None: every queue)."""
+    if queues is None:
+        return "", ()
+    return f" AND queue IN ({', '.join('?' * len(queues))})", tuple(queues)
+
+
 def cursor_of(conn: Any) -> Any:
     """A DB-API cursor inside the caller's transaction, from a cursor or a SA connection."""
     if hasattr(conn, "exec_driver_sql"):
-        return conn.connection.dbapi_connection.cursor()
+        raw = conn.connection.dbapi_connection.cursor()
+        if is_postgres(conn):
+            from tui_agent.store.postgres import wrap_cursor
+
+            return wrap_cursor(raw)
+        return raw
     return conn
+
+
+def locking(conn: Any) -> str:
+    """` FOR UPDATE` where rows need locking (PostgreSQL); SQLite's writer is alone."""
+    return " FOR UPDATE" if is_postgres(conn) else ""
 
 
 def fetch_one(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
@@ -51,8 +69,10 @@ def execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> None:
     cursor_of(conn).execute(sql, params)
 
 
-def load_run_txn(conn: Any, run_id: str) -> Run:
-    row = fetch_one(conn, "SELECT * FROM runs WHERE id = ?", (run_id,))
+def load_run_txn(conn: Any, run_id: str, *, lock: bool = False) -> Run:
+    """The run; with `lock`, no other transaction changes it before ours ends."""
+    sql = "SELECT * FROM runs WHERE id = ?" + (locking(conn) if lock else "")
+    row = fetch_one(conn, sql, (run_id,))
     if row is None:
         raise UnknownRun(f"no run {run_id}")
     return run_from_row(row)
@@ -69,9 +89,9 @@ def add_event_txn(
     execute(conn, _INSERT_EVENT, (run_id, kind, message, json.dumps(data or {}), now))
 
 
-def alloc_seq_txn(conn: Any, run_id: str, owner: str | None) -> int | None:
-    """The next step number, or None when `owner` does not hold the run."""
-    row = cursor_of(conn).execute(_ALLOC_SEQ_OWNED, (run_id, owner)).fetchone()
+def alloc_seq_txn(conn: Any, run_id: str) -> int | None:
+    """The next step number of a run no executor holds (None: one holds it)."""
+    row = cursor_of(conn).execute(_ALLOC_SEQ_FREE, (run_id,)).fetchone()
     return None if row is None else int(row[0])
 
 
@@ -96,7 +116,7 @@ def decide_approval_txn(
         (decision, now, by, reason, always, approval.id),
     )
     failpoints.hit("txn.decide_approval", approval.run_id)  # crash tests: mid-transaction
-    seq = alloc_seq_txn(conn, approval.run_id, None)
+    seq = alloc_seq_txn(conn, approval.run_id)
     if seq is None:
         raise InvalidTransition(f"run {approval.run_id[:8]} is held by an executor")
     payload = {

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -22,13 +23,16 @@ from tui_agent.engine.worker import RetryPolicy, RunWorker
 from tui_agent.llm.base import LLMClient
 from tui_agent.llm.factory import ClientPool
 from tui_agent.settings import Settings
-from tui_agent.store.db import open_database
+from tui_agent.store.factory import open_database_for
 from tui_agent.store.journal import StepJournal
 from tui_agent.store.leases import LeaseStore
 from tui_agent.tools.builtin import builtin_registry
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
+# Unable to renew its leases for this share of lease_s, an executor stops its runs' work:
+# before the lease runs out and anyone else may take them over.
+SELF_FENCE = 0.75
 
 
 class Executor:
@@ -36,21 +40,26 @@ class Executor:
         self.settings = settings
         self.supervisor_pid = supervisor_pid
         self.pid = os.getpid()
-        self.db = open_database(
-            settings.db_path,
-            synchronous=settings.synchronous,
-            pool_size=settings.max_concurrent_runs + 2,
-            busy_timeout_s=settings.busy_timeout_s,
+        self.db = open_database_for(settings, pool_size=settings.max_concurrent_runs + 2)
+        self.journal = StepJournal(
+            self.db,
+            f"{self.pid}-{uuid.uuid4().hex[:8]}",
+            self.pid,
+            node=settings.node,
+            queues=settings.queues,
         )
-        self.journal = StepJournal(self.db, f"{self.pid}-{uuid.uuid4().hex[:8]}", self.pid)
-        self.leases = LeaseStore(self.db)
+        self.leases = LeaseStore(self.db, node=settings.node, queues=settings.queues)
         self.tools = builtin_registry()
         self.clients = ClientPool()
         self.retry = RetryPolicy(
             settings.llm_max_attempts, settings.retry_initial_s, settings.retry_max_s
         )
         self.stopping = threading.Event()
-        db_files = [Path(f"{settings.db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+        db_files = (
+            []
+            if settings.shared
+            else [Path(f"{settings.db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+        )
         # What no command may see, even read-only: our home and the database wherever it is.
         self._private = (settings.home, *db_files)
         self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
@@ -118,6 +127,7 @@ class Executor:
             return set(self.workers)
 
     def _heartbeat_loop(self) -> None:
+        renewed = time.monotonic()
         while not self.stopping.wait(self.settings.heartbeat_s):
             failpoints.hit("executor.heartbeat")
             with self._lock:
@@ -125,12 +135,27 @@ class Executor:
             walls = {run_id: w.take_wall() for run_id, (w, _) in current.items()}
             try:
                 held = self.journal.heartbeat(walls, self.settings.lease_s)
-            except Exception:  # a busy database must not kill the heartbeat thread
-                log.exception("heartbeat failed")
+            except Exception as exc:  # a busy database must not kill the heartbeat thread
+                log.warning("heartbeat failed: %s", exc)
+                silent = time.monotonic() - renewed
+                if silent > self.settings.lease_s * SELF_FENCE:
+                    # Our leases run out soon and another executor (of another machine,
+                    # perhaps) may take the runs: what they run here must end first.
+                    self._let_go_of(current, f"leases not renewed for {silent:.1f}s")
                 continue
+            renewed = time.monotonic()
             for run_id, (worker, _) in current.items():
-                if held.get(run_id):
+                if run_id not in held:
+                    self._let_go_of({run_id: current[run_id]}, "lease lost")
+                elif held[run_id]:
                     worker.cancel.set()
+
+    def _let_go_of(self, workers: dict[str, tuple[RunWorker, threading.Thread]], why: str) -> None:
+        """Stop advancing these runs now: their commands end, their writes are fenced off."""
+        for run_id, (worker, _) in workers.items():
+            if not worker.lost.is_set():
+                log.warning("run %s: %s; ending its work here", run_id, why)
+                worker.lost.set()
 
 
 def _wait_for_promotion() -> bool:

@@ -1,5 +1,6 @@
-"""The supervisor: one per home. Keeps an executor alive while there is work, frees the runs
-of a dead executor at once, expires approval deadlines, and exits when idle."""
+"""The supervisor: one per home. Keeps `executors` executor processes alive while there is
+work (one warm spare ready to replace any of them), frees the runs of a dead executor at
+once, expires approval deadlines, and exits when idle."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tui_agent import failpoints
@@ -44,21 +46,29 @@ class _IdleExit(Exception):
     """Nothing to run for idle_exit_s: the supervisor leaves."""
 
 
+@dataclass
+class _Slot:
+    """One executor place: its process (None: dead or not needed), when it started, its
+    restart backoff and what its heartbeat last looked like."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff: RestartBackoff = field(default_factory=RestartBackoff)
+    last_beat: tuple[tuple[int, float | None], float] | None = None
+    next_hang_check: float = 0.0
+
+
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.lock = SupervisorLock(settings.lock_path)
         self.stopping = threading.Event()
-        self.executor: subprocess.Popen[bytes] | None = None
-        # A warm spare, imported and connected, promoted the moment the executor dies: this
+        self.slots = [_Slot() for _ in range(max(1, settings.executors))]
+        # A warm spare, imported and connected, promoted the moment an executor dies: this
         # is what makes recovery take milliseconds instead of a Python start-up.
         self.standby: subprocess.Popen[bytes] | None = None
-        self._executor_started = 0.0
         self._standby_started = 0.0
         self._standby_due = 0.0
-        self._next_hang_check = 0.0
-        self._last_beat: tuple[tuple[int, float | None], float] | None = None
-        self._executor_backoff = RestartBackoff()
         self._standby_backoff = RestartBackoff()
 
     def run(self) -> int:
@@ -75,22 +85,18 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         # Start the executor before our own (slow) imports, so the two overlap: after a
         # crash of everything, `supervisor start` is about one Python start-up from work.
-        self._promote_or_spawn()  # no spare yet: spawns
+        self._promote_or_spawn(self.slots[0])  # no spare yet: spawns
         try:
-            from tui_agent.store.db import open_database
+            from tui_agent.store.factory import open_database_for
             from tui_agent.store.leases import LeaseStore
 
-            db = open_database(
-                self.settings.db_path,
-                synchronous=self.settings.synchronous,
-                busy_timeout_s=self.settings.busy_timeout_s,
-            )
+            db = open_database_for(self.settings)
         except TuiAgentError as exc:
             self._kill_children()
             self.lock.release()
             ready.say(f"error: {exc}")
             raise
-        leases = LeaseStore(db)
+        leases = LeaseStore(db, node=self.settings.node, queues=self.settings.queues)
         try:
             try:
                 failpoints.hit("supervisor.start")  # tests: a supervisor that cannot run
@@ -101,7 +107,7 @@ class Supervisor:
             ready.say("ok")
             self._loop(leases)
         finally:
-            self._stop_executor(leases)
+            self._stop_executors(leases)
             db.dispose()
             self.lock.release()
         return 0
@@ -109,7 +115,7 @@ class Supervisor:
     def _recover_lost(self, leases: Leases) -> None:
         """On start: end what dead executors left running, then free their runs."""
         recovered: list[str] = []
-        mine = {p.pid for p in (self.executor, self.standby) if p is not None}
+        mine = {p.pid for p in (*self._procs(), self.standby) if p is not None}
         for pid in leases.lost_executors(pid_alive):
             if pid in mine:
                 continue  # a recorded pid reused by the executor we just started
@@ -155,11 +161,13 @@ class Supervisor:
         if now >= next_approval_check:
             _, next_deadline = leases.expire_approvals()
             next_approval_check = now + APPROVAL_CHECK_S
-        self._watch_executor(leases)
-        self._kill_if_hung(leases, now)
+        for slot in self.slots:
+            self._watch_executor(slot, leases)
+            self._kill_if_hung(slot, leases, now)
         busy = leases.runnable_count() > 0 or leases.active_count() > 0
-        if busy and self.executor is None and self._executor_backoff.ready(now):
-            self._promote_or_spawn()
+        for slot in self.slots:
+            if busy and slot.proc is None and slot.backoff.ready(now):
+                self._promote_or_spawn(slot)
         self._keep_standby(now)
         if busy or next_deadline is not None:
             idle_since = None
@@ -192,30 +200,33 @@ class Supervisor:
             os.close(log_fd)
         return proc
 
-    def _promote_or_spawn(self) -> None:
+    def _procs(self) -> list[subprocess.Popen[bytes]]:
+        return [slot.proc for slot in self.slots if slot.proc is not None]
+
+    def _promote_or_spawn(self, slot: _Slot) -> None:
         spare, self.standby = self.standby, None
         if spare is not None and spare.poll() is None and spare.stdin is not None:
             try:
                 spare.stdin.write(b"go\n")
                 spare.stdin.close()
-                self.executor = spare
+                slot.proc = spare
             except (BrokenPipeError, OSError):
                 spare.kill()
                 spare.wait()
-        if self.executor is None:
-            self.executor = self._spawn(standby=False)
-        self._executor_started = time.time()
-        self._standby_due = self._executor_started + SPARE_DELAY_S
-        log.info("executor %d is active", self.executor.pid)
+        if slot.proc is None:
+            slot.proc = self._spawn(standby=False)
+        slot.started = time.time()
+        self._standby_due = slot.started + SPARE_DELAY_S
+        log.info("executor %d is active", slot.proc.pid)
 
-    def _watch_executor(self, leases: Leases) -> None:
-        proc = self.executor
+    def _watch_executor(self, slot: _Slot, leases: Leases) -> None:
+        proc = slot.proc
         if proc is None:
             return
         code = proc.poll()
         if code is None:
             return
-        self.executor = None
+        slot.proc = None
         # Its calls' processes die with it, before its runs are offered to anyone.
         ended = end_calls_of_executor(proc.pid)
         freed = leases.release_runs_of(proc.pid, f"exited with code {code}")
@@ -227,23 +238,23 @@ class Supervisor:
             len(freed),
         )
         now = time.time()
-        self._executor_backoff.died(lived_s=now - self._executor_started, clean=code == 0, now=now)
+        slot.backoff.died(lived_s=now - slot.started, clean=code == 0, now=now)
 
-    def _kill_if_hung(self, leases: Leases, now: float) -> None:
+    def _kill_if_hung(self, slot: _Slot, leases: Leases, now: float) -> None:
         """An executor whose heartbeat is older than lease_s (stopped, hung) is killed; the
         next tick sees it dead and recovers its runs like any other death."""
-        proc = self.executor
-        if proc is None or now < self._next_hang_check:
+        proc = slot.proc
+        if proc is None or now < slot.next_hang_check:
             return
-        self._next_hang_check = now + HANG_CHECK_S
+        slot.next_hang_check = now + HANG_CHECK_S
         beat = leases.heartbeat_at(proc.pid)
         seen = time.monotonic()
-        if beat is None or self._last_beat is None or self._last_beat[0] != (proc.pid, beat):
+        if beat is None or slot.last_beat is None or slot.last_beat[0] != (proc.pid, beat):
             # Measured on our own monotonic clock from when the beat last changed: a wall
             # clock step (a resumed laptop, NTP) must not look like a hang.
-            self._last_beat = ((proc.pid, beat), seen)
+            slot.last_beat = ((proc.pid, beat), seen)
             return
-        silent = seen - self._last_beat[1]
+        silent = seen - slot.last_beat[1]
         if silent <= self.settings.lease_s:
             return
         log.warning(
@@ -267,33 +278,37 @@ class Supervisor:
             self.standby = self._spawn(standby=True)
             self._standby_started = now
 
-    def _stop_executor(self, leases: Leases) -> None:
+    def _stop_executors(self, leases: Leases) -> None:
         if self.standby is not None:
             self.standby.kill()
             self.standby.wait()
             self.standby = None
-        proc = self.executor
-        if proc is None:
-            return
-        # SIGTERM: the executor interrupts running commands, records that, hands runs back.
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        ended = end_calls_of_executor(proc.pid)
-        if ended:
-            log.warning("ended %d process(es) left by executor %d", ended, proc.pid)
-        leases.release_runs_of(proc.pid, "stopped with the supervisor")
-        self.executor = None
+        procs = self._procs()
+        # SIGTERM: each executor interrupts running commands, records that, hands runs back.
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + STOP_WAIT_S
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            ended = end_calls_of_executor(proc.pid)
+            if ended:
+                log.warning("ended %d process(es) left by executor %d", ended, proc.pid)
+            leases.release_runs_of(proc.pid, "stopped with the supervisor")
+        for slot in self.slots:
+            slot.proc = None
 
     def _kill_children(self) -> None:
-        for proc in (self.executor, self.standby):
+        for proc in (*self._procs(), self.standby):
             if proc is not None:
                 proc.kill()
                 proc.wait()
-        self.executor = self.standby = None
+        for slot in self.slots:
+            slot.proc = None
+        self.standby = None
 
 
 def _is_executor(pid: int) -> bool:

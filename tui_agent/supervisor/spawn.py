@@ -110,14 +110,26 @@ def stop_supervisor(settings: Settings, timeout_s: float = 30.0) -> int | None:
 
 
 def supervisor_status(settings: Settings, executors: list[dict[str, Any]]) -> dict[str, Any]:
+    """This machine's supervisor and its live executors; on a shared store also the other
+    machines' executors that beat within a lease (pids of another machine mean nothing
+    here, so only their heartbeats count)."""
     pid = supervisor_pid(settings)
     running = bool(pid)
     live = [
-        {"pid": e["pid"], "runs": e["runs"]} for e in executors if running and pid_alive(e["pid"])
+        {"pid": e["pid"], "node": e.get("node", ""), "runs": e["runs"]}
+        for e in executors
+        if running and e.get("node", "") == settings.node and pid_alive(e["pid"])
+    ]
+    since = time.time() - settings.lease_s
+    others = [
+        {"pid": e["pid"], "node": e["node"], "runs": e["runs"]}
+        for e in executors
+        if settings.shared and e["node"] != settings.node and e["heartbeat_at"] >= since
     ]
     return {
         "running": running,
         "pid": pid if running else None,
         "executors": live,
+        "other_machines": others,
         "home": str(settings.home),
     }

@@ -1,0 +1,335 @@
+"""PostgreSQL through psycopg 3, in the shape the store's SQL is written for: DB-API cursors
+with `?` parameters and rows readable by position and by column name. So the journal, the
+leases, the reader and the starts run unchanged on either engine; what differs per engine is
+named where it is used (`is_postgres`): row locks (`FOR UPDATE`, `SKIP LOCKED`) where SQLite's
+single writer needs none, and the goal search.
+
+Connections are autocommit with explicit BEGIN/COMMIT (like the SQLite side), one per
+thread, replaced when the server or the network dropped them. libpq's own timeouts bound
+every wait: a cut-off machine gets an error within about a lease, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import pq
+
+from tui_agent.domain.errors import StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_PARAM = re.compile(r"\?(\d*)")
+
+
+class PgRow(tuple):  # type: ignore[type-arg]
+    """A row by position and by column name, like `sqlite3.Row` (and `.get`, like a dict)."""
+
+    _index: dict[str, int]
+
+    def __new__(cls, values: Any, index: dict[str, int]) -> PgRow:
+        row = super().__new__(cls, values)
+        row._index = index
+        return row
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index.get(key)
+        return default if i is None else tuple.__getitem__(self, i)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+def _rows(cursor: Any) -> Callable[[Any], Any]:
+    index = {d.name: i for i, d in enumerate(cursor.description or ())}
+    return lambda values: PgRow(values, index)
+
+
+@lru_cache(maxsize=2048)
+def to_pg(sql: str) -> tuple[str, bool]:
+    """`?` / `?N` parameters as psycopg's `%s` / `%(pN)s` (and a literal % doubled)."""
+    numbered = False
+
+    def mark(match: re.Match[str]) -> str:
+        nonlocal numbered
+        if match.group(1):
+            numbered = True
+            return f"%(p{match.group(1)})s"
+        return "%s"
+
+    return _PARAM.sub(mark, sql.replace("%", "%%")), numbered
+
+
+class PgCursor:
+    """A psycopg cursor taking the store's `?` SQL."""
+
+    postgres = True
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Any = ()) -> PgCursor:
+        if not params:
+            self._cur.execute(sql)  # no parameters: psycopg sends the text as it is
+            return self
+        text, numbered = to_pg(sql)
+        if numbered:
+            params = {f"p{i}": value for i, value in enumerate(params, 1)}
+        self._cur.execute(text, params)
+        return self
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+    def close(self) -> None:
+        self._cur.close()
+
+
+def wrap_cursor(raw_cursor: Any) -> PgCursor:
+    raw_cursor.row_factory = _rows
+    return PgCursor(raw_cursor)
+
+
+class PgConnection:
+    """One autocommit psycopg connection, driven with explicit BEGIN/COMMIT."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def cursor(self) -> PgCursor:
+        return PgCursor(self.raw.cursor(row_factory=_rows))
+
+    def execute(self, sql: str, params: Any = ()) -> PgCursor:
+        return self.cursor().execute(sql, params)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.raw.closed or self.raw.broken)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def describe(url: str) -> str:
+    """Where the store is, without user or password: `PostgreSQL HOST:PORT/DB`."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"PostgreSQL {host}{port}{parts.path or '/'}"
+
+
+def connect_raw(url: str, *, timeout_s: float, autocommit: bool = True) -> Any:
+    """A psycopg connection whose every network wait ends within about `timeout_s`."""
+    wait = max(2, int(timeout_s))
+    return psycopg.connect(
+        url,
+        autocommit=autocommit,
+        connect_timeout=wait,
+        keepalives=1,
+        keepalives_idle=max(1, wait // 2),
+        keepalives_interval=1,
+        keepalives_count=2,
+        tcp_user_timeout=wait * 1000,
+        application_name="tui-agent",
+    )
+
+
+def translate(exc: BaseException, where: str) -> Exception | None:
+    """psycopg's failures as the store's errors (None: not a database error)."""
+    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the DB-API error
+    if not isinstance(orig, psycopg.Error):
+        return None
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if isinstance(orig, psycopg.errors.DiskFull):
+        return StoreUnavailable(f"the disk of {where} is full")
+    if isinstance(orig, psycopg.errors.ReadOnlySqlTransaction):
+        return StoreUnavailable(f"{where} is read-only; nothing was written")
+    if isinstance(orig, psycopg.OperationalError | psycopg.errors.AdminShutdown):
+        if first.startswith("connection failed:"):  # libpq repeats host and port: once is enough
+            return StoreUnavailable(f"{where} cannot be reached: {first.rsplit('failed: ', 1)[-1]}")
+        return StoreUnavailable(f"{where} cannot be reached or is busy: {first}")
+    if isinstance(orig, psycopg.errors.InsufficientPrivilege | psycopg.errors.UndefinedTable):
+        return StoreError(f"{where}: {first}")
+    return None
+
+
+class PgDatabase:
+    """A PostgreSQL store: the same transactions as `db.Database`, row locks instead of a
+    writer lock. `url` is psycopg's form (never shown; `label` is what a person reads)."""
+
+    dialect = "postgresql"
+    path = None
+    read_begin = READ_BEGIN
+
+    def __init__(
+        self,
+        url: str,
+        clock: Any = None,
+        *,
+        pool_size: int = 5,
+        timeout_s: float = 5.0,
+    ) -> None:
+        from tui_agent.store.db import ThreadConnections
+
+        self.url = url
+        self.label = describe(url)
+        self.clock = clock or time.time
+        self.pool_size = pool_size
+        self.timeout_s = timeout_s
+        self._connections = ThreadConnections(self._connect)
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+
+    def _connect(self) -> PgConnection:
+        try:
+            return PgConnection(connect_raw(self.url, timeout_s=self.timeout_s))
+        except psycopg.Error as exc:
+            raise self.translate(exc) from None
+
+    connect_for_reads = _connect
+
+    def translate(self, exc: BaseException) -> Exception:
+        mapped = translate(exc, self.label)
+        if mapped is not None:
+            return mapped
+        if isinstance(exc, psycopg.Error):
+            first = (str(exc).strip().splitlines() or [""])[0]
+            return StoreError(f"{self.label}: {first}")
+        return exc  # type: ignore[return-value]
+
+    def translate_operational(self, exc: BaseException) -> Exception | None:
+        mapped = translate(exc, self.label)
+        return mapped if isinstance(mapped, StoreUnavailable) else None
+
+    def raw_write(self) -> Any:
+        from tui_agent.store.db import RawTxn
+
+        return RawTxn(self._connections, None, "BEGIN", self, write=True)
+
+    def raw_read(self) -> Any:
+        from tui_agent.store.db import RawTxn
+
+        return RawTxn(self._connections, None, READ_BEGIN, self, write=False)
+
+    @property
+    def engine(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                from sqlalchemy import create_engine
+
+                self._engine = create_engine(
+                    "postgresql+psycopg://",
+                    creator=lambda: connect_raw(
+                        self.url, timeout_s=self.timeout_s, autocommit=False
+                    ),
+                    pool_size=self.pool_size,
+                    max_overflow=self.pool_size * 2,
+                    pool_pre_ping=True,
+                    pool_timeout=60,
+                )
+            return self._engine
+
+    def write(self) -> Any:
+        from tui_agent.store.db import Txn
+
+        return Txn(self, write=True, lock=None)
+
+    def read(self) -> Any:
+        from tui_agent.store.db import Txn
+
+        return Txn(self, write=False, lock=None)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        self._connections.close_current()
+
+    def prepare(self) -> None:
+        """Create or migrate the schema (one supervisor or client at a time, under an
+        advisory lock); a newer schema is refused."""
+        from tui_agent.store.migrations import migrate
+
+        with self.raw_write() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(7262100)")
+            migrate(cur)
+
+
+class PgChangeFeed:
+    """The change feed over LISTEN/NOTIFY: a trigger notifies on every statement that
+    changes a run or adds an event; a lost connection is re-made with backoff (and counts
+    as a change, since notifications in between are lost)."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+
+    async def changes(self) -> AsyncIterator[None]:
+        from tui_agent.store.postgres_schema import CHANGES_CHANNEL
+
+        delay = 0.5
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.db.url, autocommit=True, connect_timeout=max(2, int(self.db.timeout_s))
+                )
+            except psycopg.Error:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    delay = 0.5
+                    yield None
+                    async for _ in conn.notifies():
+                        yield None
+            except psycopg.Error:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def token(self) -> tuple[int, ...]:
+        """Moves whenever any write transaction began on the server since (a false alarm
+        costs one refresh; a missed change cannot happen)."""
+        try:
+            with self.db.raw_read() as cur:
+                row = cur.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
+        except Exception:
+            return (-1,)
+        return (int(row[0]),)
+
+    def size(self) -> int:
+        """Bytes on disk of the whole database."""
+        try:
+            with self.db.raw_read() as cur:
+                return int(cur.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+        except Exception:
+            return 0
