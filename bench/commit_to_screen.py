@@ -1,5 +1,6 @@
 """A commit by another process → visible in the running TUI (headless), against the floor of
-a bare watchfiles watcher woken by the same commits."""
+a bare watchfiles watcher woken by the same commits; on PostgreSQL, against a bare LISTEN
+connection woken by the same commits' NOTIFY."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from tui_agent.ui.app import AgentApp
 WRITER = """
 import json, random, sys, time
 from tui_agent.store.journal import StepJournal
-from tui_agent.store.db import open_database
-db = open_database(__import__('pathlib').Path(sys.argv[1]))
+from tui_agent.store.run_store import open_store
+db = open_store(sys.argv[1]).db
 j = StepJournal(db, "writer", 1)
 run_id, n = sys.argv[2], int(sys.argv[3])
 j.claim(1, 3600)
@@ -32,16 +33,16 @@ for i in range(n):
 """
 
 
-def _seed(home: Path) -> str:
-    store = open_store(home / "tui-agent.db")
+def _seed(home: Path, url: str | None = None) -> str:
+    store = open_store(url or home / "tui-agent.db")
     run_id = seed_run(store, "watch me", Path("/tmp"), max_steps=10**6)
     store.close()
     return run_id
 
 
-def _writer(home: Path, run_id: str, n: int) -> subprocess.Popen[str]:
+def _writer(home: Path, run_id: str, n: int, url: str | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(home / "tui-agent.db"), run_id, str(n)],
+        [sys.executable, "-c", WRITER, url or str(home / "tui-agent.db"), run_id, str(n)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -56,7 +57,7 @@ def _latencies(commits: dict[int, float], seen: list[tuple[float, int]]) -> list
     return out
 
 
-async def _app_run(home: Path, run_id: str, n: int) -> list[float]:
+async def _app_run(home: Path, run_id: str, n: int, url: str | None = None) -> list[float]:
     seen: list[tuple[float, int]] = []
 
     class Probe(AgentApp):
@@ -64,11 +65,11 @@ async def _app_run(home: Path, run_id: str, n: int) -> list[float]:
             super().refresh_live()
             seen.append((time.time(), self.query_one("#run-timeline").last_seq))
 
-    service = LocalService.open(Settings(home=home))
+    service = LocalService.open(Settings(home=home, db_url=url))
     app = Probe(service, start_supervisor=False, live=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
-        writer = _writer(home, run_id, n)
+        writer = _writer(home, run_id, n, url)
         while writer.poll() is None:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)
@@ -115,16 +116,61 @@ async def _floor_run(home: Path, run_id: str, n: int) -> list[float]:
     return _latencies(commits, seen)
 
 
+async def _pg_floor_run(url: str, run_id: str, n: int) -> list[float]:
+    """A bare LISTEN connection, woken by the commits' NOTIFY, reading the newest seq."""
+    import psycopg
+
+    from tui_agent.store.postgres_schema import CHANGES_CHANNEL
+
+    seen: list[tuple[float, int]] = []
+    listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    await listener.execute(f"LISTEN {CHANGES_CHANNEL}")
+
+    async def watch() -> None:
+        async for _ in listener.notifies():
+            cur = await reader.execute("SELECT max(seq) FROM steps WHERE run_id = %s", (run_id,))
+            row = await cur.fetchone()
+            seen.append((time.time(), (row[0] if row else 0) or 0))
+
+    task = asyncio.create_task(watch())
+    writer = _writer(Path("/tmp"), run_id, n, url)
+    while writer.poll() is None:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await listener.close()
+    await reader.close()
+    commits = dict(json.loads(line) for line in writer.stdout.read().splitlines())  # type: ignore[union-attr]
+    return _latencies(commits, seen)
+
+
 def run(quick: bool) -> None:
-    n = 40 if quick else 200
-    floor_home = scratch("c2s-floor")
-    floor = asyncio.run(_floor_run(floor_home, _seed(floor_home), n))
-    app_home = scratch("c2s-app")
-    app_home.chmod(0o700)
-    values = asyncio.run(_app_run(app_home, _seed(app_home), n))
+    _run_sqlite(quick)
+    from tests.pg import Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        print("# commit_to_screen_postgres: no PostgreSQL binaries; skipped", flush=True)
+        return
+    cluster = Cluster(bindir).start()
+    try:
+        n = 40 if quick else 200
+        url = cluster.new_database()
+        floor = asyncio.run(_pg_floor_run(url, _seed(Path("/tmp"), url), n))
+        url = cluster.new_database()
+        app_home = scratch("c2s-pg")
+        app_home.chmod(0o700)
+        values = asyncio.run(_app_run(app_home, _seed(app_home, url), n, url))
+        _emit("commit_to_screen_postgres", values, floor, n)
+    finally:
+        cluster.stop()
+
+
+def _emit(name: str, values: list[float], floor: list[float], n: int) -> None:
     ok = median(values) <= 30 and p95(values) <= 50
     emit(
-        "commit_to_screen",
+        name,
         p95(values),
         "ms",
         p95(floor),
@@ -135,6 +181,16 @@ def run(quick: bool) -> None:
         samples=len(values),
         commits=n,
     )
+
+
+def _run_sqlite(quick: bool) -> None:
+    n = 40 if quick else 200
+    floor_home = scratch("c2s-floor")
+    floor = asyncio.run(_floor_run(floor_home, _seed(floor_home), n))
+    app_home = scratch("c2s-app")
+    app_home.chmod(0o700)
+    values = asyncio.run(_app_run(app_home, _seed(app_home), n))
+    _emit("commit_to_screen", values, floor, n)
 
 
 if __name__ == "__main__":

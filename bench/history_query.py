@@ -1,4 +1,5 @@
-"""The history pane's page query at 100,000 runs: unfiltered, by status, by text."""
+"""The history pane's page query at 100,000 runs: unfiltered, by status, by text; on SQLite
+and on PostgreSQL (the same runs copied there with `store copy`'s code)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 from bench.common import emit, median, p95
 from bench.generate import cached
-from tui_agent.store.run_store import open_store
+from tui_agent.store.run_store import RunStore, open_store
 
 PAGE = 100
 
@@ -22,19 +23,46 @@ def _timed(fn, n: int) -> list[float]:  # type: ignore[no-untyped-def]
     return out
 
 
+FLOOR_SQL = (
+    "SELECT id, status, goal, created_at FROM runs ORDER BY created_at DESC, id DESC LIMIT ?"
+)
+
+
 def run(quick: bool) -> None:
     db = cached(100_000, 1_000_000)
     n = 60 if quick else 300
     raw = sqlite3.connect(db)
-    floor = _timed(
-        lambda: raw.execute(
-            "SELECT id, status, goal, created_at FROM runs ORDER BY created_at DESC, id DESC "
-            "LIMIT ?",
-            (PAGE,),
-        ).fetchall(),
-        n,
-    )
-    store = open_store(db)
+    floor = _timed(lambda: raw.execute(FLOOR_SQL, (PAGE,)).fetchall(), n)
+    _measure("history_query", open_store(db), floor, n)
+    from tests.pg import Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        print("# history_query_postgres: no PostgreSQL binaries; skipped", flush=True)
+        return
+    cluster = Cluster(bindir).start()
+    try:
+        import psycopg
+
+        from tui_agent.store.copy import copy_store
+
+        url = cluster.new_database()
+        source = open_store(db)
+        store = open_store(url)
+        copy_store(source.db, store.db)
+        source.close()
+        with store.db.raw_write() as cur:
+            cur.execute("ANALYZE")
+        pg = psycopg.connect(url, autocommit=True)
+        sql = FLOOR_SQL.replace("?", "%s")
+        floor = _timed(lambda: pg.execute(sql, (PAGE,)).fetchall(), n)
+        _measure("history_query_postgres", store, floor, n)
+        pg.close()
+    finally:
+        cluster.stop()
+
+
+def _measure(name: str, store: RunStore, floor: list[float], n: int) -> None:
     newest = store.list_runs(limit=1)[0]
     cursor = (newest.created_at - 150_000.0, "~")  # a page deep in the history
     variants = {
@@ -51,7 +79,7 @@ def run(quick: bool) -> None:
     worst = max(results, key=lambda k: p95(results[k]))
     value = p95(results[worst])
     emit(
-        "history_query",
+        name,
         value,
         "ms",
         p95(floor),

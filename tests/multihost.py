@@ -38,7 +38,7 @@ from typing import Any
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 from tests.pg import Cluster, find_bindir
 
-SERVICE_IP = "10.231.0.1"  # a dummy interface on the host: PostgreSQL and the model
+SERVICE_IP = "10.231.0.1"  # on the host's loopback: PostgreSQL and the model
 NET = "10.231.0.0/16"
 LEASE_S = 2.0
 LEDGER = 'echo "$TUI_AGENT_CALL" | cut -d/ -f2,3 >> ledger'
@@ -129,8 +129,8 @@ class Harness:
         self.url = ""
         self.asked_again: list[tuple[str, int]] = []
         self.run_ids: list[str] = []
-        self.takeover_s: dict[str, float] = {}
-        self._dummy = False
+        self.takeover_s: dict[str, float | None] = {}
+        self._service_ip = False
 
     # ---- the network, the server, the machines -----------------------------------------
 
@@ -138,10 +138,8 @@ class Harness:
         bindir = find_bindir()
         if bindir is None:
             raise SystemExit("PostgreSQL binaries are not installed (apt-get install postgresql)")
-        sh("ip", "link", "add", "tuiagent0", "type", "dummy")
-        self._dummy = True
-        sh("ip", "addr", "add", f"{SERVICE_IP}/32", "dev", "tuiagent0")
-        sh("ip", "link", "set", "tuiagent0", "up")
+        sh("ip", "addr", "add", f"{SERVICE_IP}/32", "dev", "lo")
+        self._service_ip = True
         for m in self.machines:
             m.up()
         self.cluster = Cluster(bindir, listen=f"127.0.0.1,{SERVICE_IP}", trust_net=NET).start()
@@ -151,9 +149,11 @@ class Harness:
         self.db = PgDatabase(self.url)
         self.db.prepare()
         self.llm = ScriptedLLM(host=SERVICE_IP)
-        self.llm.latency_s = 0.05
+        # Three shell calls a run, about a second per model reply: long enough that every
+        # machine holds runs mid-flight when its turn of chaos comes.
+        self.llm.latency_s = 1.0
         self.llm.script = [
-            Reply("running it", [call("run_shell", {"command": LEDGER})]),
+            *(Reply(f"step {i}", [call("run_shell", {"command": LEDGER})]) for i in range(3)),
             Reply("all done"),
         ]
         self.llm.on_request = self._check_request
@@ -185,8 +185,8 @@ class Harness:
                 self.db.dispose()
         if self.cluster is not None:
             self.cluster.stop()
-        if self._dummy:
-            sh("ip", "link", "del", "tuiagent0", check=False)
+        if self._service_ip:
+            sh("ip", "addr", "del", f"{SERVICE_IP}/32", "dev", "lo", check=False)
 
     def _check_request(self, messages: list[dict[str, Any]], turn: int) -> None:
         """Promise 2 across machines: a reply already recorded is never asked for again."""
@@ -237,6 +237,9 @@ class Harness:
 
     def _taken_over(self, held: dict[str, int], node: str, began: float, what: str) -> None:
         """Seconds until every run `node` held has a new claim (or ended) elsewhere."""
+        if not held:
+            self.takeover_s[what] = None  # the event met no run: a harness fault, reported
+            return
         deadline = began + 60
         while time.monotonic() < deadline:
             with self.db.raw_read() as cur:
@@ -259,7 +262,7 @@ class Harness:
             time.sleep(0.05)
         self.takeover_s[what] = float("inf")
 
-    def wait_until_busy(self, node: str, at_least: int = 1, timeout: float = 60) -> None:
+    def wait_until_busy(self, node: str, at_least: int = 2, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and len(self._held_by(node)) < at_least:
             time.sleep(0.05)
@@ -403,7 +406,11 @@ def run(runs: int, *, concurrency: int = 8, timeout: float = 600) -> dict[str, A
             ("an epoch went backwards", figures["epoch_violations"]),
             (
                 "a takeover took longer than 2 x lease_s",
-                any(t > 2 * LEASE_S for t in figures["takeover_s"].values()),
+                any(t is not None and t > 2 * LEASE_S for t in figures["takeover_s"].values()),
+            ),
+            (
+                "a chaos event met no run in flight",
+                any(t is None for t in figures["takeover_s"].values()),
             ),
         )
         if bad
@@ -415,12 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.multihost", description=__doc__)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="60 runs: the suite's size")
-    parser.add_argument("--concurrency", type=int, default=8, help="max_concurrent_runs")
+    parser.add_argument("--concurrency", type=int, help="max_concurrent_runs (8; quick: 4)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root (ip netns)", file=sys.stderr)
         return 2
-    figures = run(60 if args.quick else args.runs, concurrency=args.concurrency)
+    concurrency = args.concurrency or (4 if args.quick else 8)
+    figures = run(60 if args.quick else args.runs, concurrency=concurrency)
     print(json.dumps(figures, indent=2))
     return 1 if figures["violations"] else 0
 

@@ -411,3 +411,19 @@ def test_queues_pin_runs_to_the_executors_that_serve_them(store: RunStore) -> No
     gpu_only = StepJournal(store.db, "b", 2, queues=("gpu",))
     assert gpu_only.claim(10, 30) == [gpu.id]
     assert store.get_run(gpu.id).queue == "gpu"
+
+
+@both
+def test_a_dead_executors_runs_go_ahead_of_the_queue_and_past_the_free_places(
+    store: RunStore,
+) -> None:
+    """A dead machine's runs were under way: a live executor takes them at once, even when
+    its free places are taken, and before any queued run."""
+    queued = [store.create_run(spec(goal=f"q{i}"))[0].id for i in range(3)]
+    dead = StepJournal(store.db, "dead", 1)
+    assert dead.claim(3, -1) == queued  # held, lease already run out: orphaned
+    waiting = [store.create_run(spec(goal=f"w{i}"))[0].id for i in range(3)]
+    live = StepJournal(store.db, "live", 2)
+    assert live.claim(0, 30, orphans=2) == queued[:2]  # no free place: orphans only
+    assert live.claim(1, 30, orphans=2) == [queued[2]]  # the last orphan fills the place
+    assert live.claim(1, 30) == [waiting[0]]

@@ -33,7 +33,7 @@ class Clock:
 
 
 class Seeder:
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path | str) -> None:
         self.clock = Clock()
         self._n = 0
         self.store: RunStore = open_store(db_path, clock=self.clock, new_id=self._new_id)

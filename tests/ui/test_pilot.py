@@ -66,6 +66,7 @@ async def start_from_form(pilot: Any, goal: str) -> None:
     await pilot.pause()
 
 
+@pytest.mark.both_stores
 async def test_start_from_form_then_approve_with_y(make_app: Any, home: Home) -> None:
     app = make_app()
     async with app.run_test(size=(140, 40)) as pilot:
@@ -102,6 +103,7 @@ async def test_enter_in_goal_starts_with_defaults_and_errors_stay_in_form(
         assert run["budget"]["max_steps"] == 50
 
 
+@pytest.mark.both_stores
 async def test_deny_with_reason(make_app: Any, home: Home) -> None:
     run_id = home.start("Summarise")
     home.wait_status(run_id, "waiting_approval")
@@ -140,6 +142,7 @@ async def test_always_allow_with_a(make_app: Any, home: Home, llm: ScriptedLLM) 
     assert view["approvals"][0]["always"] is True
 
 
+@pytest.mark.both_stores
 async def test_cancel_asks_for_confirmation(make_app: Any, home: Home) -> None:
     run_id = home.start("to cancel")
     home.wait_status(run_id, "waiting_approval")
@@ -213,12 +216,13 @@ async def test_the_resume_dialog_keeps_a_too_small_budget_open_with_the_reason(
     assert view["budget"]["max_steps"] == 5 and view["usage"]["steps"] == 5
 
 
+@pytest.mark.both_stores
 async def test_skip_an_in_doubt_call_with_k(make_app: Any, home: Home) -> None:
     from tests.ui.seed import Seeder
     from tui_agent.domain.models import RunStatus
 
     home.cli("ls", check=True)
-    seeder = Seeder(home.path / "tui-agent.db")
+    seeder = Seeder(home.db_url or home.path / "tui-agent.db")
     run_id = seeder.run("shell work", workspace=str(home.workspace))
     seq = seeder.llm(run_id, "Deploying.", [("run_shell", {"command": "echo deploy"})])
     seeder.journal.journal_tool_start(
@@ -242,6 +246,7 @@ async def test_skip_an_in_doubt_call_with_k(make_app: Any, home: Home) -> None:
     assert step["status"] == "skipped"
 
 
+@pytest.mark.both_stores
 async def test_filter_by_text_and_status(make_app: Any, home: Home) -> None:
     a = home.start("alpha task")
     home.wait_status(a, "waiting_approval")
@@ -324,6 +329,7 @@ async def test_screen_tells_always_and_lists_written_files(
     assert view["state"]["artifacts"] == [{"type": "file", "path": "docs/a.txt", "bytes": 1}]
 
 
+@pytest.mark.both_stores
 async def test_reattach_after_closing_the_app_while_a_run_goes_on(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:
@@ -350,6 +356,7 @@ async def test_reattach_after_closing_the_app_while_a_run_goes_on(
         assert "supervisor: running" in str(second.query_one("#status-bar").render())
 
 
+@pytest.mark.both_stores
 async def test_quitting_never_stops_a_run(make_app: Any, home: Home, llm: ScriptedLLM) -> None:
     home.use_server(llm)
     llm.latency_s = 0.2

@@ -31,10 +31,14 @@ class RunStatus(enum.StrEnum):
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 # Waiting for a decision only a person can make (flagged ⚑; `waiting` in filters).
 WAITING_STATUSES = frozenset({RunStatus.WAITING_APPROVAL, RunStatus.NEEDS_ATTENTION})
-# The names filters accept for groups of statuses (the TUI's `/` and `ls --status`).
+# What `resume` takes up again (a budget pause, a failure).
+RESUMABLE_STATUSES = frozenset({RunStatus.PAUSED, RunStatus.FAILED})
+# The names filters accept for groups of statuses (the TUI's `/` and `ls --status`), and
+# the groups the UI's keys follow.
 STATUS_GROUPS: dict[str, tuple[str, ...]] = {
     "waiting": tuple(sorted(s.value for s in WAITING_STATUSES)),
     "final": tuple(sorted(s.value for s in FINAL_STATUSES)),
+    "resumable": tuple(sorted(s.value for s in RESUMABLE_STATUSES)),
 }
 
 

@@ -15,13 +15,14 @@ from typing import Any
 
 from tui_agent.domain.errors import BadInput
 
-# Parents before children (foreign keys); each with the order its rows are read in.
+# Parents before children (foreign keys); each with a unique key its rows are read by, a
+# page at a time (a key, not an offset: a million steps stay a linear read).
 TABLES = (
-    ("runs", "created_at, id"),
-    ("steps", "run_id, seq"),
-    ("approvals", "run_id, created_at, id"),
-    ("artifacts", "run_id, seq, id"),
-    ("events", "id"),
+    ("runs", ("created_at", "id")),
+    ("steps", ("run_id", "seq")),
+    ("approvals", ("id",)),
+    ("artifacts", ("id",)),
+    ("events", ("id",)),
 )
 BOOLEAN_COLUMNS = {"cancel_requested", "always"}  # SQLite stores 0/1
 # A copied run belongs to no executor: the target's supervisors take it up afresh.
@@ -52,12 +53,11 @@ def copy_store(source: Any, target: Any) -> CopyReport:
         )
     counts = {name: 0 for name, _ in TABLES}
     with source.raw_read() as src, target.raw_write() as dst:
-        for table, order in TABLES:
-            for columns, rows in _batches(src, table, order):
+        for table, key in TABLES:
+            for columns, rows in _batches(src, table, key):
                 marks = ", ".join("?" * len(columns))
                 sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-                for row in rows:
-                    dst.execute(sql, row)
+                dst.executemany(sql, rows)
                 counts[table] += len(rows)
         if target.dialect == "postgresql":  # new events continue after the copied ids
             dst.execute(
@@ -68,18 +68,22 @@ def copy_store(source: Any, target: Any) -> CopyReport:
     return CopyReport(counts, target.label)
 
 
-def _batches(cur: Any, table: str, order: str) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
+def _batches(
+    cur: Any, table: str, key: tuple[str, ...]
+) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
     """The table's rows in batches, adapted for any engine (booleans, released owners)."""
-    offset = 0
+    order = ", ".join(key)
+    after: tuple[Any, ...] | None = None
     while True:
+        where = f" WHERE ({order}) > ({', '.join('?' * len(key))})" if after else ""
         rows = cur.execute(
-            f"SELECT * FROM {table} ORDER BY {order} LIMIT ? OFFSET ?", (BATCH, offset)
+            f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT ?", (*(after or ()), BATCH)
         ).fetchall()
         if not rows:
             return
         columns = [d[0] for d in cur.description]
         yield columns, [_adapt(table, columns, row) for row in rows]
-        offset += len(rows)
+        after = tuple(rows[-1][columns.index(name)] for name in key)
 
 
 def _adapt(table: str, columns: list[str], row: Any) -> tuple[Any, ...]:

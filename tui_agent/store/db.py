@@ -388,7 +388,8 @@ class RawTxn:
         try:
             self._conn = self._connections.get()
             self._cur = self._conn.cursor()
-            self._cur.execute(self._begin)
+            if self._begin:  # "": one statement in autocommit, its own transaction
+                self._cur.execute(self._begin)
         except BaseException as err:
             self._release()
             self._drop_if_broken()

@@ -31,11 +31,10 @@ from tui_agent.store.reader import Reader
 from tui_agent.store.rows import approval_from_row, step_from_row
 from tui_agent.store.txn import (
     INSERT_STEP,
-    RUNNABLE,
+    ORPHANED,
     add_event_txn,
     in_queues,
     load_run_txn,
-    runnable_params,
 )
 
 # The hot path: plain SQL strings, compiled once by SQLite's statement cache (and prepared
@@ -53,6 +52,19 @@ _CHECKPOINT = (
 _FINISH_STEP = (
     "UPDATE steps SET status = ?, result = ?, finished_at = ?, artifact_id = ? "
     "WHERE run_id = ? AND seq = ? AND status = 'started'"
+)
+# PostgreSQL's form of a new step: checkpoint and step row in one statement, so in one
+# round trip and its own transaction; no row when the fence fails (the lease is lost).
+_PG_NEW_STEP = (
+    "WITH c AS (UPDATE runs SET usage_steps = usage_steps + 1, usage_tokens = usage_tokens + "
+    "?, usage_wall_s = usage_wall_s + ?, revision = revision + 1, updated_at = ?, "
+    "retry_attempt = 0, retry_at = NULL, retry_error = NULL, lost_at = NULL, "
+    "next_seq = next_seq + 1 WHERE id = ? AND owner = ? AND epoch = ? "
+    "RETURNING id, next_seq - 1 AS seq, updated_at) "
+    "INSERT INTO steps (run_id, seq, kind, status, tool, call_id, arguments, result, "
+    "artifact_id, llm_seq, payload_json, tokens, created_at, finished_at) "
+    "SELECT id, seq, ?, ?, ?, ?, ?, ?, NULL, ?::integer, ?, ?::integer, updated_at, "
+    "?::double precision FROM c RETURNING seq"
 )
 _TAKE = (
     "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, owner_node = ?, lease_until = ?, "
@@ -93,43 +105,70 @@ class StepJournal:
 
     # ---- ownership ---------------------------------------------------------------------
 
-    def claim(self, limit: int, lease_s: float, working: Collection[str] = ()) -> list[str]:
-        """Take up to `limit` runnable runs: queued, or running with no live owner.
+    def claim(
+        self,
+        limit: int,
+        lease_s: float,
+        working: Collection[str] = (),
+        *,
+        orphans: int | None = None,
+    ) -> list[str]:
+        """Take runnable runs: first up to `orphans` (default `limit`) runs left running by
+        an executor that died or lost its lease, then queued runs while fewer than `limit`
+        were taken. An executor may let `orphans` exceed its free places: a dead machine's
+        runs were already under way and go on at once, ahead of the queue.
 
         `working` are the runs this executor still advances: their lease may have run out
         (a stalled heartbeat), but taking them again would start a second thread on the
         same run under the same owner, which the lease fence cannot tell apart."""
-        if limit <= 0:
+        orphans = limit if orphans is None else orphans
+        if max(limit, orphans) <= 0:
             return []
         now = self.now()
-        running = RunStatus.RUNNING.value
         queue_sql, queue_params = in_queues(self.queues)
-        sql = f"SELECT id FROM runs WHERE {RUNNABLE}{queue_sql}"
-        if working:
-            sql += f" AND id NOT IN ({', '.join('?' * len(working))})"
+        skip = f" AND id NOT IN ({', '.join('?' * len(working))})" if working else ""
         # Several executors (and machines) claim at once: each skips the rows another is
         # taking (PostgreSQL); SQLite's single writer needs no lock.
-        sql += " ORDER BY created_at LIMIT ?" + (" FOR UPDATE SKIP LOCKED" if self._pg else "")
-        params = (*runnable_params(now), *queue_params, *working, limit)
+        lock = " FOR UPDATE SKIP LOCKED" if self._pg else ""
+        orphan_sql = (
+            f"SELECT id FROM runs WHERE {ORPHANED}{queue_sql}{skip} ORDER BY created_at LIMIT ?"
+        )
+        queued_sql = f"SELECT id FROM runs WHERE status = ?{queue_sql} ORDER BY created_at LIMIT ?"
+        orphan_params = (RunStatus.RUNNING.value, now, *queue_params, *working)
+        queued_params = (RunStatus.QUEUED.value, *queue_params)
+        with self.db.raw_read() as cur:  # most polls find nothing: no write lock for that
+            wanted = cur.execute(orphan_sql, (*orphan_params, 1)).fetchone() is not None
+            if limit > 0 and not wanted:
+                wanted = cur.execute(queued_sql, (*queued_params, 1)).fetchone() is not None
+        if not wanted:
+            return []
         taken: dict[str, int] = {}
         with self.db.raw_write() as cur:
-            ids = [r[0] for r in cur.execute(sql, params).fetchall()]
+            rows = cur.execute(orphan_sql + lock, (*orphan_params, orphans)).fetchall()
+            ids = [r[0] for r in rows]
+            room = limit - len(ids)
+            if room > 0:
+                rows = cur.execute(queued_sql + lock, (*queued_params, room)).fetchall()
+                ids += [r[0] for r in rows]
             for run_id in ids:
-                row = cur.execute(
-                    _TAKE, (running, self.owner, self.pid, self.node, now + lease_s, now, run_id)
-                ).fetchone()
-                taken[run_id] = int(row[0])
-                where = f" on {self.node}" if self.node else ""
-                add_event_txn(
-                    cur,
-                    run_id,
-                    "claimed",
-                    f"executor {self.pid}{where} took the run",
-                    now,
-                    {"epoch": taken[run_id], "node": self.node, "pid": self.pid},
-                )
+                taken[run_id] = self._take_txn(cur, run_id, lease_s, now)
         self._epochs.update(taken)
         return ids
+
+    def _take_txn(self, cur: Any, run_id: str, lease_s: float, now: float) -> int:
+        """Hold the run under a new epoch; returns that epoch."""
+        params = (RunStatus.RUNNING.value, self.owner, self.pid, self.node, now + lease_s, now)
+        epoch = int(cur.execute(_TAKE, (*params, run_id)).fetchone()[0])
+        where = f" on {self.node}" if self.node else ""
+        add_event_txn(
+            cur,
+            run_id,
+            "claimed",
+            f"executor {self.pid}{where} took the run",
+            now,
+            {"epoch": epoch, "node": self.node, "pid": self.pid},
+        )
+        return epoch
 
     @property
     def _pg(self) -> bool:
@@ -229,6 +268,15 @@ class StepJournal:
         body = json.dumps(payload) if payload else "{}"
         now = self.now()
         finished_at = now if finished else None
+        if self._pg:
+            fence = self._fence(run_id)
+            values = (tokens, wall, now, *fence, kind, status, tool, call_id, arguments, result)
+            with self.db.raw_statement() as cur:
+                params = (*values, llm_seq, body, tokens, finished_at)
+                row = cur.execute(_PG_NEW_STEP, params).fetchone()
+            if row is None:
+                raise LeaseLost(run_id)
+            return int(row[0])
         with self.db.raw_write() as cur:
             seq = self._checkpoint_txn(cur, run_id, tokens=tokens, wall=wall, now=now, new_steps=1)
             cur.execute(

@@ -93,6 +93,13 @@ class PgCursor:
         self._cur.execute(text, params)
         return self
 
+    def executemany(self, sql: str, rows: Any) -> PgCursor:
+        text, numbered = to_pg(sql)
+        if numbered:
+            rows = [{f"p{i}": value for i, value in enumerate(row, 1)} for row in rows]
+        self._cur.executemany(text, rows)  # pipelined: one round trip per batch
+        return self
+
     def fetchone(self) -> Any:
         return self._cur.fetchone()
 
@@ -240,6 +247,13 @@ class PgDatabase:
         from tui_agent.store.db import RawTxn
 
         return RawTxn(self._connections, None, READ_BEGIN, self, write=False)
+
+    def raw_statement(self) -> Any:
+        """A cursor for one statement that is its own transaction (no BEGIN or COMMIT to
+        wait for: the hot path's one round trip)."""
+        from tui_agent.store.db import RawTxn
+
+        return RawTxn(self._connections, None, "", self, write=False)
 
     @property
     def engine(self) -> Engine:

@@ -113,7 +113,14 @@ class Journal(Protocol):
 class Claims(Protocol):
     """An executor taking runs and keeping their leases."""
 
-    def claim(self, limit: int, lease_s: float, working: Collection[str] = ()) -> list[str]: ...
+    def claim(
+        self,
+        limit: int,
+        lease_s: float,
+        working: Collection[str] = (),
+        *,
+        orphans: int | None = None,
+    ) -> list[str]: ...
 
     def heartbeat(self, walls: dict[str, float], lease_s: float) -> dict[str, bool]: ...
 

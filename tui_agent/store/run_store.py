@@ -21,6 +21,7 @@ from sqlalchemy import (
 from tui_agent.domain.errors import ApprovalTimedOut, BadInput, InvalidTransition
 from tui_agent.domain.models import (
     FINAL_STATUSES,
+    RESUMABLE_STATUSES,
     Approval,
     Budget,
     Event,
@@ -268,7 +269,7 @@ class RunStore:
         now = self.now()
         with self.db.write() as conn:
             run = load_run_txn(conn, run_id, lock=True)
-            if run.status not in (RunStatus.PAUSED, RunStatus.FAILED):
+            if run.status not in RESUMABLE_STATUSES:
                 hint = {
                     RunStatus.WAITING_APPROVAL: "; approve or deny it instead",
                     RunStatus.NEEDS_ATTENTION: "; use `resolve RUN retry|skip` instead",

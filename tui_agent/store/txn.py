@@ -25,6 +25,8 @@ INSERT_STEP = (
 )
 # Runs that want an executor: queued, or running with no live owner (see runnable_params).
 RUNNABLE = "(status = ? OR (status = ? AND (owner IS NULL OR lease_until < ?)))"
+# Runs left running by an executor that died or lost its lease (params: 'running', now).
+ORPHANED = "status = ? AND (owner IS NULL OR lease_until < ?)"
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, kind, message, data_json, created_at) VALUES (?, ?, ?, ?, ?)"
 )

@@ -83,9 +83,15 @@ class Executor:
                     log.warning("supervisor %s is gone; handing runs back", self.supervisor_pid)
                     break
                 working = self._reap()
-                free = self.settings.max_concurrent_runs - len(working)
+                most = self.settings.max_concurrent_runs
+                free = most - len(working)
+                # Runs of a dead executor (or machine) may take this one up to twice its
+                # places: they were under way, and wait for no queue.
+                orphans = 2 * most - len(working)
                 try:
-                    claimed = self.journal.claim(free, self.settings.lease_s, working)
+                    claimed = self.journal.claim(
+                        free, self.settings.lease_s, working, orphans=orphans
+                    )
                 except StoreUnavailable as exc:
                     log.warning("cannot claim runs: %s", exc)
                     self.stopping.wait(1.0)

@@ -355,13 +355,13 @@ class AgentApp(App[None]):
         if action in ("approve", "deny", "always"):
             return status == "waiting_approval"
         if action == "view_call":
-            return status in ("waiting_approval", "needs_attention")
+            return status in STATUS_GROUPS["waiting"]
         if action in ("retry_call", "skip_call"):
             return status == "needs_attention"
         if action == "cancel_run":
             return status is not None and status not in STATUS_GROUPS["final"]
         if action == "resume":
-            return status in ("paused", "failed")
+            return status in STATUS_GROUPS["resumable"]
         if action == "clear_filter":
             panes = self.query(HistoryPane)
             return bool(panes) and panes.first().filtering
