@@ -87,6 +87,27 @@ class Cluster:
         if self.trust_net:
             with open(self.data / "pg_hba.conf", "a") as hba:
                 hba.write(f"host all all {self.trust_net} trust\n")
+        self.resume()
+        return self
+
+    def url(self, database: str = "postgres", host: str | None = None) -> str:
+        return f"postgresql://postgres@{host or self.host}:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its psycopg URL."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def pause(self) -> None:
+        """Stop the server (fast: sessions are cut), keeping its data: an outage."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start it again on the same port after `pause`."""
         options = (
             f"-k {self.base} -p {self.port} -c listen_addresses={self.listen} "
             "-c max_connections=400 -c shared_buffers=64MB"
@@ -102,19 +123,6 @@ class Cluster:
             options,
             "start",
         )
-        return self
-
-    def url(self, database: str = "postgres", host: str | None = None) -> str:
-        return f"postgresql://postgres@{host or self.host}:{self.port}/{database}"
-
-    def new_database(self) -> str:
-        """A fresh, empty database; its psycopg URL."""
-        import psycopg
-
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
 
     def stop(self) -> None:
         keep = os.environ.get("TUI_AGENT_TEST_PG_LOG")  # where to keep the server's log

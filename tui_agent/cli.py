@@ -76,8 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="RISK",
         choices=["read_only", "write_local", "external_action"],
+        help="run tools of this risk without asking (read_only, write_local or "
+        "external_action; repeatable); the rest wait for your approval",
     )
-    run.add_argument("--key", metavar="KEY")
+    run.add_argument(
+        "--key",
+        metavar="KEY",
+        help="idempotency key: while a run with this key is not final, starting it again "
+        "returns that run",
+    )
     run.add_argument(
         "--sandbox",
         choices=["workspace", "workspace-net", "none"],
@@ -99,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a status, or waiting (needs a person) or final, as the TUI's filter takes",
     )
-    ls.add_argument("--limit", type=_positive_int, default=50)
+    ls.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="at most N runs (default 50)"
+    )
     ls.add_argument("--json", action="store_true")
 
     show = sub.add_parser("show", help="show one run")
@@ -142,14 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     sup.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
 
     store = sub.add_parser("store", help="move runs between stores")
-    store.add_argument("action", choices=["copy"], help="copy: every run into an empty store")
-    store.add_argument(
+    store_sub = store.add_subparsers(dest="action", metavar="ACTION", required=True)
+    copy = store_sub.add_parser(
+        "copy",
+        help="copy every run into an empty store",
+        description="Copy every run (steps, approvals, artifacts, events) of the current "
+        "store into an empty one, in one transaction. Stop the supervisor first.",
+    )
+    copy.add_argument(
         "--to",
         metavar="URL",
         required=True,
         help="sqlite:///PATH or postgresql+psycopg://USER[:PASS]@HOST:PORT/DB (never printed)",
     )
-    store.add_argument("--json", action="store_true")
+    copy.add_argument("--json", action="store_true")
     return parser
 
 
@@ -264,10 +279,19 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
             "other_machines": state.other_machines,
             "home": str(settings.home),
             "store": service.store_label(),
+            "serves": state.serves,
+            "queues": list(settings.queues),
         }
         where = f"home {settings.home}, store {service.store_label()}"
-        if state.running:
-            lines = [f"supervisor running (pid {state.pid}), {where}"]
+        if state.running and state.serves not in (None, service.store_label()):
+            lines = [
+                f"supervisor running (pid {state.pid}) but it serves {state.serves}, not this "
+                f"shell's store {service.store_label()}: use the TUI_AGENT_DB_URL it was "
+                "started with, or stop it and start it again"
+            ]
+        elif state.running:
+            queues = ", ".join(settings.queues)
+            lines = [f"supervisor running (pid {state.pid}), {where}, queues {queues}"]
             lines += [
                 f"  executor {e['pid']}: {len(e['runs'])} run(s)"
                 + "".join(f" {r[:8]}" for r in e["runs"])
@@ -293,15 +317,19 @@ def _stop_supervisor(args: argparse.Namespace, settings: Settings) -> int:
     from tui_agent.supervisor import spawn
 
     began = time.time()
+    served = spawn.served_store(settings) or settings.store_label
     stopped = spawn.stop_supervisor(settings)
     interrupted: list[Step] = []
-    if stopped and (settings.shared or settings.db_path.exists()):
+    ours = served == settings.store_label
+    if stopped and ours and (settings.shared or settings.db_path.exists()):
         service = LocalService.open(settings)
         try:
             interrupted = service.interrupted_calls(began)
         finally:
             service.close()
     lines = [f"supervisor stopped (pid {stopped})" if stopped else "no supervisor was running"]
+    if stopped and not ours:
+        lines[0] += f"; it served {served}"
     lines += [
         f"interrupted run {s.run_id[:8]} step {s.seq}: {describe_call(s.tool, s.arguments)} "
         "(the model is told when the run goes on)"
@@ -432,7 +460,9 @@ def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
     from tui_agent.service.views import summary_json
 
     statuses = [s for name in args.status for s in STATUS_GROUPS.get(name, [name])]
-    runs = service.list_runs(statuses=statuses or None, limit=args.limit)
+    runs = service.list_runs(statuses=statuses or None, limit=args.limit + 1)
+    more = len(runs) > args.limit
+    runs = runs[: args.limit]
     if args.json:
         _print_json([summary_json(r, service.reason(r)) for r in runs])
         return EXIT_OK
@@ -450,6 +480,8 @@ def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
             f"{flag} {r.id[:8]}  {r.status.value:<16} {_age(now, r.created_at):>4}  "
             f"{r.usage.llm_tokens:>7} tok  {_cut(goal, 60)}\n"
         )
+    if more:
+        sys.stdout.write(f"(the newest {args.limit} shown; `--limit N` shows more)\n")
     return EXIT_OK
 
 

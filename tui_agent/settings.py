@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from platformdirs import user_data_dir
 
@@ -56,6 +56,21 @@ class Settings:
     def shared(self) -> bool:
         """The runs live in PostgreSQL, perhaps served by several machines."""
         return self.db_url is not None
+
+    @property
+    def store_label(self) -> str:
+        """Where the runs are, as people read it: the file, or `PostgreSQL HOST:PORT/DB`
+        (never the user or password)."""
+        if self.db_url is None:
+            return str(self.db_path)
+        parts = urlsplit(self.db_url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"PostgreSQL {parts.hostname or 'localhost'}{port}{parts.path or '/'}"
+
+    @property
+    def store_mark_path(self) -> Path:
+        """Which store the home's running supervisor serves (its `store_label`)."""
+        return self.home / "supervisor.store"
 
     def child_env(self) -> dict[str, str]:
         """The environment of a process we start, pinned to this same home and database
@@ -128,7 +143,31 @@ def postgres_url(url: str) -> str | None:
             "TUI_AGENT_DB_URL: a PostgreSQL URL needs a host and a database "
             "(postgresql+psycopg://USER[:PASS]@HOST:PORT/DB)"
         )
-    return f"postgresql://{rest}"
+    normal = f"postgresql://{rest}"
+    postgres_params(normal)  # every part must parse here: libpq's errors quote the URL
+    return normal
+
+
+def postgres_params(url: str) -> dict[str, Any]:
+    """psycopg's connection keywords from a PostgreSQL URL, parsed here (percent-decoded),
+    so that libpq never sees the URL: its parse errors quote it, password and all."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        what = "port (a number from 1 to 65535)" if "port" in str(exc).lower() else "host"
+        raise ConfigError(f"TUI_AGENT_DB_URL: the {what} is not valid") from None
+    params: dict[str, Any] = {"host": host, "dbname": unquote(parts.path.lstrip("/"))}
+    if port is not None:
+        params["port"] = port
+    if parts.username:
+        params["user"] = unquote(parts.username)
+    if parts.password is not None:
+        params["password"] = unquote(parts.password)
+    for key, value in parse_qsl(parts.query):
+        params[key] = value  # e.g. sslmode=require
+    return params
 
 
 def db_file_from_url(url: str) -> Path | None:

@@ -47,6 +47,9 @@ def test_a_relative_sqlite_path_is_pinned_for_the_detached_supervisor(home: Home
         ("postgresql+psycopg://agent:hunter2@/runs", "needs a host and a database"),
         ("postgresql+psycopg://agent:hunter2@db.example", "needs a host and a database"),
         ("mysql://root:hunter2@localhost/x", "mysql databases are not supported"),
+        ("postgresql+psycopg://a:hunter2@127.0.0.1:notaport/r", "port (a number from 1"),
+        ("postgresql+psycopg://a:hunter2@127.0.0.1:99999/r", "port (a number from 1"),
+        ("postgresql+psycopg://a:hunter2@[::1/r", "the host is not valid"),
         ("sqlite://", "in-memory database would lose every run"),
         ("sqlite:///:memory:?cache=shared", "query options"),
         ("sqlite:////no/such/dir/runs.db", "directory /no/such/dir does not exist"),
@@ -69,10 +72,12 @@ def test_a_postgresql_server_that_cannot_be_reached_is_one_line_without_the_pass
 ) -> None:
     from tests.pg import free_port
 
-    home.env["TUI_AGENT_DB_URL"] = f"postgresql+psycopg://scott:hunter2@127.0.0.1:{free_port()}/r"
-    for args in (("run", "x"), ("ls",), ("show", "ab")):
-        out = home.cli(*args)
-        assert out.returncode == 1, (args, out.stdout, out.stderr)
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1 and "cannot be reached" in lines[0], out.stderr
-        assert "hunter2" not in out.stderr + out.stdout and "scott" not in out.stderr
+    port = free_port()
+    for password in ("hunter2", "hunter2 with spaces", "hunter2%ZZbad"):
+        home.env["TUI_AGENT_DB_URL"] = f"postgresql+psycopg://scott:{password}@127.0.0.1:{port}/r"
+        for args in (("run", "x"), ("ls",), ("show", "ab")):
+            out = home.cli(*args)
+            assert out.returncode == 1, (args, out.stdout, out.stderr)
+            lines = out.stderr.strip().splitlines()
+            assert len(lines) == 1 and "cannot be reached" in lines[0], out.stderr
+            assert "hunter2" not in out.stderr + out.stdout and "scott" not in out.stderr

@@ -92,3 +92,27 @@ def test_a_run_on_a_queue_waits_for_a_supervisor_that_serves_it(home: Home) -> N
     home.configure(FAST_CONFIG + "queues = []\n")
     bad = home.cli("ls")
     assert bad.returncode == 2 and "queues must be a list of names" in bad.stderr
+
+
+@on_postgres
+def test_a_shell_that_forgot_the_url_is_told_the_supervisor_serves_another_store(
+    home: Home,
+) -> None:
+    """The supervisor belongs to the home; the store to the shell. A shell without the
+    PostgreSQL URL must not be served by (nor told it is served by) that supervisor."""
+    assert home.db_url is not None
+    home.cli("supervisor", "start", check=True)
+    url = home.env.pop("TUI_AGENT_DB_URL")
+    try:
+        out = home.cli("run", "forgot the url", "--workspace", str(home.workspace))
+        assert out.returncode == 0, out.stderr  # the run is saved in this shell's store…
+        assert "saved, but the supervisor of this home" in out.stderr  # …and said unserved
+        assert "serves PostgreSQL" in out.stderr and "TUI_AGENT_DB_URL" in out.stderr
+        [run] = home.json("ls")
+        assert "no supervisor is running" in run["reason"]
+        status = home.cli("supervisor", "status").stdout
+        assert "but it serves PostgreSQL" in status
+        stopped = home.cli("supervisor", "stop").stdout
+        assert "it served PostgreSQL" in stopped
+    finally:
+        home.env["TUI_AGENT_DB_URL"] = url

@@ -427,3 +427,14 @@ def test_a_dead_executors_runs_go_ahead_of_the_queue_and_past_the_free_places(
     assert live.claim(0, 30, orphans=2) == queued[:2]  # no free place: orphans only
     assert live.claim(1, 30, orphans=2) == [queued[2]]  # the last orphan fills the place
     assert live.claim(1, 30) == [waiting[0]]
+
+
+def test_a_runs_columns_follow_its_domain_fields() -> None:
+    """One definition of a run's fields (`Run`): its scalar fields, usage counters and JSON
+    blobs are exactly the columns of the table (checked against both engines' schemas by
+    `test_migrations_build_the_schema_the_tables_describe`)."""
+    from tui_agent.store.rows import BLOB_NAMES, SUMMARY_NAMES
+    from tui_agent.store.tables import runs_t
+
+    assert set(SUMMARY_NAMES) | set(BLOB_NAMES) == {c.name for c in runs_t.columns}
+    assert len(SUMMARY_NAMES) == len(set(SUMMARY_NAMES))

@@ -569,3 +569,36 @@ async def test_the_palette_offers_the_app_s_commands_and_v_shows_the_whole_call(
         assert body.count("line one of a long file") == 30  # the whole content, not cut
         await pilot.press("y")
         await until(pilot, lambda: app.run_status == "completed", what="approved from the view")
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_the_app_rides_out_a_postgresql_outage(
+    make_app: Any, home: Home, llm: ScriptedLLM
+) -> None:
+    """The server stops for longer than a lease with the app open and a run under way: the
+    app says so in its status bar (no crash, no toast a second), and once the server is
+    back everything picks up: the run completes, nobody was killed for the outage."""
+    from tests.pg import cluster
+
+    home.use_server(llm)
+    llm.latency_s = 0.3
+    llm.script = [Reply(f"step {i}", [call("list_dir", {})]) for i in range(8)]
+    llm.script.append(Reply("made it"))
+    run_id = home.start("through an outage")
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        bar = app.query_one("#status-bar")
+        await until(pilot, lambda: home.show(run_id)["usage"]["steps"] >= 2, what="progress")
+        cluster().pause()
+        try:
+            await until(pilot, lambda: "cannot be reached" in str(bar.render()), 10, "outage")
+            await pilot.pause(3.0)  # longer than lease_s: every lease runs out meanwhile
+            assert app.is_running
+        finally:
+            cluster().resume()
+        await until(pilot, lambda: "supervisor: running" in str(bar.render()), 20, "recovery")
+        await until(pilot, lambda: app.run_status == "completed", 60, "completion")
+    assert home.show(run_id)["result"] == "made it"
+    logs = home.path / "logs"
+    assert "missed its heartbeats" not in (logs / "supervisor.log").read_text()
+    assert " exited (" not in (logs / "supervisor.log").read_text()

@@ -59,6 +59,7 @@ class SupervisorState:
     pid: int | None
     executors: list[dict[str, Any]] = field(default_factory=list)
     other_machines: list[dict[str, Any]] = field(default_factory=list)  # a shared store
+    serves: str | None = None  # the store it serves (another one than ours: not ours)
 
 
 class AgentService(Protocol):

@@ -178,7 +178,7 @@ class LocalService:
             raise BadInput(f"--sandbox takes one of {', '.join(SANDBOX_MODES)}, not {sandbox!r}")
         if request.key is not None and not request.key.strip():
             raise BadInput("--key must not be empty")
-        queue = request.queue or "default"
+        queue = "default" if request.queue is None else request.queue
         if not QUEUE_NAME.fullmatch(queue):
             raise BadInput(
                 f"--queue takes a name of 1-64 letters, digits, '.', '_' or '-', not {queue!r}"
@@ -260,7 +260,9 @@ class LocalService:
         if run.status.value not in ("queued", "running"):
             return None
         if spawn.supervisor_pid(self.settings):
-            return True
+            serves = spawn.served_store(self.settings)
+            if serves is None or serves == self.settings.store_label:
+                return True
         if self.settings.shared:
             since = self.now() - self.settings.lease_s
             return any(e["heartbeat_at"] >= since for e in self.reader.executors())
@@ -389,6 +391,7 @@ class LocalService:
             pid=data["pid"],
             executors=data["executors"],
             other_machines=data["other_machines"],
+            serves=data["serves"],
         )
 
     def ensure_supervisor(self) -> int:

@@ -52,7 +52,7 @@ def copy_store(source: Any, target: Any) -> CopyReport:
             f"{target.label} already holds {present} run(s); copy only into an empty store"
         )
     counts = {name: 0 for name, _ in TABLES}
-    with source.raw_read() as src, target.raw_write() as dst:
+    with source.raw_snapshot() as src, target.raw_write() as dst:
         for table, key in TABLES:
             for columns, rows in _batches(src, table, key):
                 marks = ", ".join("?" * len(columns))

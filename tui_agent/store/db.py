@@ -289,6 +289,8 @@ class Database:
         """A deferred transaction (one snapshot) on this thread's own DB-API connection."""
         return RawTxn(self._connections, None, "BEGIN", self, write=False)
 
+    raw_snapshot = raw_read  # every SQLite read is one snapshot
+
     def _connect_raw(self) -> sqlite3.Connection:
         """Rows are `sqlite3.Row` (by index and by name)."""
         conn = connect_plain(self.path, self.synchronous, self.busy_ms)

@@ -15,7 +15,7 @@ from collections.abc import Collection
 from typing import Any
 
 from tui_agent import failpoints
-from tui_agent.domain.errors import LeaseLost
+from tui_agent.domain.errors import LeaseLost, UnknownRun
 from tui_agent.domain.models import (
     AgentState,
     Approval,
@@ -28,7 +28,7 @@ from tui_agent.domain.models import (
 from tui_agent.store.db import Database
 from tui_agent.store.protocols import ArtifactData
 from tui_agent.store.reader import Reader
-from tui_agent.store.rows import approval_from_row, step_from_row
+from tui_agent.store.rows import approval_from_row, run_from_row, step_from_row
 from tui_agent.store.txn import (
     INSERT_STEP,
     ORPHANED,
@@ -66,6 +66,27 @@ _PG_NEW_STEP = (
     "SELECT id, seq, ?, ?, ?, ?, ?, ?, NULL, ?::integer, ?, ?::integer, updated_at, "
     "?::double precision FROM c RETURNING seq"
 )
+_PG_HEARTBEAT = (
+    "WITH e AS (UPDATE executors SET heartbeat_at = ? WHERE pid = ? AND node = ?) "
+    "UPDATE runs SET lease_until = ?, usage_wall_s = usage_wall_s + w.wall "
+    "FROM unnest(?::text[], ?::float8[], ?::bigint[]) AS w (id, wall, epoch) "
+    "WHERE runs.id = w.id AND runs.owner = ? AND runs.epoch = w.epoch "
+    "RETURNING runs.id, runs.cancel_requested"
+)
+# A tool's result with its checkpoint: both or neither (the step must still be started).
+_PG_FINISH_TOOL = (
+    "WITH c AS (UPDATE runs SET usage_wall_s = usage_wall_s + ?, revision = revision + 1, "
+    "updated_at = ?, retry_attempt = 0, retry_at = NULL, retry_error = NULL, lost_at = NULL "
+    "WHERE id = ? AND owner = ? AND epoch = ? AND EXISTS (SELECT 1 FROM steps WHERE "
+    "steps.run_id = runs.id AND steps.seq = ? AND steps.status = 'started') RETURNING id) "
+    "UPDATE steps SET status = ?, result = ?, finished_at = ?, artifact_id = NULL FROM c "
+    "WHERE steps.run_id = c.id AND steps.seq = ? RETURNING steps.seq"
+)
+# A run and its steps after a seq in one round trip (the steps as one JSON array).
+_PG_LOAD = (
+    "SELECT runs.*, (SELECT json_agg(s ORDER BY s.seq) FROM steps s "
+    "WHERE s.run_id = runs.id AND s.seq > ?) AS steps_after FROM runs WHERE id = ?"
+)
 _TAKE = (
     "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, owner_node = ?, lease_until = ?, "
     "epoch = epoch + 1, revision = revision + 1, updated_at = ? WHERE id = ? RETURNING epoch"
@@ -96,6 +117,10 @@ class StepJournal:
         self.reader = Reader.of(db)
         # The epoch each held run was claimed under (the fence of every write).
         self._epochs: dict[str, int] = {}
+
+    def holds(self, run_id: str) -> bool:
+        """This journal claimed the run and has not let go of it since."""
+        return run_id in self._epochs
 
     def _fence(self, run_id: str) -> tuple[str, str, int]:
         return (run_id, self.owner, self._epochs.get(run_id, -1))
@@ -177,6 +202,21 @@ class StepJournal:
     def heartbeat(self, walls: dict[str, float], lease_s: float) -> dict[str, bool]:
         """Extend leases and add active time; returns {run_id: cancel_requested} still held."""
         now = self.now()
+        if self._pg:  # every lease in one statement: a hundred runs are one round trip
+            ids = sorted(walls)
+            params = (
+                now,
+                self.pid,
+                self.node,
+                now + lease_s,
+                ids,
+                [walls[i] for i in ids],
+                [self._epochs.get(i, -1) for i in ids],
+                self.owner,
+            )
+            with self.db.raw_statement() as cur:
+                rows = cur.execute(_PG_HEARTBEAT, params).fetchall()
+            return {r[0]: bool(r[1]) for r in rows}
         held: dict[str, bool] = {}
         with self.db.raw_write() as cur:
             for run_id, wall in sorted(walls.items()):  # one lock order: no deadlock
@@ -195,6 +235,12 @@ class StepJournal:
 
     def load(self, run_id: str, *, after_seq: int = 0) -> tuple[Run, list[Step]]:
         """The run and its steps after `after_seq` (all of them on a (re)start)."""
+        if self._pg:
+            with self.db.raw_statement() as cur:
+                row = cur.execute(_PG_LOAD, (after_seq, run_id)).fetchone()
+            if row is None:
+                raise UnknownRun(f"no run {run_id}")
+            return run_from_row(row), [step_from_row(s) for s in row["steps_after"] or ()]
         with self.db.raw_read() as cur:
             run = load_run_txn(cur, run_id)
             rows = cur.execute(
@@ -344,6 +390,13 @@ class StepJournal:
     ) -> None:
         """The result, any artifact and any state patch commit together with the checkpoint."""
         now = self.now()
+        if self._pg and artifact is None and state is None:  # the common case: one statement
+            failpoints.hit("txn.finish_tool", run_id)  # crash tests: nothing committed yet
+            params = (wall, now, *self._fence(run_id), seq, status.value, result, now, seq)
+            with self.db.raw_statement() as cur:
+                if cur.execute(_PG_FINISH_TOOL, params).fetchone() is None:
+                    raise LeaseLost(run_id)
+            return
         with self.db.raw_write() as cur:
             self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
             if artifact is not None:

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import pq
@@ -149,17 +148,20 @@ class PgConnection:
 
 def describe(url: str) -> str:
     """Where the store is, without user or password: `PostgreSQL HOST:PORT/DB`."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"PostgreSQL {host}{port}{parts.path or '/'}"
+    from pathlib import Path
+
+    from tui_agent.settings import Settings
+
+    return Settings(home=Path("/"), db_url=url).store_label
 
 
 def connect_raw(url: str, *, timeout_s: float, autocommit: bool = True) -> Any:
     """A psycopg connection whose every network wait ends within about `timeout_s`."""
+    from tui_agent.settings import postgres_params
+
     wait = max(2, int(timeout_s))
     return psycopg.connect(
-        url,
+        **postgres_params(url),
         autocommit=autocommit,
         connect_timeout=wait,
         keepalives=1,
@@ -244,6 +246,12 @@ class PgDatabase:
         return RawTxn(self._connections, None, "BEGIN", self, write=True)
 
     def raw_read(self) -> Any:
+        """Reads, each statement its own snapshot (no BEGIN or ROLLBACK to wait for): the
+        executor and supervisor read runs only they change, or facts one query answers."""
+        return self.raw_statement()
+
+    def raw_snapshot(self) -> Any:
+        """One consistent snapshot for many reads (copying a whole store)."""
         from tui_agent.store.db import RawTxn
 
         return RawTxn(self._connections, None, READ_BEGIN, self, write=False)
@@ -312,8 +320,12 @@ class PgChangeFeed:
         delay = 0.5
         while True:
             try:
+                from tui_agent.settings import postgres_params
+
                 conn = await psycopg.AsyncConnection.connect(
-                    self.db.url, autocommit=True, connect_timeout=max(2, int(self.db.timeout_s))
+                    **postgres_params(self.db.url),
+                    autocommit=True,
+                    connect_timeout=max(2, int(self.db.timeout_s)),
                 )
             except psycopg.Error:
                 await asyncio.sleep(delay)

@@ -124,6 +124,8 @@ class Claims(Protocol):
 
     def heartbeat(self, walls: dict[str, float], lease_s: float) -> dict[str, bool]: ...
 
+    def holds(self, run_id: str) -> bool: ...
+
 
 class Leases(Protocol):
     """The supervisor's view of ownership: executors, lost runs, approval deadlines."""

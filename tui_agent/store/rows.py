@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from tui_agent.domain.models import (
@@ -23,39 +24,15 @@ from tui_agent.domain.models import (
     Usage,
 )
 
-# Columns the history needs: never the JSON blobs, so listing stays cheap at 100k runs.
-SUMMARY_NAMES = (
-    "id",
-    "status",
-    "goal",
-    "workspace",
-    "model",
-    "base_url",
-    "usage_steps",
-    "usage_tokens",
-    "usage_wall_s",
-    "result",
-    "error",
-    "pause_reason",
-    "cancel_requested",
-    "owner",
-    "owner_pid",
-    "lease_until",
-    "lost_at",
-    "retry_attempt",
-    "retry_max",
-    "retry_at",
-    "retry_error",
-    "next_seq",
-    "revision",
-    "waiting_tool",
-    "created_at",
-    "updated_at",
-    "idem_key",
-    "queue",
-    "epoch",
-    "owner_node",
-)
+# A run's columns follow its domain fields (`domain.models.Run`, the one definition): each
+# scalar field is the column of its name; usage is three counters; budget, policy and state
+# are JSON blobs. The history reads the summary columns only, never the blobs, so listing
+# stays cheap at 100k runs.
+_COMPOSITE = ("status", "budget", "policy", "usage", "state")
+_SCALARS = tuple(f.name for f in fields(Run) if f.name not in _COMPOSITE)
+USAGE_NAMES = ("usage_steps", "usage_tokens", "usage_wall_s")
+BLOB_NAMES = ("budget_json", "policy_json", "state_json")
+SUMMARY_NAMES = ("status", *_SCALARS, *USAGE_NAMES)
 
 
 # Value -> member by dict: `StepKind(value)` goes through Enum's metaclass call, which
@@ -69,38 +46,16 @@ def _loads(text: str | None) -> dict[str, Any]:
 
 
 def run_from_row(row: Mapping[str, Any]) -> Run:
+    """A run from a full row or a summary row (whose blobs are absent: defaults)."""
+    scalars = {name: row[name] for name in _SCALARS}
+    scalars["cancel_requested"] = bool(scalars["cancel_requested"])  # SQLite keeps 0/1
     return Run(
-        id=row["id"],
         status=RunStatus(row["status"]),
-        goal=row["goal"],
-        workspace=row["workspace"],
-        model=row["model"],
-        base_url=row["base_url"],
         budget=Budget.from_dict(_loads(row.get("budget_json"))),
         policy=Policy.from_dict(_loads(row.get("policy_json"))),
         usage=Usage(row["usage_steps"], row["usage_tokens"], row["usage_wall_s"]),
         state=AgentState.from_dict(_loads(row.get("state_json"))),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        idem_key=row["idem_key"],
-        result=row["result"],
-        error=row["error"],
-        pause_reason=row["pause_reason"],
-        cancel_requested=bool(row["cancel_requested"]),
-        owner=row["owner"],
-        owner_pid=row["owner_pid"],
-        lease_until=row["lease_until"],
-        lost_at=row["lost_at"],
-        retry_attempt=row["retry_attempt"],
-        retry_max=row["retry_max"],
-        retry_at=row["retry_at"],
-        retry_error=row["retry_error"],
-        next_seq=row["next_seq"],
-        revision=row["revision"],
-        waiting_tool=row["waiting_tool"],
-        queue=row["queue"],
-        epoch=row["epoch"],
-        owner_node=row["owner_node"],
+        **scalars,
     )
 
 

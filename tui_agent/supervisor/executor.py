@@ -26,6 +26,7 @@ from tui_agent.settings import Settings
 from tui_agent.store.factory import open_database_for
 from tui_agent.store.journal import StepJournal
 from tui_agent.store.leases import LeaseStore
+from tui_agent.supervisor.logs import Outage
 from tui_agent.tools.builtin import builtin_registry
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class Executor:
         # What no command may see, even read-only: our home and the database wherever it is.
         self._private = (settings.home, *db_files)
         self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
+        self._claims_outage = Outage(log, "cannot claim runs")
+        self._beat_outage = Outage(log, "heartbeats cannot be written")
         self._lock = threading.Lock()
 
     def serve(self, *, standby: bool = False) -> None:
@@ -74,7 +77,9 @@ class Executor:
             self.db.dispose()
             return
         failpoints.hit("executor.serve")
-        self.leases.register_executor(self.pid, self.supervisor_pid)
+        if not self._register():
+            self.db.dispose()
+            return
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         try:
@@ -93,9 +98,10 @@ class Executor:
                         free, self.settings.lease_s, working, orphans=orphans
                     )
                 except StoreUnavailable as exc:
-                    log.warning("cannot claim runs: %s", exc)
+                    self._claims_outage.failed(exc)
                     self.stopping.wait(1.0)
                     continue
+                self._claims_outage.ok()
                 for run_id in claimed:
                     self._start(run_id)
                 self.stopping.wait(POLL_S)
@@ -105,6 +111,20 @@ class Executor:
                 thread.join(timeout=30)
             self.leases.unregister_executor(self.pid)
             self.db.dispose()
+
+    def _register(self) -> bool:
+        """Appear in the store (retried while it cannot be reached: a standby promoted
+        after an outage holds a connection from before it); False: told to stop."""
+        outage = Outage(log, "cannot register with the store")
+        while not self.stopping.is_set():
+            try:
+                self.leases.register_executor(self.pid, self.supervisor_pid)
+                outage.ok()
+                return True
+            except StoreUnavailable as exc:
+                outage.failed(exc)
+                self.stopping.wait(1.0)
+        return False
 
     def _start(self, run_id: str) -> None:
         worker = RunWorker(
@@ -142,16 +162,18 @@ class Executor:
             try:
                 held = self.journal.heartbeat(walls, self.settings.lease_s)
             except Exception as exc:  # a busy database must not kill the heartbeat thread
-                log.warning("heartbeat failed: %s", exc)
+                self._beat_outage.failed(exc)
                 silent = time.monotonic() - renewed
                 if silent > self.settings.lease_s * SELF_FENCE:
                     # Our leases run out soon and another executor (of another machine,
                     # perhaps) may take the runs: what they run here must end first.
                     self._let_go_of(current, f"leases not renewed for {silent:.1f}s")
                 continue
+            self._beat_outage.ok()
             renewed = time.monotonic()
             for run_id, (worker, _) in current.items():
-                if run_id not in held:
+                if run_id not in held and self.journal.holds(run_id):
+                    # (a run the worker has just let go of itself is not lost)
                     self._let_go_of({run_id: current[run_id]}, "lease lost")
                 elif held[run_id]:
                     worker.cancel.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from tui_agent.domain.errors import HomeUnwritable
@@ -27,3 +28,34 @@ def configure_logging(settings: Settings, name: str) -> None:
         stream=stream,
         format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s",
     )
+
+
+class Outage:
+    """One failing thing (the store, say) logged as an outage: its first failure, a line
+    every `every_s` while it lasts, and its end; not a warning a second."""
+
+    def __init__(self, log: logging.Logger, what: str, every_s: float = 30.0) -> None:
+        self.log = log
+        self.what = what
+        self.every_s = every_s
+        self._since: float | None = None
+        self._said = 0.0
+        self._count = 0
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._count += 1
+        if self._since is None:
+            self._since = self._said = now
+            self.log.warning("%s: %s", self.what, exc)
+        elif now - self._said >= self.every_s:
+            self._said = now
+            self.log.warning(
+                "%s for %.0fs (%d failures): %s", self.what, now - self._since, self._count, exc
+            )
+
+    def ok(self) -> None:
+        if self._since is not None:
+            self.log.info("%s: over after %.1fs", self.what, time.monotonic() - self._since)
+            self._since = None
+            self._count = 0

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from tui_agent import failpoints
 from tui_agent.domain.errors import StoreUnavailable, TuiAgentError
+from tui_agent.files import write_atomically
 from tui_agent.settings import Settings
 from tui_agent.supervisor.backoff import RestartBackoff
 from tui_agent.supervisor.lock import SupervisorLock, pid_alive
-from tui_agent.supervisor.logs import open_private_log
+from tui_agent.supervisor.logs import Outage, open_private_log
 from tui_agent.supervisor.spawn import READY_FD_ENV
 from tui_agent.tools.processes import end_calls_of_executor
 
@@ -97,6 +98,8 @@ class Supervisor:
             ready.say(f"error: {exc}")
             raise
         leases = LeaseStore(db, node=self.settings.node, queues=self.settings.queues)
+        with contextlib.suppress(OSError):  # which store this home's supervisor serves
+            write_atomically(self.settings.store_mark_path, self.settings.store_label.encode())
         try:
             try:
                 failpoints.hit("supervisor.start")  # tests: a supervisor that cannot run
@@ -132,6 +135,7 @@ class Supervisor:
             log.info("recovered %d run(s) whose executor was gone", len(recovered))
 
     def _loop(self, leases: Leases) -> None:
+        outage = Outage(log, "the store cannot be reached")
         idle_since: float | None = None
         next_approval_check = 0.0
         next_deadline: float | None = None
@@ -141,12 +145,17 @@ class Supervisor:
                     leases, idle_since, next_approval_check, next_deadline
                 )
             except StoreUnavailable as exc:
-                log.warning("database unavailable: %s", exc)
+                outage.failed(exc)
+                # Heartbeats cannot be written meanwhile: silence is measured again once
+                # the store is back (an outage is not a hung executor).
+                for slot in self.slots:
+                    slot.last_beat = None
                 self.stopping.wait(1.0)
                 continue
             except _IdleExit:
                 log.info("idle for %.0fs; exiting", self.settings.idle_exit_s)
                 return
+            outage.ok()
             self.stopping.wait(TICK_S)
 
     def _tick(

@@ -23,8 +23,36 @@ class SupervisorStartError(TuiAgentError):
     exit_code = 1
 
 
+class OtherStore(TuiAgentError):
+    """The home's supervisor serves another store than this process uses."""
+
+    exit_code = 2
+
+
 def supervisor_pid(settings: Settings) -> int | None:
     return SupervisorLock(settings.lock_path).holder()
+
+
+def served_store(settings: Settings) -> str | None:
+    """The store the home's running supervisor serves (None: none runs, or it says not)."""
+    if not supervisor_pid(settings):
+        return None
+    try:
+        return settings.store_mark_path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def check_same_store(settings: Settings, pid: int) -> None:
+    """A shell that forgot (or changed) TUI_AGENT_DB_URL must not be served, nor told it is
+    served, by the home's supervisor of another store."""
+    serves = served_store(settings)
+    if serves is not None and serves != settings.store_label:
+        raise OtherStore(
+            f"the supervisor of this home (pid {pid}) serves {serves}, not "
+            f"{settings.store_label}; use the TUI_AGENT_DB_URL it was started with, or stop "
+            "it (`tui-agent supervisor stop`) and start it again"
+        )
 
 
 def ensure_supervisor(settings: Settings) -> int:
@@ -32,9 +60,10 @@ def ensure_supervisor(settings: Settings) -> int:
 
     Returns only once the new supervisor holds its lock and has opened the store; if it
     cannot run, raises with its own one-line reason (a newer schema, a corrupt store, a
-    read-only home)."""
+    read-only home). A running supervisor of another store is an `OtherStore` error."""
     pid = supervisor_pid(settings)
     if pid and pid > 0:
+        check_same_store(settings, pid)
         return pid
     log_fd = open_private_log(settings.log_dir / "supervisor.log")
     read_fd, write_fd = os.pipe()
@@ -115,6 +144,7 @@ def supervisor_status(settings: Settings, executors: list[dict[str, Any]]) -> di
     here, so only their heartbeats count)."""
     pid = supervisor_pid(settings)
     running = bool(pid)
+    serves = served_store(settings) if running else None
     live = [
         {"pid": e["pid"], "node": e.get("node", ""), "runs": e["runs"]}
         for e in executors
@@ -132,4 +162,5 @@ def supervisor_status(settings: Settings, executors: list[dict[str, Any]]) -> di
         "executors": live,
         "other_machines": others,
         "home": str(settings.home),
+        "serves": serves,
     }

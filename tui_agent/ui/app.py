@@ -164,6 +164,7 @@ class AgentApp(App[None]):
         self._pending_tool: str | None = None
         self._supervisor_backoff_s = 0.0
         self._supervisor_retry_at = 0.0
+        self._store_problem: str | None = None  # set while the store cannot be read
         self._status_bar: StatusBar | None = None
 
     def compose(self) -> ComposeResult:
@@ -244,8 +245,12 @@ class AgentApp(App[None]):
         need execution is started again (within 2 s of that)."""
         if self._torn_down():
             return
-        self.supervisor = self.service.supervisor_state()
-        self._update_status_bar()
+        try:
+            self.supervisor = self.service.supervisor_state()
+            self._update_status_bar()
+        except TuiAgentError as exc:
+            self._store_trouble(exc)
+            return
         if (
             self.start_supervisor
             and self.live
@@ -264,6 +269,21 @@ class AgentApp(App[None]):
             self.service.database_size(),
             self.service.count_waiting(),
         )
+        if self._store_problem is not None:
+            self._store_problem = None
+            self.notify("the store can be read again", severity="information")
+
+    def _store_trouble(self, exc: TuiAgentError) -> None:
+        """The store cannot be read now (a PostgreSQL server down, a locked file): said once
+        and shown in the status bar until a read works again; nothing here stops."""
+        problem = str(exc)
+        if self._store_problem is None:
+            self.notify(problem, severity="error")
+        self._store_problem = problem
+        if self._status_bar is not None:
+            self._status_bar.show_state(
+                self.supervisor, self.service.store_label(), 0, 0, problem=problem
+            )
 
     # ---- live updates ----------------------------------------------------------------
 
@@ -278,10 +298,13 @@ class AgentApp(App[None]):
         if self._torn_down():
             return
         fingerprint = self.service.change_token()
-        if fingerprint != self._fingerprint:
-            self.refresh_live()
-        else:
+        if fingerprint != self._fingerprint or self._store_problem is not None:
+            self.refresh_live()  # (while the store is down: until a read works again)
+            return
+        try:
             self.query_one(HistoryPane).refresh_live()  # ages and time-based reasons move
+        except TuiAgentError as exc:
+            self._store_trouble(exc)
 
     def refresh_live(self) -> None:
         """Re-read only what changed: the top of the history and the selected run's tail."""
@@ -296,7 +319,7 @@ class AgentApp(App[None]):
             self.supervisor = self.service.supervisor_state()
             self._update_status_bar()
         except TuiAgentError as exc:
-            self.notify(str(exc), severity="error")
+            self._store_trouble(exc)
 
     def _show_run(self, *, first: bool) -> None:
         if not self.selected:
@@ -324,10 +347,16 @@ class AgentApp(App[None]):
         elif message.run_id != self.selected:
             self.selected = message.run_id
 
+    def on_history_pane_trouble(self, message: HistoryPane.Trouble) -> None:
+        self._store_trouble(message.error)
+
     def watch_selected(self, run_id: str | None) -> None:
         if run_id is None:
             return
-        self._show_run(first=True)
+        try:
+            self._show_run(first=True)
+        except TuiAgentError as exc:
+            self._store_trouble(exc)
         self._save_selection(run_id)
 
     def _restore_selection(self) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
@@ -10,6 +11,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
+from tui_agent.domain.errors import TuiAgentError
 from tui_agent.domain.models import STATUS_GROUPS, Run, RunStatus
 from tui_agent.service.api import AgentService
 from tui_agent.ui.format import age, one_line, status_cell, tokens
@@ -57,6 +59,12 @@ class HistoryPane(Vertical):
 
         run_id: str | None
 
+    @dataclass
+    class Trouble(Message):
+        """The store could not be read (the app says so; the rows shown stay)."""
+
+        error: TuiAgentError
+
     def __init__(self, service: AgentService, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.service = service
@@ -98,7 +106,16 @@ class HistoryPane(Vertical):
         table.clear(columns=True)
         self._add_columns(table, columns, goal)
         self._shown = {}
-        self.reload(select=keep)
+        self._safely(self.reload, select=keep)
+
+    def _safely(self, read: Callable[..., None], **kwargs: object) -> bool:
+        """Run a read for an event; a store that cannot be read is reported, not raised."""
+        try:
+            read(**kwargs)
+        except TuiAgentError as exc:
+            self.post_message(self.Trouble(exc))
+            return False
+        return True
 
     @property
     def table(self) -> DataTable[str]:
@@ -186,7 +203,7 @@ class HistoryPane(Vertical):
         if event.row_key.value != self.selected_id:
             return  # stale: the cursor moved on (a rebuild highlights the top row first)
         if event.cursor_row >= len(self._order) - 20:
-            self.load_more()
+            self._safely(self.load_more)
         if event.row_key.value is not None:
             self.post_message(self.Selected(event.row_key.value))
 
@@ -202,7 +219,8 @@ class HistoryPane(Vertical):
             else ""
         )
         self.set_class(bool(unknown), "-filter-note")
-        self.reload()
+        if not self._safely(self.reload):
+            return
         if not self._order:
             self.post_message(self.Selected(None))  # nothing matches: the detail pane clears
 

@@ -9,24 +9,37 @@ from tui_agent.ui.format import size
 
 
 class StatusBar(Static):
-    _last: tuple[SupervisorState | None, str, int, int] | None = None
+    _last: tuple[SupervisorState | None, str, int, int, str | None] | None = None
 
     def on_resize(self) -> None:
         if self._last is not None:
             self.show_state(*self._last)  # the path's room changed
 
     def show_state(
-        self, state: SupervisorState | None, store: str, db_bytes: int, waiting: int
+        self,
+        state: SupervisorState | None,
+        store: str,
+        db_bytes: int,
+        waiting: int,
+        problem: str | None = None,
     ) -> None:
-        self._last = (state, store, db_bytes, waiting)
+        """`problem`: the store cannot be read now (said instead of stale figures)."""
+        self._last = (state, store, db_bytes, waiting, problem)
+        if problem is not None:
+            self.set_class(True, "-down")
+            self.update(f" ✗ {problem} (retrying; what is shown may be out of date)")
+            return
         if state is None:
             sup = "supervisor: checking…"
+        elif state.running and state.serves not in (None, store):
+            sup = f"supervisor: serves another store (pid {state.pid}: {state.serves})"
         elif state.running:
             held = sum(len(e.get("runs", [])) for e in state.executors)
             sup = f"supervisor: running (pid {state.pid}, {held} active)"
         else:
             sup = "supervisor: not running"
-        self.set_class(state is not None and not state.running, "-down")
+        ours = state is not None and state.running and state.serves in (None, store)
+        self.set_class(state is not None and not ours, "-down")
         flag = f" │ ⚑ {waiting} waiting" if waiting else ""
         width = self.size.width or 120
         name = " tui-agent │" if width >= 100 else ""
