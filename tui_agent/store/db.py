@@ -431,6 +431,10 @@ class RawTxn:
             cur = getattr(self, "_cur", None)
             if cur is not None:
                 cur.close()
+            put = getattr(self._connections, "put", None)  # a pooled connection goes back
+            conn = getattr(self, "_conn", None)
+            if put is not None and conn is not None:
+                put(conn)
         finally:
             if self._lock is not None:
                 self._lock.release()

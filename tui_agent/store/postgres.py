@@ -54,8 +54,18 @@ class PgRow(tuple):  # type: ignore[type-arg]
         return list(self._index)
 
 
+@lru_cache(maxsize=512)
+def _index(names: tuple[bytes, ...]) -> dict[str, int]:
+    return {name.decode(): i for i, name in enumerate(names)}
+
+
 def _rows(cursor: Any) -> Callable[[Any], Any]:
-    index = {d.name: i for i, d in enumerate(cursor.description or ())}
+    """Rows by position and name; the names come straight from the result (building
+    `cursor.description` made a Column object per field of every statement)."""
+    result = cursor.pgresult
+    if result is None or not result.nfields:
+        return tuple
+    index = _index(tuple(result.fname(i) or b"" for i in range(result.nfields)))
     return lambda values: PgRow(values, index)
 
 
@@ -155,22 +165,72 @@ def describe(url: str) -> str:
     return Settings(home=Path("/"), db_url=url).store_label
 
 
-def connect_raw(url: str, *, timeout_s: float, autocommit: bool = True) -> Any:
-    """A psycopg connection whose every network wait ends within about `timeout_s`."""
+def connect_kwargs(url: str, *, timeout_s: float, autocommit: bool = True) -> dict[str, Any]:
+    """psycopg's keywords for a connection whose every network wait ends within about
+    `timeout_s` (the URL parsed here, never by libpq)."""
     from tui_agent.settings import postgres_params
 
     wait = max(2, int(timeout_s))
-    return psycopg.connect(
+    return {
         **postgres_params(url),
-        autocommit=autocommit,
-        connect_timeout=wait,
-        keepalives=1,
-        keepalives_idle=max(1, wait // 2),
-        keepalives_interval=1,
-        keepalives_count=2,
-        tcp_user_timeout=wait * 1000,
-        application_name="tui-agent",
-    )
+        "autocommit": autocommit,
+        "connect_timeout": wait,
+        "keepalives": 1,
+        "keepalives_idle": max(1, wait // 2),
+        "keepalives_interval": 1,
+        "keepalives_count": 2,
+        "tcp_user_timeout": wait * 1000,
+        "application_name": "tui-agent",
+    }
+
+
+def connect_raw(url: str, *, timeout_s: float, autocommit: bool = True) -> Any:
+    return psycopg.connect(**connect_kwargs(url, timeout_s=timeout_s, autocommit=autocommit))
+
+
+class PooledConnections:
+    """A few connections every thread of the process shares, a transaction at a time
+    (psycopg_pool). A connection per run thread cost a PostgreSQL backend per run: a
+    process started and its catalog caches warmed, then thrown away with the thread."""
+
+    def __init__(self, url: str, *, timeout_s: float, max_size: int) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.pool = ConnectionPool(
+            kwargs=connect_kwargs(url, timeout_s=timeout_s),
+            min_size=1,
+            max_size=max(2, max_size),
+            timeout=max(2.0, timeout_s),  # waiting for a connection is bounded too
+            open=False,
+            name="tui-agent",
+        )
+        self._lock = threading.Lock()
+        self._open = False
+
+    def get(self) -> PgConnection:
+        with self._lock:
+            if not self._open:
+                self.pool.open(wait=False)
+                self._open = True
+        return PgConnection(self.pool.getconn())
+
+    def put(self, conn: PgConnection) -> None:
+        """Back to the pool (a broken one is discarded there, and replaced)."""
+        self.pool.putconn(conn.raw)
+
+    def close_current(self) -> None:
+        """A connection was found broken (the server restarted, the network dropped): the
+        others that sat idle meanwhile are checked too, so the next transactions get live
+        ones instead of failing one by one."""
+        with self._lock:
+            if self._open:
+                self.pool.check()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._open:
+                self.pool.close()
+                self._open = False
 
 
 def translate(exc: BaseException, where: str) -> Exception | None:
@@ -208,14 +268,14 @@ class PgDatabase:
         pool_size: int = 5,
         timeout_s: float = 5.0,
     ) -> None:
-        from tui_agent.store.db import ThreadConnections
-
         self.url = url
         self.label = describe(url)
         self.clock = clock or time.time
         self.pool_size = pool_size
         self.timeout_s = timeout_s
-        self._connections = ThreadConnections(self._connect)
+        # The executor's and supervisor's transactions share a small pool; the reader keeps
+        # a connection per thread (its nested snapshots share one).
+        self._connections = PooledConnections(url, timeout_s=timeout_s, max_size=min(pool_size, 8))
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
 
@@ -294,7 +354,7 @@ class PgDatabase:
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-        self._connections.close_current()
+        self._connections.close()
 
     def prepare(self) -> None:
         """Create or migrate the schema (one supervisor or client at a time, under an
