@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import emit, median, p95, scratch, seed_run
+from bench.common import emit, median, p95, pg_cluster, scratch, seed_run
 from tui_agent.service.local import LocalService
 from tui_agent.settings import Settings
 from tui_agent.store.run_store import open_store
@@ -147,14 +147,9 @@ async def _pg_floor_run(url: str, run_id: str, n: int) -> list[float]:
 
 def run(quick: bool) -> None:
     _run_sqlite(quick)
-    from tests.pg import Cluster, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        print("# commit_to_screen_postgres: no PostgreSQL binaries; skipped", flush=True)
-        return
-    cluster = Cluster(bindir).start()
-    try:
+    with pg_cluster("commit_to_screen_postgres") as cluster:
+        if cluster is None:
+            return
         n = 40 if quick else 200
         url = cluster.new_database()
         floor = asyncio.run(_pg_floor_run(url, _seed(Path("/tmp"), url), n))
@@ -163,8 +158,6 @@ def run(quick: bool) -> None:
         app_home.chmod(0o700)
         values = asyncio.run(_app_run(app_home, _seed(app_home, url), n, url))
         _emit("commit_to_screen_postgres", values, floor, n)
-    finally:
-        cluster.stop()
 
 
 def _emit(name: str, values: list[float], floor: list[float], n: int) -> None:

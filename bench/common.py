@@ -9,6 +9,8 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,3 +83,21 @@ def seed_run(
     )
     run, _ = store.create_run(spec)
     return run.id
+
+
+@contextmanager
+def pg_cluster(name: str) -> Iterator[Any]:
+    """A throwaway PostgreSQL server of the machine's binaries for the `name` benchmark
+    (as the tests start one), or None when PostgreSQL is not installed (said, skipped)."""
+    from tests.pg import Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        print(f"# {name}: no PostgreSQL binaries; skipped", flush=True)
+        yield None
+        return
+    cluster = Cluster(bindir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from bench.common import bench_env, emit, scratch, seed_run
+from bench.common import bench_env, emit, pg_cluster, scratch, seed_run
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 from tui_agent.store.run_store import open_store
 
@@ -149,18 +149,11 @@ def _measure(name: str, runs: int, turns: int, url: str | None, supervisors: int
 def run(quick: bool) -> None:
     turns = 4 if quick else 8  # LLM turns per run; each but the last asks for one tool call
     _measure("concurrency", 200, turns, None, 1)
-    from tests.pg import Cluster, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        print("# concurrency_postgres: no PostgreSQL binaries; skipped", flush=True)
-        return
-    cluster = Cluster(bindir).start()
-    try:
-        _measure("concurrency_postgres", 200, turns, cluster.new_database(), 1)
-        _measure("concurrency_postgres_3_supervisors", 1000, turns, cluster.new_database(), 3)
-    finally:
-        cluster.stop()
+    with pg_cluster("concurrency_postgres") as cluster:
+        if cluster is not None:
+            _measure("concurrency_postgres", 200, turns, cluster.new_database(), 1)
+            url = cluster.new_database()
+            _measure("concurrency_postgres_3_supervisors", 1000, turns, url, 3)
 
 
 if __name__ == "__main__":

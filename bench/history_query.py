@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
+from typing import Any
 
-from bench.common import emit, median, p95
+from bench.common import emit, median, p95, pg_cluster
 from bench.generate import cached
 from tui_agent.store.run_store import RunStore, open_store
 
@@ -34,32 +36,29 @@ def run(quick: bool) -> None:
     raw = sqlite3.connect(db)
     floor = _timed(lambda: raw.execute(FLOOR_SQL, (PAGE,)).fetchall(), n)
     _measure("history_query", open_store(db), floor, n)
-    from tests.pg import Cluster, find_bindir
+    with pg_cluster("history_query_postgres") as cluster:
+        if cluster is not None:
+            _measure_postgres(cluster, db, n)
 
-    bindir = find_bindir()
-    if bindir is None:
-        print("# history_query_postgres: no PostgreSQL binaries; skipped", flush=True)
-        return
-    cluster = Cluster(bindir).start()
-    try:
-        import psycopg
 
-        from tui_agent.store.copy import copy_store
+def _measure_postgres(cluster: Any, db: Path, n: int) -> None:
+    """The same runs copied into PostgreSQL (store copy's code), the same queries."""
+    import psycopg
 
-        url = cluster.new_database()
-        source = open_store(db)
-        store = open_store(url)
-        copy_store(source.db, store.db)
-        source.close()
-        with store.db.raw_write() as cur:
-            cur.execute("ANALYZE")
-        pg = psycopg.connect(url, autocommit=True)
-        sql = FLOOR_SQL.replace("?", "%s")
-        floor = _timed(lambda: pg.execute(sql, (PAGE,)).fetchall(), n)
-        _measure("history_query_postgres", store, floor, n)
-        pg.close()
-    finally:
-        cluster.stop()
+    from tui_agent.store.copy import copy_store
+
+    url = cluster.new_database()
+    source = open_store(db)
+    store = open_store(url)
+    copy_store(source.db, store.db)
+    source.close()
+    with store.db.raw_write() as cur:
+        cur.execute("ANALYZE")
+    pg = psycopg.connect(url, autocommit=True)
+    sql = FLOOR_SQL.replace("?", "%s")
+    floor = _timed(lambda: pg.execute(sql, (PAGE,)).fetchall(), n)
+    _measure("history_query_postgres", store, floor, n)
+    pg.close()
 
 
 def _measure(name: str, store: RunStore, floor: list[float], n: int) -> None:

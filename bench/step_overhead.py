@@ -9,7 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from bench.common import emit, median, scratch, seed_run
+from bench.common import emit, median, pg_cluster, scratch, seed_run
 from tui_agent.store.journal import StepJournal
 from tui_agent.store.run_store import open_store
 
@@ -82,18 +82,10 @@ def _block(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 
 def run(quick: bool) -> None:
     _compare("step_overhead", Floor(), Steps(), quick)
-    from tests.pg import Cluster, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        print("# step_overhead_postgres: no PostgreSQL binaries; skipped", flush=True)
-        return
-    cluster = Cluster(bindir).start()
-    try:
-        steps = Steps(cluster.new_database())
-        _compare("step_overhead_postgres", PgFloor(cluster.new_database()), steps, quick)
-    finally:
-        cluster.stop()
+    with pg_cluster("step_overhead_postgres") as cluster:
+        if cluster is not None:
+            steps = Steps(cluster.new_database())
+            _compare("step_overhead_postgres", PgFloor(cluster.new_database()), steps, quick)
 
 
 def _compare(name: str, floor: Floor | PgFloor, steps: Steps, quick: bool) -> None:

@@ -12,6 +12,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,18 @@ def script(llm: ScriptedLLM, steps: int = 3, latency: float = 0.3) -> None:
 def ledger(workspace: Path) -> Counter[str]:
     path = workspace / "ledger"
     return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+def completed(home: Home, run_id: str, workspace: Path) -> dict[str, Any]:
+    """The run, completed: a call left in doubt by a kill is resolved as a careful person
+    would (skipped if its side effect is in the ledger, retried if not)."""
+    view = home.wait_status(run_id, "completed", "needs_attention", timeout=90)
+    if view["status"] == "needs_attention":
+        seq = view["in_doubt"]["seq"]
+        choice = "skip" if ledger(workspace)[f"{run_id}/{seq}"] else "retry"
+        home.json("resolve", run_id, choice)
+        view = home.wait_status(run_id, "completed", timeout=60)
+    return view
 
 
 def executors_of(home: Home) -> list[dict[str, object]]:
@@ -70,13 +83,7 @@ def test_several_executors_share_the_work_and_a_killed_one_is_replaced(
     assert {r for e in busy for r in e["runs"]} == set(runs)  # type: ignore[attr-defined]
     os.kill(int(busy[0]["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
     for run_id in runs:
-        view = home.wait_status(run_id, "completed", "needs_attention", timeout=60)
-        if view["status"] == "needs_attention":  # killed inside its shell call
-            seq = view["in_doubt"]["seq"]
-            choice = "skip" if ledger(home.workspace)[f"{run_id}/{seq}"] else "retry"
-            home.json("resolve", run_id, choice)
-            view = home.wait_status(run_id, "completed", timeout=60)
-        assert view["result"] == "all done"
+        assert completed(home, run_id, home.workspace)["result"] == "all done"
     counts = ledger(home.workspace)
     assert counts and max(counts.values()) == 1, counts
     strict_check(home, {})
@@ -116,13 +123,7 @@ def test_two_machines_share_a_postgresql_store_and_take_over_a_dead_one(
         )
         assert took_over and time.monotonic() - killed_at <= 2 * 2.0  # 2 x lease_s
         for run_id in runs:
-            view = b.wait_status(run_id, "completed", "needs_attention", timeout=90)
-            if view["status"] == "needs_attention":
-                seq = view["in_doubt"]["seq"]
-                choice = "skip" if ledger(home.workspace)[f"{run_id}/{seq}"] else "retry"
-                b.json("resolve", run_id, choice)
-                view = b.wait_status(run_id, "completed", timeout=60)
-            assert view["result"] == "all done"
+            assert completed(b, run_id, home.workspace)["result"] == "all done"
         counts = ledger(home.workspace)
         assert len(counts) == 12 * 3 and max(counts.values()) == 1, counts
         nodes = {r[0] for r in b.query("SELECT data_json FROM events WHERE kind = 'claimed'")}

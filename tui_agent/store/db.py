@@ -452,7 +452,11 @@ def open_database(
 
     All in plain `sqlite3` (also on a read-only home); a migration takes the write lock.
     """
-    db = Database(path, clock, synchronous, int(busy_timeout_s * 1000), pool_size)
+    return prepared(Database(path, clock, synchronous, int(busy_timeout_s * 1000), pool_size))
+
+
+def prepared(db: Any) -> Any:
+    """The store (either engine's) created or migrated; on failure its connections closed."""
     try:
         db.prepare()
     except BaseException:

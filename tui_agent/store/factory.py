@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tui_agent.settings import Settings
-from tui_agent.store.db import Database
+from tui_agent.store.db import Database, prepared
 
 
 def database_for(settings: Settings, *, clock: Any = None, pool_size: int = 5) -> Any:
@@ -29,13 +29,7 @@ def database_for(settings: Settings, *, clock: Any = None, pool_size: int = 5) -
 
 def open_database_for(settings: Settings, *, clock: Any = None, pool_size: int = 5) -> Any:
     """The store, created or migrated and ready for writes."""
-    db = database_for(settings, clock=clock, pool_size=pool_size)
-    try:
-        db.prepare()
-    except BaseException:
-        db.dispose()
-        raise
-    return db
+    return prepared(database_for(settings, clock=clock, pool_size=pool_size))
 
 
 def change_feed_for(db: Any) -> Any:

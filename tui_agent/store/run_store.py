@@ -33,7 +33,7 @@ from tui_agent.domain.models import (
     StepStatus,
     spent_budget,
 )
-from tui_agent.store.db import Database, open_database
+from tui_agent.store.db import Database, open_database, prepared
 from tui_agent.store.reader import Reader
 from tui_agent.store.rows import approval_from_row
 from tui_agent.store.starts import create_run
@@ -73,13 +73,7 @@ def open_store(
     if isinstance(where, str) and where.startswith("postgresql://"):
         from tui_agent.store.postgres import PgDatabase
 
-        db = PgDatabase(where, clock, pool_size=pool_size)
-        try:
-            db.prepare()
-        except BaseException:
-            db.dispose()
-            raise
-        return RunStore(db, new_id=new_id)
+        return RunStore(prepared(PgDatabase(where, clock, pool_size=pool_size)), new_id=new_id)
     db = open_database(
         Path(where),
         synchronous=synchronous,
