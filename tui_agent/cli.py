@@ -158,11 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Copy every run (steps, approvals, artifacts, events) of the current "
         "store into an empty one, in one transaction. Stop the supervisor first.",
     )
-    copy.add_argument(
+    target = copy.add_mutually_exclusive_group(required=True)
+    target.add_argument(
         "--to",
         metavar="URL",
-        required=True,
         help="sqlite:///PATH or postgresql+psycopg://USER[:PASS]@HOST:PORT/DB (never printed)",
+    )
+    target.add_argument(
+        "--to-env",
+        metavar="VAR",
+        help="the URL is in this environment variable (keeps a password out of `ps` and "
+        "your shell's history)",
     )
     copy.add_argument("--json", action="store_true")
     return parser
@@ -566,7 +572,12 @@ def _cmd_resolve(service: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_store(service: Any, args: argparse.Namespace) -> int:
-    report = service.copy_store_to(args.to)
+    url = args.to
+    if args.to_env is not None:
+        url = os.environ.get(args.to_env, "")
+        if not url.strip():
+            raise BadInput(f"--to-env {args.to_env}: that environment variable is not set")
+    report = service.copy_store_to(url)
     if args.json:
         _print_json({"copied": report.counts, "to": report.target})
     else:

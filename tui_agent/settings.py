@@ -202,6 +202,29 @@ def db_file_from_url(url: str) -> Path | None:
     return path
 
 
+def _node_name(home: Path) -> str:
+    """This machine's name among a shared store's supervisors: its hostname and an id kept
+    in the home, so cloned machines (or containers) with one hostname never pass for one
+    another (each would free the other's runs as its own dead executors')."""
+    path = home / "node-id"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        token = ""
+    if not token:
+        token = os.urandom(3).hex()
+        try:
+            ensure_private_dir(home)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+        except FileExistsError:
+            token = path.read_text(encoding="utf-8").strip() or token
+        except (OSError, ConfigError):
+            pass  # a read-only home: this process's own id, still unique
+    return f"{socket.gethostname()}-{token}"
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create a 0700 directory (or tighten an existing one)."""
     try:
@@ -274,7 +297,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         db_file=db_file_from_url(url),
         db_url=postgres_url(url),
         # Machines sharing a store tell their executors apart by it (a private store: "").
-        node=(env.get("TUI_AGENT_NODE") or socket.gethostname()) if postgres_url(url) else "",
+        node=(env.get("TUI_AGENT_NODE") or _node_name(home)) if postgres_url(url) else "",
     )
     path = settings.config_path
     if not path.exists():

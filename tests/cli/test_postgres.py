@@ -51,7 +51,8 @@ def test_store_copy_moves_every_run_to_postgresql_where_they_go_on(home: Home) -
     refused = home.cli("store", "copy", "--to", target)
     assert refused.returncode == 2 and "stop the supervisor first" in refused.stderr
     home.cli("supervisor", "stop", check=True)
-    out = home.cli("store", "copy", "--to", target)
+    home.env["COPY_TARGET"] = target
+    out = home.cli("store", "copy", "--to-env", "COPY_TARGET")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("copied 2 run(s)") and "s3cret-pw" not in out.stdout
     again = home.cli("store", "copy", "--to", target)

@@ -438,3 +438,42 @@ def test_a_runs_columns_follow_its_domain_fields() -> None:
 
     assert set(SUMMARY_NAMES) | set(BLOB_NAMES) == {c.name for c in runs_t.columns}
     assert len(SUMMARY_NAMES) == len(set(SUMMARY_NAMES))
+
+
+@both
+def test_a_nul_in_a_goal_or_a_tool_result_is_stored_on_either_engine(store: RunStore) -> None:
+    """A binary file read by a tool, a goal pasted with a NUL: PostgreSQL text cannot hold
+    the byte (it is kept as U+FFFD there); the write never fails."""
+    run, _ = store.create_run(spec(goal="find\x00me"))
+    j = StepJournal(store.db, "o", 1)
+    j.claim(1, 30)
+    seq = j.journal_tool_start(run.id, llm_seq=1, call_id="c", tool="t", arguments="{}", wall=0)
+    j.finish_tool(run.id, seq, status=StepStatus.FINISHED, result="bin\x00ary", wall=0.0)
+    step = store.step(run.id, seq)
+    assert step is not None and step.result in ("bin\x00ary", "bin\ufffdary")
+    assert store.get_run(run.id).goal in ("find\x00me", "find\ufffdme")
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_no_wait_on_postgresql_outlives_a_lease(store: RunStore, db_url: str) -> None:
+    """Another session holds a run's row (a machine cut off mid-transaction): a heartbeat
+    gives up within the session's lock timeout instead of hanging past the lease, so the
+    executor's own fence and the takeover can happen on time."""
+    import time
+
+    import psycopg
+
+    from tui_agent.domain.errors import StoreUnavailable
+
+    run, _ = store.create_run(spec())
+    j = StepJournal(store.db, "o", 1)
+    assert j.claim(1, 30) == [run.id]
+    holder = psycopg.connect(db_url)
+    holder.execute("SELECT 1 FROM tui_agent.runs WHERE id = %s FOR UPDATE", (run.id,))
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        j.heartbeat({run.id: 0.0}, 30)
+    assert time.monotonic() - began < 5.0  # the store's timeout_s (5 s) bounds every wait
+    holder.rollback()
+    holder.close()
+    assert j.heartbeat({run.id: 0.0}, 30) == {run.id: False}

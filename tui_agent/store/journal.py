@@ -526,6 +526,8 @@ class StepJournal:
             _RELEASE.format(extra=extra),
             (status.value, now, *values.values(), *self._fence(run_id)),
         )
+        if cur.rowcount != 1:
+            raise LeaseLost(run_id)  # nothing of this transaction may stand
 
     def finish_run(
         self,

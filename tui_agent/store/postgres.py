@@ -12,6 +12,8 @@ every wait: a cut-off machine gets an error within about a lease, never a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import threading
 import time
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+SCHEMA = "tui_agent"  # our tables, apart from whatever else the database holds
+# The pool's own retries are ours to report (one line, in the store's words), not stderr's.
+logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 _PARAM = re.compile(r"\?(\d*)")
 
 
@@ -84,6 +89,15 @@ def to_pg(sql: str) -> tuple[str, bool]:
     return _PARAM.sub(mark, sql.replace("%", "%%")), numbered
 
 
+def _storable(params: Any) -> Any:
+    """PostgreSQL text cannot hold NUL (SQLite's can): a tool's output of a binary file, a
+    goal pasted with one, would fail the write. It is kept as U+FFFD, like other bytes
+    that are not text."""
+    if any(isinstance(v, str) and "\x00" in v for v in params):
+        return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in params)
+    return params
+
+
 class PgCursor:
     """A psycopg cursor taking the store's `?` SQL."""
 
@@ -96,6 +110,7 @@ class PgCursor:
         if not params:
             self._cur.execute(sql)  # no parameters: psycopg sends the text as it is
             return self
+        params = _storable(params)
         text, numbered = to_pg(sql)
         if numbered:
             params = {f"p{i}": value for i, value in enumerate(params, 1)}
@@ -103,6 +118,7 @@ class PgCursor:
         return self
 
     def executemany(self, sql: str, rows: Any) -> PgCursor:
+        rows = [_storable(row) for row in rows]
         text, numbered = to_pg(sql)
         if numbered:
             rows = [{f"p{i}": value for i, value in enumerate(row, 1)} for row in rows]
@@ -171,8 +187,28 @@ def connect_kwargs(url: str, *, timeout_s: float, autocommit: bool = True) -> di
     from tui_agent.settings import postgres_params
 
     wait = max(2, int(timeout_s))
+    # The session's limits, so that no wait outlives a lease: a row lock (another machine
+    # mid-transaction), a statement, a transaction left open by a client that was cut off
+    # (the server ends it and frees its locks), a dead client's socket. Isolation is set,
+    # not inherited from the server's defaults; our tables live in their own schema.
+    ms = wait * 1000
+    options = " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("search_path", f"{SCHEMA},public"),  # public: extensions installed there
+            ("default_transaction_isolation", "read\\ committed"),
+            ("lock_timeout", ms // 2),
+            ("statement_timeout", ms * 2),
+            ("idle_in_transaction_session_timeout", ms),
+            ("tcp_user_timeout", ms),
+            ("tcp_keepalives_idle", max(1, wait // 2)),
+            ("tcp_keepalives_interval", 1),
+            ("tcp_keepalives_count", 2),
+        )
+    )
     return {
         **postgres_params(url),
+        "options": options,
         "autocommit": autocommit,
         "connect_timeout": wait,
         "keepalives": 1,
@@ -220,11 +256,10 @@ class PooledConnections:
 
     def close_current(self) -> None:
         """A connection was found broken (the server restarted, the network dropped): the
-        others that sat idle meanwhile are checked too, so the next transactions get live
-        ones instead of failing one by one."""
-        with self._lock:
-            if self._open:
-                self.pool.check()
+        others that sat idle meanwhile are checked too (in the pool's own workers), so the
+        next transactions get live ones instead of failing one by one."""
+        if self._open:
+            threading.Thread(target=self.pool.check, name="pool-check", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
@@ -361,9 +396,18 @@ class PgDatabase:
         advisory lock); a newer schema is refused."""
         from tui_agent.store.migrations import migrate
 
-        with self.raw_write() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(7262100)")
-            migrate(cur)
+        # One direct connection: a wrong database, user or host is said at once, in
+        # libpq's words (the pool would retry in the background and time out).
+        try:
+            with contextlib.closing(self._connect()) as conn:
+                cur = conn.cursor()
+                cur.execute("BEGIN")
+                cur.execute("SELECT pg_advisory_xact_lock(7262100)")
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+                migrate(cur)
+                cur.execute("COMMIT")
+        except psycopg.Error as exc:
+            raise self.translate(exc) from None
 
 
 class PgChangeFeed:

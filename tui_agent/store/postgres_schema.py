@@ -96,4 +96,4 @@ def is_postgres(cur: Any) -> bool:
 
 
 def pg_has_meta(cur: Any) -> bool:
-    return cur.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] is True
+    return cur.execute("SELECT to_regclass('tui_agent.meta') IS NOT NULL").fetchone()[0] is True

@@ -34,6 +34,7 @@ POLL_S = 0.05
 # Unable to renew its leases for this share of lease_s, an executor stops its runs' work:
 # before the lease runs out and anyone else may take them over.
 SELF_FENCE = 0.75
+FENCE_CHECK_S = 0.1
 
 
 class Executor:
@@ -65,6 +66,7 @@ class Executor:
         self._private = (settings.home, *db_files)
         self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
         self._claims_outage = Outage(log, "cannot claim runs")
+        self._renewed = time.monotonic()  # when the last successful heartbeat began
         self._beat_outage = Outage(log, "heartbeats cannot be written")
         self._lock = threading.Lock()
 
@@ -80,8 +82,11 @@ class Executor:
         if not self._register():
             self.db.dispose()
             return
+        self._renewed = time.monotonic()  # (a standby may have waited long for this)
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
+        fence = threading.Thread(target=self._fence_loop, name="fence", daemon=True)
+        fence.start()
         try:
             while not self.stopping.is_set():
                 if os.getppid() != self.supervisor_pid:
@@ -153,30 +158,36 @@ class Executor:
             return set(self.workers)
 
     def _heartbeat_loop(self) -> None:
-        renewed = time.monotonic()
         while not self.stopping.wait(self.settings.heartbeat_s):
             failpoints.hit("executor.heartbeat")
             with self._lock:
                 current = dict(self.workers)
             walls = {run_id: w.take_wall() for run_id, (w, _) in current.items()}
+            began = time.monotonic()
             try:
                 held = self.journal.heartbeat(walls, self.settings.lease_s)
             except Exception as exc:  # a busy database must not kill the heartbeat thread
                 self._beat_outage.failed(exc)
-                silent = time.monotonic() - renewed
-                if silent > self.settings.lease_s * SELF_FENCE:
-                    # Our leases run out soon and another executor (of another machine,
-                    # perhaps) may take the runs: what they run here must end first.
-                    self._let_go_of(current, f"leases not renewed for {silent:.1f}s")
                 continue
             self._beat_outage.ok()
-            renewed = time.monotonic()
+            self._renewed = began  # the leases were renewed from (no later than) then
             for run_id, (worker, _) in current.items():
-                if run_id not in held and self.journal.holds(run_id):
-                    # (a run the worker has just let go of itself is not lost)
-                    self._let_go_of({run_id: current[run_id]}, "lease lost")
+                if run_id not in held:
+                    if self.journal.holds(run_id):  # (not a run its worker just let go of)
+                        self._let_go_of({run_id: current[run_id]}, "lease lost")
                 elif held[run_id]:
                     worker.cancel.set()
+
+    def _fence_loop(self) -> None:
+        """Our own fence, apart from the heartbeat (which may hang on the network): once the
+        leases have not been renewed for ¾ of lease_s, another executor (of another
+        machine, perhaps) may take the runs soon: what they run here must end first."""
+        while not self.stopping.wait(FENCE_CHECK_S):
+            silent = time.monotonic() - self._renewed
+            if silent > self.settings.lease_s * SELF_FENCE:
+                with self._lock:
+                    current = dict(self.workers)
+                self._let_go_of(current, f"leases not renewed for {silent:.1f}s")
 
     def _let_go_of(self, workers: dict[str, tuple[RunWorker, threading.Thread]], why: str) -> None:
         """Stop advancing these runs now: their commands end, their writes are fenced off."""
