@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import stat
 
+import pytest
+
 from tests.conftest import Home
+
+pytestmark = pytest.mark.both_stores
 
 
 def test_demo_run_plans_reads_asks_approval_and_finishes(home: Home) -> None:
