@@ -135,6 +135,18 @@ class Home:
     def backend(self) -> str:
         return "postgres" if self.db_url else "sqlite"
 
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """A write to this home's store, whichever engine (tests that tamper with it)."""
+        from tui_agent.settings import load_settings
+        from tui_agent.store.factory import database_for
+
+        db = database_for(load_settings(self.env))
+        try:
+            with db.raw_write() as cur:
+                cur.execute(sql, params)
+        finally:
+            db.dispose()
+
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of a read of this home's store, whichever engine (the store's own `?` SQL)."""
         from tui_agent.settings import load_settings
