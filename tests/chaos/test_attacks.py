@@ -339,3 +339,25 @@ def test_workspace_deleted_during_a_run_is_an_answer_not_a_crash(
     assert len(results) == 3
     assert all("no longer exists" in r for r in results[1:]), results
     assert not home.workspace.exists()  # no tool re-created it
+
+
+def test_an_executor_stuck_holding_the_write_lock_is_still_killed(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    """An executor stops inside a write transaction (SQLite's write lock held, its own
+    heartbeat blocked behind it): the supervisor must still see the silence and kill it,
+    though its own writes wait behind that lock; the run then goes on."""
+    from tui_agent.supervisor.lock import pid_alive
+
+    home.configure(FAST_CONFIG + "busy_timeout_s = 1\n")
+    home.use_server(llm)
+    llm.script = [Reply("Writing.", [call("write_file", {"path": "a.txt", "content": "A"})])]
+    llm.script.append(Reply("done"))
+    home.arm("txn.finish_tool=pause@1")
+    run_id = home.start("stuck", "--auto-approve", "write_local")
+    stuck = home.marker("txn.finish_tool")  # paused inside finish_tool's transaction
+    stuck_at = time.monotonic()
+    wait_for(lambda: not pid_alive(stuck), 15, "the supervisor to kill the stuck executor")
+    assert time.monotonic() - stuck_at < 2.0 + 1.0 + 2.0  # lease_s, a blocked write, slack
+    view = home.wait_status(run_id, "completed", timeout=30)
+    assert (home.workspace / "a.txt").read_text() == "A" and view["result"] == "done"

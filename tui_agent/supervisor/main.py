@@ -146,10 +146,6 @@ class Supervisor:
                 )
             except StoreUnavailable as exc:
                 outage.failed(exc)
-                # Heartbeats cannot be written meanwhile: silence is measured again once
-                # the store is back (an outage is not a hung executor).
-                for slot in self.slots:
-                    slot.last_beat = None
                 self.stopping.wait(1.0)
                 continue
             except _IdleExit:
@@ -165,14 +161,17 @@ class Supervisor:
         next_approval_check: float,
         next_deadline: float | None,
     ) -> tuple[float | None, float, float | None]:
-        """One round: deadlines, the executor's health, spawning, idleness."""
+        """One round: the executors' health, deadlines, spawning, idleness.
+
+        Health comes first and reads only: an executor frozen while it held SQLite's write
+        lock must still be seen and killed, though every write waits behind it."""
         now = time.time()
-        if now >= next_approval_check:
-            _, next_deadline = leases.expire_approvals()
-            next_approval_check = now + APPROVAL_CHECK_S
         for slot in self.slots:
             self._watch_executor(slot, leases)
             self._kill_if_hung(slot, leases, now)
+        if now >= next_approval_check:
+            _, next_deadline = leases.expire_approvals()
+            next_approval_check = now + APPROVAL_CHECK_S
         busy = leases.runnable_count() > 0 or leases.active_count() > 0
         for slot in self.slots:
             if busy and slot.proc is None and slot.backoff.ready(now):
@@ -256,7 +255,13 @@ class Supervisor:
         if proc is None or now < slot.next_hang_check:
             return
         slot.next_hang_check = now + HANG_CHECK_S
-        beat = leases.heartbeat_at(proc.pid)
+        try:
+            beat = leases.heartbeat_at(proc.pid)
+        except StoreUnavailable:
+            # The store cannot be read (a server outage): heartbeats cannot be written
+            # either, so silence is measured afresh once it is back, not across it.
+            slot.last_beat = None
+            raise
         seen = time.monotonic()
         if beat is None or slot.last_beat is None or slot.last_beat[0] != (proc.pid, beat):
             # Measured on our own monotonic clock from when the beat last changed: a wall
