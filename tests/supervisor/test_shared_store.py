@@ -109,7 +109,7 @@ def test_two_machines_share_a_postgresql_store_and_take_over_a_dead_one(
     assert home.db_url is not None
     a = _machine(tmp_path, "a", home.db_url, llm, home.workspace)
     b = _machine(tmp_path, "b", home.db_url, llm, home.workspace)
-    script(llm, steps=3, latency=0.3)
+    script(llm, steps=6, latency=0.5)  # runs long enough for a to hold some when it dies
     try:
         a.cli("supervisor", "start", check=True)
         b.cli("supervisor", "start", check=True)
@@ -127,7 +127,7 @@ def test_two_machines_share_a_postgresql_store_and_take_over_a_dead_one(
         for run_id in runs:
             assert completed(b, run_id, home.workspace)["result"] == "all done"
         counts = ledger(home.workspace)
-        assert len(counts) == 12 * 3 and max(counts.values()) == 1, counts
+        assert len(counts) == 12 * 6 and max(counts.values()) == 1, counts
         nodes = {r[0] for r in b.query("SELECT data_json FROM events WHERE kind = 'claimed'")}
         assert any('"node": "a"' in n for n in nodes) and any('"node": "b"' in n for n in nodes)
         assert llm.requests_for(0) <= 12 + 3, "recorded replies were requested again"
