@@ -166,9 +166,10 @@ def test_a_frozen_machine_thaws_fenced_off_its_runs(
             os.kill(pid, signal.SIGCONT)
         time.sleep(4.5)  # longer than a's command would have needed to finish
         assert not ledger(home.workspace), "a's command finished after b took the run"
-        log = (a.path / "logs" / "executor.log").read_text()
-        # thawed, a's own fence (leases not renewed) or its heartbeat (lease lost) says so
-        assert "ending its work here" in log, "a never noticed it lost the run"
+        # Thawed, a lets go in one of several ways (its own fence, a heartbeat that finds
+        # the lease lost, a write refused by the fence, its supervisor killing it for its
+        # silence), which one depends on timing; what must hold is above and below: a's
+        # command never finished and a recorded nothing more of the run.
         after = b.show(run_id)
         assert after["status"] == "needs_attention" and after["steps"] == view["steps"]
         b.json("resolve", run_id, "retry")
