@@ -61,11 +61,7 @@ class Settings:
     def store_label(self) -> str:
         """Where the runs are, as people read it: the file, or `PostgreSQL HOST:PORT/DB`
         (never the user or password)."""
-        if self.db_url is None:
-            return str(self.db_path)
-        parts = urlsplit(self.db_url)
-        port = f":{parts.port}" if parts.port else ""
-        return f"PostgreSQL {parts.hostname or 'localhost'}{port}{parts.path or '/'}"
+        return str(self.db_path) if self.db_url is None else postgres_label(self.db_url)
 
     @property
     def store_mark_path(self) -> Path:
@@ -146,6 +142,13 @@ def postgres_url(url: str) -> str | None:
     normal = f"postgresql://{rest}"
     postgres_params(normal)  # every part must parse here: libpq's errors quote the URL
     return normal
+
+
+def postgres_label(url: str) -> str:
+    """A PostgreSQL store as people read it: `PostgreSQL HOST:PORT/DB`, no user, no password."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"PostgreSQL {parts.hostname or 'localhost'}{port}{parts.path or '/'}"
 
 
 def postgres_params(url: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -87,6 +88,7 @@ class LocalService:
         self._feed = change_feed_for(reader.db)
         self._store: RunStore | None = None
         self._store_lock = threading.Lock()
+        self._served: tuple[float, bool] | None = None  # (when asked, the answer)
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> LocalService:
@@ -255,18 +257,26 @@ class LocalService:
         )
 
     def _supervisor_running(self, run: Run) -> bool | None:
-        """Asked (a lock probe) only for runs whose reason depends on it. On a shared store
-        a live executor of any machine counts too: another machine may take the run."""
+        """Asked only for runs whose reason depends on it, and at most once a second (a
+        list of queued runs asks for each of them)."""
         if run.status.value not in ("queued", "running"):
             return None
+        now = time.monotonic()
+        if self._served is None or now - self._served[0] > 1.0:
+            self._served = (now, self._served_now())
+        return self._served[1]
+
+    def _served_now(self) -> bool:
+        """This store has a supervisor: this home's (if it serves this store), or on a
+        shared store a live executor of any machine (another machine may take the run)."""
         if spawn.supervisor_pid(self.settings):
             serves = spawn.served_store(self.settings)
             if serves is None or serves == self.settings.store_label:
                 return True
-        if self.settings.shared:
-            since = self.now() - self.settings.lease_s
-            return any(e["heartbeat_at"] >= since for e in self.reader.executors())
-        return False
+        return self.settings.shared and bool(self._live_executors())
+
+    def _live_executors(self) -> list[dict[str, object]]:
+        return spawn.live_executors(self.reader.executors(), self.settings.lease_s, self.now())
 
     def get_run(self, run_id: str) -> Run:
         return self.reader.get_run(run_id)
@@ -436,8 +446,7 @@ class LocalService:
                 "stop the supervisor first (`tui-agent supervisor stop`): runs must not "
                 "change during the copy"
             )
-        since = self.now() - self.settings.lease_s
-        if any(e["heartbeat_at"] >= since for e in self.reader.executors()):
+        if self._live_executors():
             raise BadInput("executors of another machine are still working on this store")
         target = open_database_for(target_settings)
         try:

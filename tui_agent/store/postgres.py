@@ -25,6 +25,7 @@ import psycopg
 from psycopg import pq
 
 from tui_agent.domain.errors import StoreError, StoreUnavailable
+from tui_agent.settings import postgres_label, postgres_params
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -172,20 +173,9 @@ class PgConnection:
         self.raw.close()
 
 
-def describe(url: str) -> str:
-    """Where the store is, without user or password: `PostgreSQL HOST:PORT/DB`."""
-    from pathlib import Path
-
-    from tui_agent.settings import Settings
-
-    return Settings(home=Path("/"), db_url=url).store_label
-
-
 def connect_kwargs(url: str, *, timeout_s: float, autocommit: bool = True) -> dict[str, Any]:
     """psycopg's keywords for a connection whose every network wait ends within about
     `timeout_s` (the URL parsed here, never by libpq)."""
-    from tui_agent.settings import postgres_params
-
     wait = max(2, int(timeout_s))
     # The session's limits, so that no wait outlives a lease: a row lock (another machine
     # mid-transaction), a statement, a transaction left open by a client that was cut off
@@ -304,7 +294,7 @@ class PgDatabase:
         timeout_s: float = 5.0,
     ) -> None:
         self.url = url
-        self.label = describe(url)
+        self.label = postgres_label(url)
         self.clock = clock or time.time
         self.pool_size = pool_size
         self.timeout_s = timeout_s
@@ -417,6 +407,7 @@ class PgChangeFeed:
 
     def __init__(self, db: PgDatabase) -> None:
         self.db = db
+        self._size: tuple[float, int] | None = None  # (when asked, bytes)
 
     async def changes(self) -> AsyncIterator[None]:
         from tui_agent.store.postgres_schema import CHANGES_CHANNEL
@@ -424,8 +415,6 @@ class PgChangeFeed:
         delay = 0.5
         while True:
             try:
-                from tui_agent.settings import postgres_params
-
                 conn = await psycopg.AsyncConnection.connect(
                     **postgres_params(self.db.url),
                     autocommit=True,
@@ -457,9 +446,15 @@ class PgChangeFeed:
         return (int(row[0]),)
 
     def size(self) -> int:
-        """Bytes on disk of the whole database."""
+        """Bytes on disk of the whole database: asked of the server at most every 5 s (the
+        status bar asks at every refresh, and a size moves slowly)."""
+        now = time.monotonic()
+        if self._size is not None and now - self._size[0] < 5.0:
+            return self._size[1]
         try:
             with self.db.raw_read() as cur:
-                return int(cur.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+                sql = "SELECT pg_database_size(current_database())"
+                self._size = (now, int(cur.execute(sql).fetchone()[0]))
         except Exception:
             return 0
+        return self._size[1]

@@ -138,6 +138,14 @@ def stop_supervisor(settings: Settings, timeout_s: float = 30.0) -> int | None:
     return pid
 
 
+def live_executors(
+    executors: list[dict[str, Any]], lease_s: float, now: float
+) -> list[dict[str, Any]]:
+    """Executors (of any machine) whose heartbeat is younger than a lease: the only sign of
+    life another machine's executor gives."""
+    return [e for e in executors if e["heartbeat_at"] >= now - lease_s]
+
+
 def supervisor_status(settings: Settings, executors: list[dict[str, Any]]) -> dict[str, Any]:
     """This machine's supervisor and its live executors; on a shared store also the other
     machines' executors that beat within a lease (pids of another machine mean nothing
@@ -150,11 +158,10 @@ def supervisor_status(settings: Settings, executors: list[dict[str, Any]]) -> di
         for e in executors
         if running and e.get("node", "") == settings.node and pid_alive(e["pid"])
     ]
-    since = time.time() - settings.lease_s
     others = [
         {"pid": e["pid"], "node": e["node"], "runs": e["runs"]}
-        for e in executors
-        if settings.shared and e["node"] != settings.node and e["heartbeat_at"] >= since
+        for e in live_executors(executors, settings.lease_s, time.time())
+        if settings.shared and e["node"] != settings.node
     ]
     return {
         "running": running,
