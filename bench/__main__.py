@@ -17,6 +17,8 @@ BENCHMARKS = {
     "resume": "bench.resume",
     "concurrency": "bench.concurrency",
     "cli_run": "bench.cli_run",
+    "http_start": "bench.http_start",
+    "sse_fanout": "bench.sse_fanout",
 }
 
 

@@ -101,3 +101,52 @@ def pg_cluster(name: str) -> Iterator[Any]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@contextmanager
+def api_server(home: Path, url: str | None = None) -> Iterator[tuple[str, str]]:
+    """`tui-agent serve` of `home` (its store: the home's file, or `url`) on a free port;
+    yields (base URL, token). Its supervisor serves no queue the benchmarks use."""
+    import re
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (home / "config.toml").write_text('queues = ["not-benchmarked"]\n')
+    extra = {"TUI_AGENT_DB_URL": url} if url else {}
+    env = bench_env(home, **extra)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui_agent", "serve", "--port", "0"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        found = re.search(r"http://([\d.]+):(\d+)", proc.stderr.readline())
+        assert found, "serve did not say where it listens"
+        base = f"http://{found.group(1)}:{found.group(2)}"
+        token = (home / "api-token").read_text().strip()
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield base, token
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        subprocess.run(
+            [sys.executable, "-m", "tui_agent", "supervisor", "stop"],
+            env=env,
+            capture_output=True,
+            timeout=30,
+        )

@@ -49,6 +49,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {value}")
+    return value
+
+
 def _supervisor_action(text: str) -> str:
     """start, stop, status or run (`executor` is internal: the supervisor starts those)."""
     if text in ("start", "stop", "status", "run", "executor"):
@@ -94,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue",
         metavar="NAME",
         help="only supervisors serving this queue take the run (default: default)",
+    )
+    run.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="POSTed to (signed with the API token) each time the run ends or needs a person",
     )
     run.add_argument("--wait", action="store_true")
     run.add_argument("--json", action="store_true")
@@ -149,6 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
     sup.add_argument("--json", action="store_true")
     sup.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     sup.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
+
+    serve = sub.add_parser(
+        "serve",
+        help="the HTTP API (start, follow and decide runs from scripts and web pages)",
+        description="Serve the HTTP API: every route but GET /healthz needs "
+        "`Authorization: Bearer TOKEN` (`tui-agent token` prints it). Binds 127.0.0.1 "
+        "unless --host says otherwise.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", metavar="H")
+    serve.add_argument("--port", type=_port, default=8765, metavar="P")
+    serve.add_argument(
+        "--keepalive",
+        type=_positive_float,
+        default=15.0,
+        metavar="S",
+        help="seconds between keep-alive comments on an idle event stream (default 15)",
+    )
+    sub.add_parser(
+        "token",
+        help="print the HTTP API's token (made on first use, 0600 in the home)",
+    )
+    stats = sub.add_parser("stats", help="figures over every run: counts, durations, latency")
+    stats.add_argument("--json", action="store_true")
 
     store = sub.add_parser("store", help="move runs between stores")
     store_sub = store.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -418,6 +456,7 @@ def _cmd_run(service: Any, args: argparse.Namespace) -> int:
             key=args.key,
             sandbox=args.sandbox,
             queue=args.queue,
+            callback_url=args.callback_url,
         )
     )
     if not args.wait:
@@ -589,7 +628,50 @@ def _cmd_store(service: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.web.server import serve
+
+    return serve(service, args.host, args.port, keepalive_s=args.keepalive)
+
+
+def _cmd_token(service: Any, args: argparse.Namespace) -> int:
+    sys.stdout.write(service.api_token() + "\n")
+    return EXIT_OK
+
+
+def _cmd_stats(service: Any, args: argparse.Namespace) -> int:
+    data = service.stats()
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    runs = ", ".join(f"{n} {s}" for s, n in sorted(data["runs"].items())) or "none"
+    steps = ", ".join(f"{n} {k}" for k, n in sorted(data["steps"].items())) or "none"
+
+    def spread(d: dict[str, float | None]) -> str:
+        if d["p50"] is None:
+            return "-"
+        return f"p50 {d['p50']:g}s, p95 {d['p95']:g}s, max {d['max']:g}s"
+
+    a = data["approvals"]
+    decide = a["median_time_to_decide_s"]
+    lines = [
+        f"runs:          {runs}",
+        f"steps:         {steps}",
+        f"llm tokens:    {data['llm_tokens']:,}",
+        f"run duration:  {spread(data['run_duration_s'])}",
+        f"llm latency:   {spread(data['llm_latency_s'])}",
+        f"retries:       {data['retries']}",
+        f"approvals:     {a['pending']} pending, {a['approved']} approved, {a['denied']} denied"
+        + (f"; median time to decide {decide:g}s" if decide is not None else ""),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "serve": _cmd_serve,
+    "token": _cmd_token,
+    "stats": _cmd_stats,
     "run": _cmd_run,
     "ls": _cmd_ls,
     "show": _cmd_show,

@@ -99,6 +99,11 @@ class Settings:
     def ui_state_path(self) -> Path:
         return self.home / "ui-state.json"
 
+    @property
+    def api_token_path(self) -> Path:
+        """The HTTP API's bearer token (0600), also the key callbacks are signed with."""
+        return self.home / "api-token"
+
     def default_budget(self) -> Budget:
         return Budget(
             max_steps=self.max_steps,

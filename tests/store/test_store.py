@@ -67,7 +67,7 @@ def test_migrations_build_the_schema_the_tables_describe(store: RunStore, backen
             assert {i.name for i in table.indexes} <= indexes, table.name
         applied = conn.exec_driver_sql("SELECT name FROM schema_migrations").scalars().all()
     assert applied == (
-        ["postgresql_initial"]
+        ["postgresql_initial", "callbacks"]
         if backend == "postgres"
         else [
             "initial",
@@ -75,6 +75,7 @@ def test_migrations_build_the_schema_the_tables_describe(store: RunStore, backen
             "goal_trigram_search",
             "held_runs_index",
             "queues_epochs_nodes",
+            "callbacks",
         ]
     )
 

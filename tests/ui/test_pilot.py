@@ -602,3 +602,35 @@ async def test_the_app_rides_out_a_postgresql_outage(
     logs = home.path / "logs"
     assert "missed its heartbeats" not in (logs / "supervisor.log").read_text()
     assert " exited (" not in (logs / "supervisor.log").read_text()
+
+
+@pytest.mark.both_stores
+async def test_the_tui_and_the_http_api_drive_one_run_at_once(make_app: Any, home: Home) -> None:
+    """Approve over HTTP, see it in the open TUI; approve in the TUI, see it over HTTP."""
+    import asyncio
+
+    from tests.web.conftest import Api
+
+    api = await asyncio.to_thread(Api, home)
+    try:
+        app = make_app()
+        async with app.run_test(size=(140, 40)) as pilot:
+            await start_from_form(pilot, "Summarise the workspace")
+            await until(pilot, lambda: app.run_status == "waiting_approval", what="approval")
+            first = app.selected
+            assert first is not None
+            answer = await asyncio.to_thread(api.client.post, f"/v1/runs/{first}/approve")
+            assert answer.status_code == 200, answer.text
+            await until(pilot, lambda: app.run_status == "completed", what="the TUI to see it")
+
+            await start_from_form(pilot, "Summarise it again")
+            await until(pilot, lambda: app.run_status == "waiting_approval", what="approval")
+            second = app.selected
+            assert second is not None and second != first
+            seen = await asyncio.to_thread(api.wait_status, second, "waiting_approval")
+            assert seen["pending_approvals"][0]["tool"] == "write_file"
+            await pilot.press("y")
+            done = await asyncio.to_thread(api.wait_status, second, "completed")
+            assert done["approvals"][0]["status"] == "approved"
+    finally:
+        await asyncio.to_thread(api.stop)

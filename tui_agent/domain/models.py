@@ -33,6 +33,8 @@ FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CAN
 WAITING_STATUSES = frozenset({RunStatus.WAITING_APPROVAL, RunStatus.NEEDS_ATTENTION})
 # What `resume` takes up again (a budget pause, a failure).
 RESUMABLE_STATUSES = frozenset({RunStatus.PAUSED, RunStatus.FAILED})
+# A run's callback is told each time it gets here: it ended, or it needs a person.
+CALLBACK_STATUSES = FINAL_STATUSES | WAITING_STATUSES | {RunStatus.PAUSED}
 # The names filters accept for groups of statuses (the TUI's `/` and `ls --status`), and
 # the groups the UI's keys follow.
 STATUS_GROUPS: dict[str, tuple[str, ...]] = {
@@ -401,6 +403,7 @@ class Run:
     queue: str = "default"  # the supervisors that may execute it (a shared store)
     epoch: int = 0  # grows with every claim: the fence of its executor's writes
     owner_node: str | None = None  # the machine of the executor holding it
+    callback_url: str | None = None  # told by POST when it ends or needs a person
 
     @property
     def constraints(self) -> dict[str, Any]:
@@ -423,3 +426,4 @@ class RunSpec:
     base_url: str | None = None
     idem_key: str | None = None
     queue: str = "default"
+    callback_url: str | None = None

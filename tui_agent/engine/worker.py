@@ -215,7 +215,9 @@ class RunWorker:
             reply: LLMReply | None = None
             for attempt in retrying:
                 with attempt:
+                    asked = time.monotonic()  # the answer's latency (for stats and metrics)
                     reply = client.complete(messages, self.tools.schemas(), budget.llm_timeout_s)
+                    latency = time.monotonic() - asked
             assert reply is not None
         except PermanentLLMError as exc:
             self._finish(RunStatus.FAILED, f"failed: {exc}", error=f"LLM error: {exc}")
@@ -226,9 +228,8 @@ class RunWorker:
                 error=f"LLM error after {self.retry.attempts} attempts: {exc}",
             )
         failpoints.hit("llm.before_record", self.run_id)
-        self.journal.record_llm_reply(
-            self.run_id, reply.to_payload(), reply.total_tokens, self.take_wall()
-        )
+        payload = {**reply.to_payload(), "latency_s": round(latency, 4)}
+        self.journal.record_llm_reply(self.run_id, payload, reply.total_tokens, self.take_wall())
         failpoints.hit("llm.after_record", self.run_id)
         self._reload()
 

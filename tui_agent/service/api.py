@@ -22,6 +22,7 @@ class StartRequest:
     key: str | None = None
     sandbox: str | None = None
     queue: str | None = None
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,23 @@ class AgentService(Protocol):
         ...
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]: ...
+
+    def run_marks(self, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """A fingerprint per run (revision, status, newest event): one query for many
+        followers, so only the runs that changed are read again."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The store's figures, as `stats --json` prints them."""
+        ...
+
+    def metric_figures(self) -> dict[str, Any]:
+        """The figures `/metrics` exposes, computed from the store at each ask."""
+        ...
+
+    def api_token(self) -> str:
+        """The HTTP API's bearer token (made 0600 in the home on first use)."""
+        ...
 
     def approve(self, run_id: str, *, always: bool = False) -> Approval: ...
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tui_agent.domain.errors import ApprovalTimedOut, BadInput, HomeUnwritable, TuiAgentError
 from tui_agent.domain.models import (
@@ -180,6 +180,7 @@ class LocalService:
             raise BadInput(f"--sandbox takes one of {', '.join(SANDBOX_MODES)}, not {sandbox!r}")
         if request.key is not None and not request.key.strip():
             raise BadInput("--key must not be empty")
+        callback_url = _check_callback_url(request.callback_url)
         queue = "default" if request.queue is None else request.queue
         if not QUEUE_NAME.fullmatch(queue):
             raise BadInput(
@@ -209,6 +210,7 @@ class LocalService:
             base_url=base_url,
             idem_key=request.key.strip() if request.key else None,
             queue=queue,
+            callback_url=callback_url,
         )
 
     def demo_workspace(self) -> Path:
@@ -338,6 +340,24 @@ class LocalService:
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
         return self.reader.events(run_id, after_id=after_id)
 
+    def run_marks(self, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        return self.reader.run_marks(run_ids)
+
+    def stats(self) -> dict[str, Any]:
+        from tui_agent.store.stats import store_stats
+
+        return store_stats(self.reader)
+
+    def metric_figures(self) -> dict[str, Any]:
+        from tui_agent.store.stats import metric_figures
+
+        return metric_figures(self.reader)
+
+    def api_token(self) -> str:
+        from tui_agent.api_token import api_token
+
+        return api_token(self.settings)
+
     def count_waiting(self) -> int:
         return self.reader.count_waiting()
 
@@ -453,6 +473,32 @@ class LocalService:
             return copy_store(self.db, target)
         finally:
             target.dispose()
+
+
+MAX_URL_CHARS = 2048
+
+
+def _check_callback_url(url: str | None) -> str | None:
+    """An absolute http(s) URL with a host, or nothing (checked before anything is written)."""
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or len(url) > MAX_URL_CHARS
+        or any(c.isspace() for c in url)
+    ):
+        raise BadInput(f"callback_url must be an http:// or https:// URL, not {url[:80]!r}")
+    return url
 
 
 def _username() -> str:

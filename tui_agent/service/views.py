@@ -49,6 +49,7 @@ def run_json(view: RunView) -> dict[str, Any]:
         "model": run.model,
         "key": run.idem_key,
         "queue": run.queue,
+        "callback_url": run.callback_url,
         "created_at": iso(run.created_at),
         "updated_at": iso(run.updated_at),
         "budget": run.budget.to_dict(),

@@ -23,6 +23,7 @@ TABLES = (
     ("approvals", ("id",)),
     ("artifacts", ("id",)),
     ("events", ("id",)),
+    ("deliveries", ("id",)),
 )
 BOOLEAN_COLUMNS = {"cancel_requested", "always"}  # SQLite stores 0/1
 # A copied run belongs to no executor: the target's supervisors take it up afresh.

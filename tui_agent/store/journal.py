@@ -192,6 +192,7 @@ class StepJournal:
             f"executor {self.pid}{where} took the run",
             now,
             {"epoch": epoch, "node": self.node, "pid": self.pid},
+            becomes=RunStatus.RUNNING,
         )
         return epoch
 
@@ -512,7 +513,14 @@ class StepJournal:
                 pause_reason=reason_text,
                 waiting_tool=tool,
             )
-            add_event_txn(cur, run_id, "approval", f"waiting for approval of {tool}", now)
+            add_event_txn(
+                cur,
+                run_id,
+                "approval",
+                f"waiting for approval of {tool}",
+                now,
+                becomes=RunStatus.WAITING_APPROVAL,
+            )
             row = cur.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
         self._epochs.pop(run_id, None)  # let go: a new claim brings a new epoch
         return approval_from_row(row)
@@ -552,7 +560,7 @@ class StepJournal:
             if status is RunStatus.CANCELLED:
                 values["error"] = error or "cancelled by user"
             self._release_txn(cur, run_id, status, now, **values)
-            add_event_txn(cur, run_id, "status", message, now)
+            add_event_txn(cur, run_id, "status", message, now, becomes=status)
         self._epochs.pop(run_id, None)
 
     def set_retry(
@@ -598,5 +606,12 @@ class StepJournal:
                 (wall, *self._fence(run_id)),
             )
             self._release_txn(cur, run_id, RunStatus.QUEUED, now)
-            add_event_txn(cur, run_id, "released", f"executor {self.pid} stopped; requeued", now)
+            add_event_txn(
+                cur,
+                run_id,
+                "released",
+                f"executor {self.pid} stopped; requeued",
+                now,
+                becomes=RunStatus.QUEUED,
+            )
         self._epochs.pop(run_id, None)

@@ -140,12 +140,27 @@ ALTER TABLE runs ADD COLUMN owner_node VARCHAR;
 ALTER TABLE executors ADD COLUMN node VARCHAR NOT NULL DEFAULT ''
 """
 
+# v6: callbacks. A run may name a URL to be told when it ends or needs a person; each such
+# moment is a row of the outbox (`deliveries`), written in the transaction that made it.
+_V6 = """
+ALTER TABLE runs ADD COLUMN callback_url VARCHAR;
+CREATE TABLE deliveries (
+    id VARCHAR NOT NULL PRIMARY KEY,
+    run_id VARCHAR NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    url VARCHAR NOT NULL, body VARCHAR NOT NULL, status VARCHAR NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_at FLOAT NOT NULL, last_error VARCHAR,
+    created_at FLOAT NOT NULL, delivered_at FLOAT);
+CREATE INDEX ix_deliveries_due ON deliveries (status, next_at);
+CREATE INDEX ix_deliveries_run ON deliveries (run_id, created_at)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", run_sql(_V1)),
     Migration(2, "waiting_tool_and_executors", run_sql(_V2)),
     Migration(3, "goal_trigram_search", _run_statements(_V3)),
     Migration(4, "held_runs_index", run_sql(_V4)),
     Migration(5, "queues_epochs_nodes", run_sql(_V5)),
+    Migration(6, "callbacks", run_sql(_V6)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 assert PG_MIGRATIONS[-1][0] == LATEST_VERSION, "both engines' schemas move together"

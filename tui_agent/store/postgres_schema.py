@@ -84,8 +84,25 @@ DO $$ BEGIN CREATE EXTENSION IF NOT EXISTS pg_trgm;
 EXCEPTION WHEN OTHERS THEN NULL; END $$
 """
 
+# v6 as on SQLite: a run's callback URL and the outbox of its deliveries.
+_PG_V6 = """
+ALTER TABLE runs ADD COLUMN callback_url VARCHAR;
+CREATE TABLE deliveries (
+    id VARCHAR NOT NULL PRIMARY KEY,
+    run_id VARCHAR COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    url VARCHAR NOT NULL, body VARCHAR NOT NULL, status VARCHAR NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_at DOUBLE PRECISION NOT NULL,
+    last_error VARCHAR, created_at DOUBLE PRECISION NOT NULL,
+    delivered_at DOUBLE PRECISION);
+CREATE INDEX ix_deliveries_due ON deliveries (status, next_at);
+CREATE INDEX ix_deliveries_run ON deliveries (run_id, created_at)
+"""
+
 # (version, name, SQL): applied in order by `migrations.migrate`.
-PG_MIGRATIONS: tuple[tuple[int, str, str], ...] = ((5, "postgresql_initial", _PG_V5),)
+PG_MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (5, "postgresql_initial", _PG_V5),
+    (6, "callbacks", _PG_V6),
+)
 
 
 def is_postgres(cur: Any) -> bool:

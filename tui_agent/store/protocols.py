@@ -145,3 +145,27 @@ class Leases(Protocol):
     def active_count(self) -> int: ...
 
     def expire_approvals(self) -> tuple[list[str], float | None]: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One callback to make: the body was fixed when the run changed."""
+
+    id: str
+    run_id: str
+    url: str
+    body: str
+    attempts: int
+    created_at: float
+
+
+class Outbox(Protocol):
+    """The callbacks waiting to be delivered (the supervisor's deliverer)."""
+
+    def claim_due(self, limit: int, hold_s: float) -> list[Delivery]: ...
+
+    def delivered(self, delivery_id: str) -> None: ...
+
+    def attempt_failed(self, delivery_id: str, error: str, retry_at: float | None) -> None: ...
+
+    def next_due(self) -> float | None: ...

@@ -234,9 +234,12 @@ class Reader:
 
     def needs_execution(self, queues: tuple[str, ...] | None = None) -> bool:
         """Some run of `queues` (None: any) wants an executor now (queued, or running
-        without a live lease)."""
+        without a live lease), or a callback is still to be delivered (by a supervisor)."""
         queue_sql, queue_params = in_queues(queues)
-        sql = f"SELECT EXISTS (SELECT 1 FROM runs WHERE {RUNNABLE}{queue_sql}) AS n"
+        sql = (
+            f"SELECT (EXISTS (SELECT 1 FROM runs WHERE {RUNNABLE}{queue_sql}) OR EXISTS "
+            "(SELECT 1 FROM deliveries WHERE status = 'pending')) AS n"
+        )
         row = self._one_row(sql, (*runnable_params(self.now()), *queue_params))
         return bool(row and row["n"])
 
@@ -261,6 +264,20 @@ class Reader:
             (run_id, StepStatus.STARTED.value),
         )
         return step_from_row(row) if row else None
+
+    def run_marks(self, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """(revision, status, newest event id) of each run: one query however many."""
+        marks: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks_sql = ", ".join("?" * len(chunk))
+            rows = self._all_rows(
+                "SELECT r.id, r.revision, r.status, (SELECT max(e.id) FROM events e "
+                f"WHERE e.run_id = r.id) AS ev FROM runs r WHERE r.id IN ({marks_sql})",
+                tuple(chunk),
+            )
+            marks.update({r["id"]: (r["revision"], r["status"], r["ev"]) for r in rows})
+        return marks
 
     def events(self, run_id: str, *, after_id: int = 0) -> list[Event]:
         rows = self._all_rows(

@@ -218,9 +218,10 @@ class RunStore:
             if run.status.is_final:
                 raise InvalidTransition(f"run {run_id[:8]} is already {run.status.value}")
             values: dict[str, object] = {"revision": runs_t.c.revision + 1, "updated_at": now}
+            event: tuple[str, str, RunStatus | None]
             if run.status is RunStatus.RUNNING and run.owner is not None:
                 values["cancel_requested"] = True
-                add_event_txn(conn, run_id, "cancel", f"cancel requested by {by}", now)
+                event = ("cancel", f"cancel requested by {by}", None)
             elif run.status is RunStatus.NEEDS_ATTENTION:
                 values.update(
                     status=RunStatus.FAILED.value, error=f"in-doubt call failed by {by}", owner=None
@@ -232,7 +233,7 @@ class RunStore:
                     "failed by the user after an interruption; the outcome is unknown",
                     now,
                 )
-                add_event_txn(conn, run_id, "status", f"failed by {by} (call in doubt)", now)
+                event = ("status", f"failed by {by} (call in doubt)", RunStatus.FAILED)
             else:
                 values.update(
                     status=RunStatus.CANCELLED.value,
@@ -247,8 +248,10 @@ class RunStore:
                     .where(approvals_t.c.run_id == run_id, approvals_t.c.status == "pending")
                     .values(status="cancelled", decided_at=now, decided_by=by)
                 )
-                add_event_txn(conn, run_id, "status", f"cancelled by {by}", now)
+                event = ("status", f"cancelled by {by}", RunStatus.CANCELLED)
             conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+            kind, message, becomes = event  # after the update: a callback reads the new row
+            add_event_txn(conn, run_id, kind, message, now, becomes=becomes)
             return load_run_txn(conn, run_id)
 
     def resume(
@@ -304,7 +307,7 @@ class RunStore:
                 )
             )
             note = f" with budget {changes}" if changes else ""
-            add_event_txn(conn, run_id, "status", f"resumed{note}", now)
+            add_event_txn(conn, run_id, "status", f"resumed{note}", now, becomes=RunStatus.QUEUED)
             return load_run_txn(conn, run_id)
 
     def resolve(self, run_id: str, choice: str, *, by: str = "user") -> Run:
@@ -345,7 +348,14 @@ class RunStore:
                     updated_at=now,
                 )
             )
-            add_event_txn(conn, run_id, "resolve", f"in-doubt call: {choice} chosen by {by}", now)
+            add_event_txn(
+                conn,
+                run_id,
+                "resolve",
+                f"in-doubt call: {choice} chosen by {by}",
+                now,
+                becomes=RunStatus.QUEUED,
+            )
             return load_run_txn(conn, run_id)
 
     def _mark_in_doubt_txn(

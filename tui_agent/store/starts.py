@@ -16,8 +16,8 @@ _FINAL = tuple(s.value for s in FINAL_STATUSES)
 _INSERT_RUN = (
     "INSERT INTO runs (id, idem_key, status, goal, workspace, model, base_url, budget_json, "
     "policy_json, state_json, usage_steps, usage_tokens, usage_wall_s, cancel_requested, "
-    "retry_attempt, retry_max, next_seq, revision, created_at, updated_at, queue) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0.0, FALSE, 0, 0, 1, 1, ?, ?, ?)"
+    "retry_attempt, retry_max, next_seq, revision, created_at, updated_at, queue, callback_url) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0.0, FALSE, 0, 0, 1, 1, ?, ?, ?, ?)"
 )
 
 
@@ -57,9 +57,17 @@ def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
                     now,
                     now,
                     spec.queue,
+                    spec.callback_url,
                 ),
             )
-            add_event_txn(cur, run_id, "created", f"run created with model {spec.model}", now)
+            add_event_txn(
+                cur,
+                run_id,
+                "created",
+                f"run created with model {spec.model}",
+                now,
+                becomes=RunStatus.QUEUED,
+            )
             return load_run_txn(cur, run_id), True
     except Exception as exc:
         if not _duplicate_key(exc):

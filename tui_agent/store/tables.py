@@ -70,6 +70,7 @@ class RunRow(SQLModel, table=True):
     queue: str = "default"
     epoch: int = 0
     owner_node: str | None = None
+    callback_url: str | None = None
 
 
 class StepRow(SQLModel, table=True):
@@ -131,6 +132,24 @@ class EventRow(SQLModel, table=True):
     message: str
     data_json: str = "{}"
     created_at: float
+
+
+class DeliveryRow(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_at"),
+        Index("ix_deliveries_run", "run_id", "created_at"),
+    )
+    id: str = Field(primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", ondelete="CASCADE")
+    url: str
+    body: str
+    status: str
+    attempts: int = 0
+    next_at: float
+    last_error: str | None = None
+    created_at: float
+    delivered_at: float | None = None
 
 
 class ExecutorRow(SQLModel, table=True):

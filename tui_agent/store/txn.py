@@ -7,11 +7,20 @@ same transaction), so the executor and supervisor share them without importing S
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from tui_agent import failpoints
 from tui_agent.domain.errors import InvalidTransition, UnknownRun
-from tui_agent.domain.models import Approval, Policy, Run, RunStatus, StepKind, StepStatus
+from tui_agent.domain.models import (
+    CALLBACK_STATUSES,
+    Approval,
+    Policy,
+    Run,
+    RunStatus,
+    StepKind,
+    StepStatus,
+)
 from tui_agent.store.postgres_schema import is_postgres
 from tui_agent.store.rows import run_from_row
 
@@ -87,8 +96,48 @@ def add_event_txn(
     message: str,
     now: float,
     data: dict[str, Any] | None = None,
+    *,
+    becomes: RunStatus | None = None,
 ) -> None:
-    execute(conn, _INSERT_EVENT, (run_id, kind, message, json.dumps(data or {}), now))
+    """Record what happened to a run; `becomes` is the status the transaction leaves it in
+    (kept in the event's data; a callback is due when the run ended or needs a person).
+
+    On PostgreSQL the run's row is locked first, so a run's events commit in the order of
+    their ids (identities are drawn before commit): an event stream that resumes after an
+    id never skips one committed late."""
+    payload = dict(data or {})
+    if becomes is not None:
+        payload["status"] = becomes.value
+    if is_postgres(conn):
+        fetch_one(conn, "SELECT 1 FROM runs WHERE id = ? FOR UPDATE", (run_id,))
+    execute(conn, _INSERT_EVENT, (run_id, kind, message, json.dumps(payload), now))
+    if becomes in CALLBACK_STATUSES:
+        _enqueue_callback_txn(conn, run_id, becomes, message, now)
+
+
+def _enqueue_callback_txn(
+    conn: Any, run_id: str, status: RunStatus, message: str, now: float
+) -> None:
+    """The outbox row of a callback, in the transaction that changed the run: the change
+    and its delivery stand or fall together, whoever delivers it and whenever."""
+    row = fetch_one(
+        conn, "SELECT callback_url, pause_reason, result, error FROM runs WHERE id = ?", (run_id,)
+    )
+    if row is None or not row["callback_url"]:
+        return
+    body = {
+        "id": run_id,
+        "status": status.value,
+        "reason": row["pause_reason"] or row["error"] or message,
+        "result": row["result"],
+        "error": row["error"],
+    }
+    execute(
+        conn,
+        "INSERT INTO deliveries (id, run_id, url, body, status, attempts, next_at, created_at) "
+        "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
+        (uuid.uuid4().hex, run_id, row["callback_url"], json.dumps(body), now, now),
+    )
 
 
 def alloc_seq_txn(conn: Any, run_id: str) -> int | None:
@@ -158,4 +207,4 @@ def decide_approval_txn(
         (RunStatus.QUEUED.value, now, *params, approval.run_id),
     )
     text = f"{decision} {approval.tool} by {by}" + (f": {reason}" if reason else "")
-    add_event_txn(conn, approval.run_id, "approval", text, now)
+    add_event_txn(conn, approval.run_id, "approval", text, now, becomes=RunStatus.QUEUED)

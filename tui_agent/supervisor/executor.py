@@ -214,5 +214,25 @@ def main(settings: Settings, supervisor_pid: int, *, standby: bool = False) -> i
     # Modules live as long as the process: full GC passes need not walk them again (with
     # them, rebuilding a 10,000-step conversation took 2.5x as long).
     gc.freeze()
-    Executor(settings, supervisor_pid).serve(standby=standby)
+    executor = _open_when_reachable(settings, supervisor_pid)
+    if executor is not None:
+        executor.serve(standby=standby)
     return 0
+
+
+def _open_when_reachable(settings: Settings, supervisor_pid: int) -> Executor | None:
+    """An executor started while the store is away (a standby spawned during a PostgreSQL
+    outage) waits for it, as a running one does, instead of exiting and being restarted
+    with backoff; it gives up only when its supervisor is gone."""
+    outage = Outage(log, "the store cannot be reached")
+    while True:
+        try:
+            executor = Executor(settings, supervisor_pid)
+        except StoreUnavailable as exc:
+            outage.failed(exc)
+            if os.getppid() != supervisor_pid:
+                return None
+            time.sleep(1.0)
+            continue
+        outage.ok()
+        return executor

@@ -27,6 +27,7 @@ from tui_agent.tools.processes import end_calls_of_executor
 
 if TYPE_CHECKING:
     from tui_agent.store.protocols import Leases
+    from tui_agent.supervisor.callbacks import Deliverer
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
@@ -71,6 +72,7 @@ class Supervisor:
         self._standby_started = 0.0
         self._standby_due = 0.0
         self._standby_backoff = RestartBackoff()
+        self.deliverer: Deliverer | None = None  # callbacks (from the store's outbox)
 
     def run(self) -> int:
         """Serve until stopped or idle. `ready` (from `supervisor start`) hears "ok" only once
@@ -98,6 +100,7 @@ class Supervisor:
             ready.say(f"error: {exc}")
             raise
         leases = LeaseStore(db, node=self.settings.node, queues=self.settings.queues)
+        deliverer = self.deliverer = _deliverer(self.settings, db)
         with contextlib.suppress(OSError):  # which store this home's supervisor serves
             write_atomically(self.settings.store_mark_path, self.settings.store_label.encode())
         try:
@@ -108,8 +111,10 @@ class Supervisor:
                 ready.say(f"error: {exc}")
                 raise
             ready.say("ok")
+            deliverer.start()
             self._loop(leases)
         finally:
+            deliverer.stop()
             self._stop_executors(leases)
             db.dispose()
             self.lock.release()
@@ -177,7 +182,8 @@ class Supervisor:
             if busy and slot.proc is None and slot.backoff.ready(now):
                 self._promote_or_spawn(slot)
         self._keep_standby(now)
-        if busy or next_deadline is not None:
+        delivering = self.deliverer is not None and self.deliverer.pending
+        if busy or next_deadline is not None or delivering:
             idle_since = None
         elif idle_since is None:
             idle_since = now
@@ -323,6 +329,15 @@ class Supervisor:
         for slot in self.slots:
             slot.proc = None
         self.standby = None
+
+
+def _deliverer(settings: Settings, db: object) -> Deliverer:
+    """The callbacks' deliverer over this store's outbox, signing with the API token."""
+    from tui_agent.api_token import api_token
+    from tui_agent.store.outbox import OutboxStore
+    from tui_agent.supervisor.callbacks import Deliverer
+
+    return Deliverer(OutboxStore(db), lambda: api_token(settings))
 
 
 def _is_executor(pid: int) -> bool:

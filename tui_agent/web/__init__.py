@@ -1,0 +1,1 @@
+"""The HTTP API (`tui-agent serve`): one more front end over the service layer."""

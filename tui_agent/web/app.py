@@ -1,0 +1,307 @@
+"""The HTTP API as an ASGI app (FastAPI): the CLI's commands as routes over the same
+service, so validation, status rules and errors are the CLI's, answered as JSON.
+
+Routes are plain `def`s: FastAPI runs them in its thread pool, where the service's
+blocking store calls belong. Only the event stream is async (it waits on the change hub).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tui_agent import __version__
+from tui_agent.domain.errors import (
+    ApprovalTimedOut,
+    BadInput,
+    InvalidTransition,
+    StoreUnavailable,
+    TuiAgentError,
+    UnknownRun,
+)
+from tui_agent.service.api import AgentService, StartRequest
+from tui_agent.service.views import run_json, summary_json
+from tui_agent.web.events import ChangeHub, run_events
+from tui_agent.web.guard import Guard
+from tui_agent.web.metrics import metrics_text
+
+MAX_LIMIT = 500
+SUPERVISOR_CHECK_S = 1.0
+log = logging.getLogger("tui_agent.web")
+_STATUS_OF = (
+    (UnknownRun, 404),
+    (InvalidTransition, 409),
+    (ApprovalTimedOut, 409),
+    (BadInput, 400),
+    (StoreUnavailable, 503),
+)
+
+
+class StartBody(BaseModel):
+    """`POST /v1/runs`: the fields of `tui-agent run`."""
+
+    model_config = ConfigDict(extra="forbid")
+    goal: StrictStr
+    workspace: StrictStr | None = None
+    model: StrictStr | None = None
+    max_steps: StrictInt | None = None
+    max_llm_tokens: StrictInt | None = None
+    max_wall_time_s: StrictFloat | None = None
+    auto_approve: list[StrictStr] = Field(default_factory=list)
+    sandbox: StrictStr | None = None
+    queue: StrictStr | None = None
+    callback_url: StrictStr | None = None
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    always: StrictBool = False
+
+
+class DenyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: StrictStr | None = None
+
+
+class ResumeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_steps: StrictInt | None = None
+    max_llm_tokens: StrictInt | None = None
+    max_wall_time_s: StrictFloat | None = None
+
+
+class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    choice: StrictStr
+
+
+def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
+    hub = ChangeHub(service)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        keeper = asyncio.create_task(keep_supervisor(service))
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            await hub.stop()
+
+    app = FastAPI(
+        title="tui-agent",
+        version=__version__,
+        summary="Start, follow and decide agent runs (the CLI's commands over HTTP).",
+        docs_url=None,  # the docs pages load scripts from a CDN; the schema is enough
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.add_middleware(Guard, token=service.api_token)
+    _error_handlers(app)
+
+    def view(run_id: str) -> dict[str, Any]:
+        return run_json(service.run_view(run_id))
+
+    @app.get("/healthz", tags=["server"])
+    def healthz() -> dict[str, Any]:
+        """Liveness and the store's reachability (no token needed; tells nothing private)."""
+        service.count_waiting()  # one cheap read: a store away is a 503
+        return {"status": "ok"}
+
+    @app.post("/v1/runs", status_code=202, tags=["runs"])
+    def start_run(
+        body: StartBody,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        """Start a run (202 and the run); the same `Idempotency-Key` while that run is not
+        final returns it again (200)."""
+        if body.workspace is not None and not body.workspace.startswith("/"):
+            raise BadInput(
+                "workspace must be an absolute path (the server's own directory is not yours)"
+            )
+        run, created = service.start_run(
+            StartRequest(
+                goal=body.goal,
+                workspace=body.workspace,
+                model=body.model,
+                max_steps=body.max_steps,
+                max_llm_tokens=body.max_llm_tokens,
+                max_wall_time_s=body.max_wall_time_s,
+                auto_approve=tuple(body.auto_approve),
+                key=idempotency_key,
+                sandbox=body.sandbox,
+                queue=body.queue,
+                callback_url=body.callback_url,
+            )
+        )
+        response.status_code = 202 if created else 200
+        response.headers["Location"] = f"/v1/runs/{run.id}"
+        return view(run.id)
+
+    @app.get("/v1/runs", tags=["runs"])
+    def list_runs(
+        status: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        """Runs newest first, as `ls --json`; `next` is the cursor of the following page."""
+        runs = service.list_runs(statuses=status, limit=limit, before=_cursor(before))
+        nxt = _encode_cursor(runs[-1].created_at, runs[-1].id) if len(runs) == limit else None
+        return {"runs": [summary_json(r, service.reason(r)) for r in runs], "next": nxt}
+
+    @app.get("/v1/runs/{ref}", tags=["runs"])
+    def get_run(ref: str) -> dict[str, Any]:
+        """The run as `show --json` prints it (the id or a unique prefix of it)."""
+        return view(service.resolve_ref(ref))
+
+    @app.post("/v1/runs/{ref}/approve", tags=["decisions"])
+    def approve(ref: str, body: Annotated[ApproveBody | None, Body()] = None) -> dict[str, Any]:
+        run_id = service.resolve_ref(ref)
+        service.approve(run_id, always=bool(body and body.always))
+        return view(run_id)
+
+    @app.post("/v1/runs/{ref}/deny", tags=["decisions"])
+    def deny(ref: str, body: Annotated[DenyBody | None, Body()] = None) -> dict[str, Any]:
+        run_id = service.resolve_ref(ref)
+        service.deny(run_id, reason=body.reason if body else None)
+        return view(run_id)
+
+    @app.post("/v1/runs/{ref}/cancel", tags=["decisions"])
+    def cancel(ref: str) -> dict[str, Any]:
+        run_id = service.resolve_ref(ref)
+        service.cancel(run_id)
+        return view(run_id)
+
+    @app.post("/v1/runs/{ref}/resume", tags=["decisions"])
+    def resume(ref: str, body: Annotated[ResumeBody | None, Body()] = None) -> dict[str, Any]:
+        run_id = service.resolve_ref(ref)
+        body = body or ResumeBody()
+        service.resume(
+            run_id,
+            max_steps=body.max_steps,
+            max_llm_tokens=body.max_llm_tokens,
+            max_wall_time_s=body.max_wall_time_s,
+        )
+        return view(run_id)
+
+    @app.post("/v1/runs/{ref}/resolve", tags=["decisions"])
+    def resolve(ref: str, body: ResolveBody) -> dict[str, Any]:
+        """Decide a call left in doubt: retry, skip, or fail (which, like cancel, fails it)."""
+        if body.choice not in ("retry", "skip", "fail"):
+            raise BadInput(f"choice must be retry, skip or fail, not {body.choice!r}")
+        run_id = service.resolve_ref(ref)
+        service.resolve(run_id, body.choice)
+        return view(run_id)
+
+    @app.get("/v1/runs/{ref}/events", tags=["runs"], response_class=EventSourceResponse)
+    async def events(
+        ref: str, request: Request, last_event_id: Annotated[str | None, Header()] = None
+    ) -> EventSourceResponse:
+        """Server-Sent Events of the run; `Last-Event-ID` resumes after an event."""
+        from anyio import to_thread
+
+        run_id = await to_thread.run_sync(service.resolve_ref, ref)
+        stream = run_events(service, hub, run_id, last_event_id)
+        return EventSourceResponse(stream, ping=keepalive_s)
+
+    @app.get("/v1/stats", tags=["server"])
+    def stats() -> dict[str, Any]:
+        """As `stats --json`."""
+        return service.stats()
+
+    @app.get("/metrics", tags=["server"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus' text format, computed from the store."""
+        return Response(
+            metrics_text(service.metric_figures),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    return app
+
+
+async def keep_supervisor(service: AgentService) -> None:
+    """As the open TUI does: when runs (or callbacks) want a supervisor and none is alive
+    (killed, or idle-exited), start one; a failing start is retried with backoff."""
+    from anyio import to_thread
+
+    def wanted() -> bool:
+        return not service.supervisor_state().running and service.needs_execution()
+
+    backoff = 0.0
+    while True:
+        await asyncio.sleep(max(SUPERVISOR_CHECK_S, backoff))
+        try:
+            if await to_thread.run_sync(wanted):
+                pid = await to_thread.run_sync(service.ensure_supervisor)
+                log.info("started the supervisor (pid %d): runs were waiting for one", pid)
+            backoff = 0.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            backoff = min(60.0, max(2.0, backoff * 2))
+            log.warning("cannot start the supervisor: %s (again in %.0fs)", exc, backoff)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error is JSON with an `error` line a person can read; never a traceback."""
+
+    @app.exception_handler(TuiAgentError)
+    async def domain_error(_request: Request, exc: TuiAgentError) -> JSONResponse:
+        code = next((c for kind, c in _STATUS_OF if isinstance(exc, kind)), 500)
+        return JSONResponse({"error": str(exc)}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        line = (
+            f"{where}: {first.get('msg', 'malformed request')}"
+            if where
+            else first.get("msg", "malformed request")
+        )
+        detail = [{k: e.get(k) for k in ("loc", "msg", "type")} for e in errors]
+        return JSONResponse({"error": line, "detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+def _encode_cursor(created_at: float, run_id: str) -> str:
+    raw = json.dumps([created_at, run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(text: str | None) -> tuple[float, str] | None:
+    if text is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        created_at, run_id = json.loads(raw)
+        if not isinstance(run_id, str):
+            raise ValueError
+        return float(created_at), run_id
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise BadInput("before is not a cursor this server gave (use `next` as it is)") from None
