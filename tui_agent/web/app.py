@@ -111,21 +111,20 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
     app.add_middleware(Guard, token=service.api_token)
     _error_handlers(app)
 
-    def view(run_id: str) -> dict[str, Any]:
-        return run_json(service.run_view(run_id))
+    def view(run_id: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        return _json(run_json(service.run_view(run_id)), status, headers)
 
-    @app.get("/healthz", tags=["server"])
-    def healthz() -> dict[str, Any]:
+    @app.get("/healthz", tags=["server"], response_class=JSONResponse)
+    def healthz() -> Response:
         """Liveness and the store's reachability (no token needed; tells nothing private)."""
         service.count_waiting()  # one cheap read: a store away is a 503
-        return {"status": "ok"}
+        return _json({"status": "ok"})
 
-    @app.post("/v1/runs", status_code=202, tags=["runs"])
+    @app.post("/v1/runs", status_code=202, tags=["runs"], response_class=JSONResponse)
     def start_run(
         body: StartBody,
-        response: Response,
         idempotency_key: Annotated[str | None, Header()] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Start a run (202 and the run); the same `Idempotency-Key` while that run is not
         final returns it again (200)."""
         if body.workspace is not None and not body.workspace.startswith("/"):
@@ -147,46 +146,44 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
                 callback_url=body.callback_url,
             )
         )
-        response.status_code = 202 if created else 200
-        response.headers["Location"] = f"/v1/runs/{run.id}"
-        return view(run.id)
+        return view(run.id, 202 if created else 200, {"Location": f"/v1/runs/{run.id}"})
 
-    @app.get("/v1/runs", tags=["runs"])
+    @app.get("/v1/runs", tags=["runs"], response_class=JSONResponse)
     def list_runs(
         status: Annotated[list[str] | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         before: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Runs newest first, as `ls --json`; `next` is the cursor of the following page."""
         runs = service.list_runs(statuses=status, limit=limit, before=_cursor(before))
         nxt = _encode_cursor(runs[-1].created_at, runs[-1].id) if len(runs) == limit else None
-        return {"runs": [summary_json(r, service.reason(r)) for r in runs], "next": nxt}
+        return _json({"runs": [summary_json(r, service.reason(r)) for r in runs], "next": nxt})
 
-    @app.get("/v1/runs/{ref}", tags=["runs"])
-    def get_run(ref: str) -> dict[str, Any]:
+    @app.get("/v1/runs/{ref}", tags=["runs"], response_class=JSONResponse)
+    def get_run(ref: str) -> Response:
         """The run as `show --json` prints it (the id or a unique prefix of it)."""
         return view(service.resolve_ref(ref))
 
-    @app.post("/v1/runs/{ref}/approve", tags=["decisions"])
-    def approve(ref: str, body: Annotated[ApproveBody | None, Body()] = None) -> dict[str, Any]:
+    @app.post("/v1/runs/{ref}/approve", tags=["decisions"], response_class=JSONResponse)
+    def approve(ref: str, body: Annotated[ApproveBody | None, Body()] = None) -> Response:
         run_id = service.resolve_ref(ref)
         service.approve(run_id, always=bool(body and body.always))
         return view(run_id)
 
-    @app.post("/v1/runs/{ref}/deny", tags=["decisions"])
-    def deny(ref: str, body: Annotated[DenyBody | None, Body()] = None) -> dict[str, Any]:
+    @app.post("/v1/runs/{ref}/deny", tags=["decisions"], response_class=JSONResponse)
+    def deny(ref: str, body: Annotated[DenyBody | None, Body()] = None) -> Response:
         run_id = service.resolve_ref(ref)
         service.deny(run_id, reason=body.reason if body else None)
         return view(run_id)
 
-    @app.post("/v1/runs/{ref}/cancel", tags=["decisions"])
-    def cancel(ref: str) -> dict[str, Any]:
+    @app.post("/v1/runs/{ref}/cancel", tags=["decisions"], response_class=JSONResponse)
+    def cancel(ref: str) -> Response:
         run_id = service.resolve_ref(ref)
         service.cancel(run_id)
         return view(run_id)
 
-    @app.post("/v1/runs/{ref}/resume", tags=["decisions"])
-    def resume(ref: str, body: Annotated[ResumeBody | None, Body()] = None) -> dict[str, Any]:
+    @app.post("/v1/runs/{ref}/resume", tags=["decisions"], response_class=JSONResponse)
+    def resume(ref: str, body: Annotated[ResumeBody | None, Body()] = None) -> Response:
         run_id = service.resolve_ref(ref)
         body = body or ResumeBody()
         service.resume(
@@ -197,8 +194,8 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
         )
         return view(run_id)
 
-    @app.post("/v1/runs/{ref}/resolve", tags=["decisions"])
-    def resolve(ref: str, body: ResolveBody) -> dict[str, Any]:
+    @app.post("/v1/runs/{ref}/resolve", tags=["decisions"], response_class=JSONResponse)
+    def resolve(ref: str, body: ResolveBody) -> Response:
         """Decide a call left in doubt: retry, skip, or fail (which, like cancel, fails it)."""
         if body.choice not in ("retry", "skip", "fail"):
             raise BadInput(f"choice must be retry, skip or fail, not {body.choice!r}")
@@ -217,10 +214,10 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
         stream = run_events(service, hub, run_id, last_event_id)
         return EventSourceResponse(stream, ping=keepalive_s)
 
-    @app.get("/v1/stats", tags=["server"])
-    def stats() -> dict[str, Any]:
+    @app.get("/v1/stats", tags=["server"], response_class=JSONResponse)
+    def stats() -> Response:
         """As `stats --json`."""
-        return service.stats()
+        return _json(service.stats())
 
     @app.get("/metrics", tags=["server"], response_class=Response)
     def metrics() -> Response:
@@ -287,6 +284,12 @@ def _error_handlers(app: FastAPI) -> None:
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The body encoded once, as it is (FastAPI's own encoding walks it again)."""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status, headers, media_type="application/json")
 
 
 def _encode_cursor(created_at: float, run_id: str) -> str:

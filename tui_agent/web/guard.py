@@ -23,7 +23,14 @@ class _TooLarge(Exception):
 class Guard:
     def __init__(self, app: Any, token: Callable[[], str]) -> None:
         self.app = app
-        self.token = token
+        self._token_of = token
+        self._token: str | None = None
+
+    def token(self) -> str:
+        """Read once (made at `serve`'s start; nothing changes it while it serves)."""
+        if self._token is None:
+            self._token = self._token_of()
+        return self._token
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
