@@ -49,6 +49,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more days, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -185,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
         "token",
         help="print the HTTP API's token (made on first use, 0600 in the home)",
     )
+    export = sub.add_parser(
+        "export", help="the whole run: a readable transcript (md) or show --json (json)"
+    )
+    export.add_argument("run", metavar="RUN")
+    export.add_argument("--format", choices=["md", "json"], default="md")
+    prune = sub.add_parser(
+        "prune",
+        help="delete old final runs (and their steps, approvals, artifacts, events)",
+        description="Delete final runs (completed, failed, cancelled) last changed more than "
+        "--older-than days ago (default: retention_days of config.toml), in short batches, "
+        "then give the space back. A run that is not final is never pruned.",
+    )
+    prune.add_argument("--older-than", type=_days, metavar="DAYS")
+    prune.add_argument(
+        "--status", action="append", default=[], choices=["completed", "failed", "cancelled"]
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    prune.add_argument("--json", action="store_true")
     stats = sub.add_parser("stats", help="figures over every run: counts, durations, latency")
     stats.add_argument("--json", action="store_true")
 
@@ -289,9 +317,10 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
 
     ensure_private_dir(settings.home)
     if args.action == "run":
-        from tui_agent.supervisor.logs import configure_logging
+        from tui_agent.supervisor.logs import configure_logging, rotate_logs
         from tui_agent.supervisor.main import Supervisor
 
+        rotate_logs(settings.log_dir)
         configure_logging(settings, "supervisor")
         return Supervisor(settings).run()
     if args.action == "executor":
@@ -639,6 +668,34 @@ def _cmd_token(service: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.service.export import run_markdown
+    from tui_agent.service.views import run_json
+
+    view = service.run_view(service.resolve_ref(args.run))
+    data = run_json(view)
+    if args.format == "json":
+        _print_json(data)
+    else:
+        sys.stdout.write(run_markdown(view, data))
+    return EXIT_OK
+
+
+def _cmd_prune(service: Any, args: argparse.Namespace) -> int:
+    report = service.prune(
+        older_than_days=args.older_than, statuses=args.status, dry_run=args.dry_run
+    )
+    if args.json:
+        _print_json(report)
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        sys.stdout.write(
+            f"{verb} {report['runs']} run(s) with {report['steps']} step(s); "
+            f"{report['bytes_freed']:,} bytes {'to free' if args.dry_run else 'freed'}\n"
+        )
+    return EXIT_OK
+
+
 def _cmd_stats(service: Any, args: argparse.Namespace) -> int:
     data = service.stats()
     if args.json:
@@ -672,6 +729,8 @@ _COMMANDS = {
     "serve": _cmd_serve,
     "token": _cmd_token,
     "stats": _cmd_stats,
+    "export": _cmd_export,
+    "prune": _cmd_prune,
     "run": _cmd_run,
     "ls": _cmd_ls,
     "show": _cmd_show,

@@ -46,6 +46,7 @@ class Settings:
     db_url: str | None = field(default=None, repr=False)
     queues: tuple[str, ...] = ("default",)
     executors: int = 1
+    retention_days: float | None = None  # final runs older than this are pruned daily
     node: str = ""  # this machine's name among the supervisors of a shared store
 
     @property
@@ -260,6 +261,7 @@ _POSITIVE = {
     "approval_timeout_s",
     "retry_max_s",
     "executors",
+    "retention_days",
 }
 
 

@@ -305,6 +305,7 @@ class Step:
                 tool_calls=self.payload.get("tool_calls", []),
                 tokens=self.tokens,
                 model=self.payload.get("model"),
+                latency_s=self.payload.get("latency_s"),
             )
         else:
             data.update(self.payload)

@@ -340,6 +340,30 @@ class LocalService:
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
         return self.reader.events(run_id, after_id=after_id)
 
+    def prune(
+        self, *, older_than_days: float | None, statuses: list[str], dry_run: bool
+    ) -> dict[str, int]:
+        """Delete final runs older than that many days (default: `retention_days`)."""
+        from tui_agent.domain.models import FINAL_STATUSES
+        from tui_agent.store.prune import prune_runs
+
+        days = older_than_days if older_than_days is not None else self.settings.retention_days
+        if days is None:
+            raise BadInput("give --older-than DAYS (or set retention_days in config.toml)")
+        if days != days or days < 0:
+            raise BadInput(f"--older-than must be 0 or more days, not {days:g}")
+        final = sorted(s.value for s in FINAL_STATUSES)
+        for status in statuses:
+            if status not in final:
+                raise BadInput(f"only final runs are pruned ({', '.join(final)}), not {status!r}")
+        report = prune_runs(
+            self.db,
+            cutoff=self.now() - days * 86400,
+            statuses=tuple(statuses or final),
+            dry_run=dry_run,
+        )
+        return report.to_dict()
+
     def run_marks(self, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         return self.reader.run_marks(run_ids)
 

@@ -247,7 +247,11 @@ class Database:
         create_file_private(self.path)
         try:
             with self.raw_read() as cur:
-                behind = current_version(cur) != LATEST_VERSION  # newer: migrate() refuses
+                version = current_version(cur)
+                behind = version != LATEST_VERSION  # newer: migrate() refuses
+            if version == 0:  # before any table: pruned runs give their pages back
+                with self.raw_statement() as cur:
+                    cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
             if behind:
                 with self.raw_write() as cur:
                     migrate(cur)
@@ -288,6 +292,10 @@ class Database:
     def raw_read(self) -> Any:
         """A deferred transaction (one snapshot) on this thread's own DB-API connection."""
         return RawTxn(self._connections, None, "BEGIN", self, write=False)
+
+    def raw_statement(self) -> Any:
+        """One statement outside any transaction (PRAGMAs that refuse to run in one)."""
+        return RawTxn(self._connections, self.write_lock, "", self, write=False)
 
     raw_snapshot = raw_read  # every SQLite read is one snapshot
 

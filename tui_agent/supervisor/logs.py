@@ -20,6 +20,28 @@ def open_private_log(path: Path) -> int:
         raise HomeUnwritable(f"cannot write {path}: {exc.strerror}") from None
 
 
+MAX_LOG_BYTES = 10 * 1024 * 1024
+KEEP_LOGS = 3
+
+
+def rotate_logs(log_dir: Path, max_bytes: int = MAX_LOG_BYTES, keep: int = KEEP_LOGS) -> None:
+    """`x.log` over `max_bytes` becomes `x.log.1` (`.1` → `.2` …, `keep` of them). A process
+    still writing to it goes on in `x.log.1` until it restarts; new ones start `x.log`."""
+    try:
+        logs = [p for p in log_dir.glob("*.log") if p.stat().st_size > max_bytes]
+    except OSError:
+        return
+    for path in logs:
+        try:
+            for n in range(keep - 1, 0, -1):
+                older = path.with_name(f"{path.name}.{n}")
+                if older.exists():
+                    older.replace(path.with_name(f"{path.name}.{n + 1}"))
+            path.replace(path.with_name(f"{path.name}.1"))
+        except OSError:
+            continue
+
+
 def configure_logging(settings: Settings, name: str) -> None:
     fd = open_private_log(settings.log_dir / f"{name}.log")
     stream = os.fdopen(fd, "a", buffering=1)

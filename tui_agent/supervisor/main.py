@@ -21,7 +21,7 @@ from tui_agent.files import write_atomically
 from tui_agent.settings import Settings
 from tui_agent.supervisor.backoff import RestartBackoff
 from tui_agent.supervisor.lock import SupervisorLock, pid_alive
-from tui_agent.supervisor.logs import Outage, open_private_log
+from tui_agent.supervisor.logs import Outage, open_private_log, rotate_logs
 from tui_agent.supervisor.spawn import READY_FD_ENV
 from tui_agent.tools.processes import end_calls_of_executor
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_S = 0.05
 APPROVAL_CHECK_S = 1.0
+DAILY_FIRST_S = 60.0
+DAY_S = 86400.0
 # After an executor starts or is promoted the new spare waits this long: its start-up (a
 # Python import of ~1 s of CPU) would otherwise compete with the executor resuming the runs.
 SPARE_DELAY_S = 2.0
@@ -112,6 +114,7 @@ class Supervisor:
                 raise
             ready.say("ok")
             deliverer.start()
+            threading.Thread(target=self._daily, args=(db,), name="daily", daemon=True).start()
             self._loop(leases)
         finally:
             deliverer.stop()
@@ -119,6 +122,33 @@ class Supervisor:
             db.dispose()
             self.lock.release()
         return 0
+
+    def _daily(self, db: object) -> None:
+        """Once a day (first a minute after start): rotate the logs and, with
+        `retention_days`, prune the final runs older than that."""
+        from tui_agent.store.prune import prune_runs
+
+        if self.stopping.wait(DAILY_FIRST_S):
+            return
+        while True:
+            rotate_logs(self.settings.log_dir)
+            days = self.settings.retention_days
+            if days is not None:
+                try:
+                    report = prune_runs(db, cutoff=time.time() - days * 86400)
+                    if report.runs:
+                        log.info(
+                            "retention: pruned %d run(s) older than %g day(s), %d step(s), "
+                            "%d bytes freed",
+                            report.runs,
+                            days,
+                            report.steps,
+                            report.bytes_freed,
+                        )
+                except Exception as exc:  # the store away: tomorrow again
+                    log.warning("retention: cannot prune now: %s", exc)
+            if self.stopping.wait(DAY_S):
+                return
 
     def _recover_lost(self, leases: Leases) -> None:
         """On start: end what dead executors left running, then free their runs."""

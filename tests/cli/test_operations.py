@@ -1,0 +1,105 @@
+"""Operations on the store from the CLI: export, prune, stats, on both engines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Home
+
+pytestmark = pytest.mark.both_stores
+
+DAY = 86400
+
+
+def _completed(home: Home) -> str:
+    run_id = home.start("summarise the workspace", "--auto-approve", "write_local")
+    home.wait_status(run_id, "completed")
+    return run_id
+
+
+def _age(home: Home, run_id: str, days: float) -> None:
+    home.execute(
+        "UPDATE runs SET updated_at = updated_at - ?, created_at = created_at - ? WHERE id = ?",
+        (days * DAY, days * DAY, run_id),
+    )
+
+
+def test_export_md_is_a_readable_transcript_and_json_is_show(home: Home) -> None:
+    run_id = home.start("summarise the workspace")
+    home.wait_status(run_id, "waiting_approval")
+    home.cli("approve", run_id, check=True)
+    home.wait_status(run_id, "completed")
+    text = home.cli("export", run_id[:8], check=True).stdout
+    shown = home.json("show", run_id)
+    assert text.startswith(f"# Run {run_id[:8]}: summarise the workspace")
+    assert "**Status:** completed" in text and "## Goal" in text and "## Result" in text
+    for step in shown["steps"]:
+        assert f"### {step['seq']}. " in text
+        if step["kind"] == "tool":
+            assert f"`{step['tool']}`" in text
+    assert "| `write_file` | write_local | approved |" in text  # who, when and why follow
+    assert f"{shown['usage']['steps']} of {shown['budget']['max_steps']} steps" in text
+    assert "## History" in text
+    exported = json.loads(home.cli("export", run_id, "--format", "json", check=True).stdout)
+    assert exported == home.json("show", run_id)
+
+
+def test_prune_deletes_only_old_final_runs_with_everything_of_theirs(home: Home) -> None:
+    old = _completed(home)
+    recent = _completed(home)
+    waiting = home.start("wait for me")
+    home.wait_status(waiting, "waiting_approval")
+    _age(home, old, 10)
+    _age(home, waiting, 10)  # old, but not final: never pruned
+    steps_of_old = len(home.json("show", old)["steps"])
+    dry = home.json("prune", "--older-than", "5", "--dry-run")
+    assert dry["runs"] == 1 and dry["steps"] == steps_of_old and dry["bytes_freed"] > 0
+    assert len(home.json("ls")) == 3  # a dry run deletes nothing
+    done = home.json("prune", "--older-than", "5")
+    assert done["runs"] == 1 and done["steps"] == steps_of_old and done["bytes_freed"] >= 0
+    ids = {r["id"] for r in home.json("ls")}
+    assert ids == {recent, waiting}
+    for table in ("steps", "approvals", "artifacts", "events", "deliveries"):
+        assert home.query(f"SELECT count(*) FROM {table} WHERE run_id = ?", (old,))[0][0] == 0
+    assert home.json("prune", "--older-than", "5")["runs"] == 0
+    only_failed = home.json("prune", "--older-than", "0", "--status", "failed")
+    assert only_failed["runs"] == 0 and len(home.json("ls")) == 2
+
+
+def test_prune_refuses_what_it_cannot_do_in_one_line(home: Home) -> None:
+    _completed(home)
+    for args, said in (
+        ((), "--older-than"),
+        (("--older-than", "-1"), "0 or more"),
+        (("--older-than", "soon"), "number of days"),
+        (("--older-than", "1", "--status", "queued"), "invalid choice"),
+    ):
+        proc = home.cli("prune", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert said in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert len(home.json("ls")) == 1
+
+
+def test_retention_days_is_the_default_age(home: Home) -> None:
+    old = _completed(home)
+    _age(home, old, 3)
+    home.configure((home.path / "config.toml").read_text() + "retention_days = 2\n")
+    assert home.json("prune")["runs"] == 1
+
+
+def test_stats_counts_what_happened(home: Home) -> None:
+    _completed(home)
+    waiting = home.start("wait")
+    home.wait_status(waiting, "waiting_approval")
+    stats = home.json("stats")
+    assert stats["runs"] == {"completed": 1, "waiting_approval": 1}
+    assert stats["steps"]["llm"] >= 4 and stats["steps"]["tool"] >= 3
+    assert stats["llm_tokens"] > 0 and stats["retries"] == 0
+    assert stats["approvals"]["pending"] == 1
+    for key in ("run_duration_s", "llm_latency_s"):
+        assert set(stats[key]) == {"p50", "p95", "max"}
+    assert stats["llm_latency_s"]["p50"] is not None
+    text = home.cli("stats", check=True).stdout
+    assert "1 completed" in text and "1 pending" in text
