@@ -19,6 +19,7 @@ BENCHMARKS = {
     "cli_run": "bench.cli_run",
     "http_start": "bench.http_start",
     "sse_fanout": "bench.sse_fanout",
+    "prune": "bench.prune",
 }
 
 

@@ -83,6 +83,9 @@ def configure_connection(
     conn.isolation_level = None
     cur = conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+    # Takes hold only in a new, empty file (before WAL mode writes its header): pruned
+    # runs' pages go back to the file system there. An older file keeps them for reuse.
+    cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
     cur.execute("PRAGMA journal_mode = WAL")
     cur.execute(f"PRAGMA synchronous = {synchronous}")
     cur.execute("PRAGMA foreign_keys = ON")
@@ -247,11 +250,7 @@ class Database:
         create_file_private(self.path)
         try:
             with self.raw_read() as cur:
-                version = current_version(cur)
-                behind = version != LATEST_VERSION  # newer: migrate() refuses
-            if version == 0:  # before any table: pruned runs give their pages back
-                with self.raw_statement() as cur:
-                    cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                behind = current_version(cur) != LATEST_VERSION  # newer: migrate() refuses
             if behind:
                 with self.raw_write() as cur:
                     migrate(cur)

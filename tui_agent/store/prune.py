@@ -15,7 +15,8 @@ from typing import Any
 
 from tui_agent.domain.models import FINAL_STATUSES
 
-BATCH = 200
+BATCH = 50
+VACUUM_PAGES = 1000
 CHILDREN = ("steps", "approvals", "artifacts", "events", "deliveries")
 _FINAL = tuple(s.value for s in FINAL_STATUSES)
 
@@ -38,7 +39,7 @@ def prune_runs(
     statuses: tuple[str, ...] = _FINAL,
     dry_run: bool = False,
     batch: int = BATCH,
-    pause: Callable[[], None] = lambda: time.sleep(0.005),
+    pause: Callable[[], None] = lambda: time.sleep(0.01),
 ) -> PruneReport:
     """Runs in `statuses` (final ones only) last changed before `cutoff` (epoch seconds)."""
     statuses = tuple(s for s in statuses if s in _FINAL)
@@ -87,7 +88,7 @@ def prune_runs(
             report.runs += cur.rowcount
         report.hold_s.append(time.perf_counter() - began)
         pause()  # let the others' writes in between two batches
-    report.bytes_freed = pg_bytes if pg else _reclaim(db, used_before)
+    report.bytes_freed = pg_bytes if pg else _reclaim(db, used_before, pause)
     if pg and report.runs:
         with db.raw_statement() as cur:
             for table in ("runs", *CHILDREN):
@@ -139,9 +140,15 @@ def _used_bytes(db: Any) -> int:
     return int((pages - free) * size)
 
 
-def _reclaim(db: Any, used_before: int) -> int:
+def _reclaim(db: Any, used_before: int, pause: Callable[[], None]) -> int:
     """Give the freed pages back to the file system where the file allows it (databases
     made by this version: `auto_vacuum = INCREMENTAL`); older files keep them for reuse."""
-    with db.raw_statement() as cur:
-        cur.execute("PRAGMA incremental_vacuum").fetchall()  # a page per step: run them all
+    while True:
+        with db.raw_statement() as cur:
+            if not cur.execute("PRAGMA freelist_count").fetchone()[0]:
+                break
+            # A page per step of the statement: sqlite3's execute() steps once, and a
+            # script is stepped to its end; a few MB at a time, others write in between.
+            cur.connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+        pause()
     return max(0, used_before - _used_bytes(db))
