@@ -354,6 +354,7 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
             "store": service.store_label(),
             "serves": state.serves,
             "queues": list(settings.queues),
+            "callbacks_pending": service.callbacks_pending(),
         }
         where = f"home {settings.home}, store {service.store_label()}"
         if state.running and state.serves not in (None, service.store_label()):
@@ -372,6 +373,12 @@ def _supervisor(args: argparse.Namespace, settings: Settings) -> int:
             ]
         else:
             lines = [f"supervisor not running, {where}"]
+            waiting = service.callbacks_pending()
+            if waiting:
+                lines.append(
+                    f"  {waiting} callback(s) wait to be delivered: `tui-agent supervisor "
+                    "start` (the open TUI and `tui-agent serve` start it by themselves)"
+                )
         lines += [
             f"  executor {e['pid']} on {e['node']}: {len(e['runs'])} run(s)"
             + "".join(f" {r[:8]}" for r in e["runs"])
@@ -660,6 +667,7 @@ def _cmd_store(service: Any, args: argparse.Namespace) -> int:
 def _cmd_serve(service: Any, args: argparse.Namespace) -> int:
     from tui_agent.web.server import serve
 
+    service.who = f"{service.who} (HTTP)"  # decisions made over the API say so
     return serve(service, args.host, args.port, keepalive_s=args.keepalive)
 
 
@@ -707,7 +715,7 @@ def _cmd_stats(service: Any, args: argparse.Namespace) -> int:
     def spread(d: dict[str, float | None]) -> str:
         if d["p50"] is None:
             return "-"
-        return f"p50 {d['p50']:g}s, p95 {d['p95']:g}s, max {d['max']:g}s"
+        return f"p50 {d['p50']:.3g}s, p95 {d['p95']:.3g}s, max {d['max']:.3g}s"
 
     a = data["approvals"]
     decide = a["median_time_to_decide_s"]
@@ -719,7 +727,10 @@ def _cmd_stats(service: Any, args: argparse.Namespace) -> int:
         f"llm latency:   {spread(data['llm_latency_s'])}",
         f"retries:       {data['retries']}",
         f"approvals:     {a['pending']} pending, {a['approved']} approved, {a['denied']} denied"
-        + (f"; median time to decide {decide:g}s" if decide is not None else ""),
+        + (f"; median time to decide {decide:.3g}s" if decide is not None else ""),
+        "callbacks:     {pending} pending, {delivered} delivered, {failed} failed".format(
+            **data["callbacks"]
+        ),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK

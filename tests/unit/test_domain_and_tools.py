@@ -167,3 +167,16 @@ def test_argument_validation_messages() -> None:
     ]:
         with pytest.raises(ToolInputError, match=text):
             parse_arguments(read, raw)
+
+
+def test_file_tools_never_reach_tui_agents_own_data(tmp_path: Path) -> None:
+    from tui_agent.tools.registry import ToolInputError
+    from tui_agent.tools.workspace import resolve_inside
+
+    home = tmp_path / "home"
+    (home / "logs").mkdir(parents=True)
+    (home / "api-token").write_text("secret")
+    assert resolve_inside(tmp_path, "home2", (home,)) == tmp_path / "home2"
+    for path in ("home", "home/api-token", "home/logs", "./home/../home/api-token"):
+        with pytest.raises(ToolInputError, match="own data"):
+            resolve_inside(tmp_path, path, (home,))

@@ -179,9 +179,9 @@ def test_bad_input_is_a_clear_json_error_and_writes_nothing(home: Home, api: Api
         assert answer.json()["error"], body
     wrong_values = [
         ({"goal": "   "}, "goal"),
-        ({"goal": "x", "max_steps": 0}, "max-steps"),
-        ({"goal": "x", "max_wall_time_s": -1}, "max-wall-time"),
-        ({"goal": "x", "auto_approve": ["everything"]}, "auto-approve"),
+        ({"goal": "x", "max_steps": 0}, "max_steps"),
+        ({"goal": "x", "max_wall_time_s": -1}, "max_wall_time_s"),
+        ({"goal": "x", "auto_approve": ["everything"]}, "auto_approve"),
         ({"goal": "x", "sandbox": "chroot"}, "sandbox"),
         ({"goal": "x", "queue": "no spaces"}, "queue"),
         ({"goal": "x", "callback_url": "ftp://example.com/x"}, "callback_url"),
@@ -402,3 +402,78 @@ def test_serve_refuses_a_port_in_use_in_one_line(home: Home, api: Api) -> None:
     proc = home.cli("serve", "--port", port, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "cannot listen" in proc.stderr
+
+
+def test_what_a_new_user_found_is_refused_cleanly(home: Home, api: Api) -> None:
+    """The first walk of the API found these; each is a clear 4xx now, nothing written."""
+    ws = str(home.workspace)
+    (home.path / "logs").mkdir(exist_ok=True)
+    for body, said in (
+        ({"goal": "a\ud800b"}, "not valid text"),
+        ({"goal": "a\x00b"}, "NUL"),
+        ({"goal": "x", "model": "m\ud800"}, "not valid text"),
+        ({"goal": "x", "callback_url": "http://a/\ud800"}, "not valid text"),
+        ({"goal": "x", "max_steps": -1}, "max_steps must be greater than 0"),
+        ({"goal": "x", "sandbox": "open"}, "sandbox takes one of"),
+        ({"goal": "x", "workspace": str(home.path)}, "tui-agent's own data"),
+        ({"goal": "x", "workspace": str(home.path / "logs")}, "tui-agent's own data"),
+    ):
+        raw = json.dumps({"workspace": ws, **body}).encode()  # \ud800 escaped, as sent
+        answer = api.client.post(
+            "/v1/runs", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 400, (body, answer.text)
+        assert said in answer.json()["error"] and "--" not in answer.json()["error"], answer.text
+    no_type = api.client.post("/v1/runs", content=b'{"goal": "x"}', headers={"Content-Type": ""})
+    assert no_type.status_code == 422 and "Content-Type" in no_type.json()["error"]
+    assert (
+        "not valid JSON"
+        in api.client.post(
+            "/v1/runs", content=b"{", headers={"Content-Type": "application/json"}
+        ).json()["error"]
+    )
+
+    def chunks(size: int):  # a body with no length: sent chunked
+        yield b'{"goal": "'
+        yield b"x" * size
+        yield b'", "workspace": "' + ws.encode() + b'", "model": "demo"}'
+
+    as_json = {"Content-Type": "application/json"}
+    big = api.client.post("/v1/runs", content=chunks(2 << 20), headers=as_json)
+    assert big.status_code == 413, big.text
+    small = api.client.post("/v1/runs", content=chunks(10), headers=as_json)
+    assert small.status_code == 202, small.text
+    assert _runs(home) == 1
+    bogus = api.client.get("/v1/runs", params={"status": "bogus"})
+    assert bogus.status_code == 400 and "waiting" in bogus.json()["error"]
+    assert api.client.get("/v1/runs", params={"status": "waiting"}).status_code == 200
+    assert httpx.head(f"{api.url}/healthz").status_code == 200
+    key = "clé-✓"
+    keyed = api.client.post(
+        "/v1/runs",
+        json={"goal": "keyed", "workspace": ws},
+        headers={"Idempotency-Key": key.encode()},  # UTF-8 bytes on the wire
+    )
+    assert keyed.json()["key"] == key
+    assert httpx.get(f"{api.url}/v1/stats?token={api.token}").status_code == 401  # not logged
+
+
+def test_decisions_over_http_say_so_and_reasons_have_a_limit(home: Home, api: Api) -> None:
+    run = api.start("summarise the workspace", model="demo")
+    api.wait_status(run["id"], "waiting_approval")
+    long = api.client.post(f"/v1/runs/{run['id']}/deny", json={"reason": "r" * 2001})
+    assert long.status_code == 400 and "longer" in long.json()["error"]
+    api.client.post(f"/v1/runs/{run['id']}/deny", json={"reason": "not now"})
+    done = api.wait_status(run["id"], "completed")
+    assert done["approvals"][0]["decided_by"].endswith("(HTTP)")
+
+
+def test_a_callback_url_never_reaches_the_logs(home: Home, api: Api, receiver: Receiver) -> None:
+    receiver.start()
+    url = receiver.url.replace("http://", "http://user:s3cret@") + "?sig=SECRETVALUE"
+    run = api.start("x", model="demo", auto_approve=["write_local"], callback_url=url)
+    api.wait_status(run["id"], "completed")
+    receiver.wait_for(lambda seen: [r for r in seen if r["answer"] == 204], 30, "the delivery")
+    logs = "".join(p.read_text() for p in (home.path / "logs").glob("*.log"))
+    assert "s3cret" not in logs and "SECRETVALUE" not in logs
+    assert home.json("stats")["callbacks"]["delivered"] == 1

@@ -43,6 +43,22 @@ if TYPE_CHECKING:
     from tui_agent.store.run_store import RunStore
 
 MAX_GOAL_CHARS = 20_000
+MAX_REASON_CHARS = 2_000
+
+
+def _storable_text(name: str, value: str | None) -> None:
+    """Text a store can keep and a terminal can show: no NUL, no lone surrogate (JSON's
+    `\\ud800` decodes to one; it cannot be written as UTF-8)."""
+    if value is None:
+        return
+    if "\x00" in value:
+        raise BadInput(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{name} contains characters that are not valid text") from None
+
+
 RISKS = [r.value for r in Risk]
 
 
@@ -150,6 +166,15 @@ class LocalService:
 
     def build_spec(self, request: StartRequest) -> RunSpec:
         """Validate a start request completely before anything is written."""
+        for name, value in (
+            ("the goal", request.goal),
+            ("--workspace", request.workspace),
+            ("--model", request.model),
+            ("--key", request.key),
+            ("--queue", request.queue),
+            ("--callback-url", request.callback_url),
+        ):
+            _storable_text(name, value)
         goal = request.goal.strip()
         if not goal:
             raise BadInput("the goal must not be empty")
@@ -164,6 +189,7 @@ class LocalService:
             raise BadInput(f"workspace {workspace} does not exist")
         if not workspace.is_dir():
             raise BadInput(f"workspace {workspace} is not a directory")
+        self._check_not_ours(workspace)
         if request.model is not None and not request.model.strip():
             raise BadInput("--model must not be empty (leave it out for the default model)")
         model = (request.model or default_model()).strip()
@@ -212,6 +238,21 @@ class LocalService:
             queue=queue,
             callback_url=callback_url,
         )
+
+    def _check_not_ours(self, workspace: Path) -> None:
+        """A run's tools may read and write its whole workspace: it must not be, or lie
+        within, tui-agent's own data (its API token, its database). A workspace that holds
+        it (your home folder) is fine: the tools and the sandbox keep out of it."""
+        root = workspace.resolve()
+        ours = [self.settings.home.resolve()]
+        if not self.settings.shared:
+            ours.append(self.settings.db_path.resolve())
+        for path in ours:
+            if root == path or path in root.parents:
+                raise BadInput(
+                    f"workspace {workspace} holds tui-agent's own data ({path}); "
+                    "choose a folder of your project"
+                )
 
     def demo_workspace(self) -> Path:
         """The demo model's scratch folder in the home, with a few files for it to read."""
@@ -385,6 +426,10 @@ class LocalService:
     def count_waiting(self) -> int:
         return self.reader.count_waiting()
 
+    def callbacks_pending(self) -> int:
+        """Callbacks still to be delivered (a supervisor delivers them)."""
+        return self.reader.callbacks_pending()
+
     def needs_execution(self) -> bool:
         """Runs this machine's supervisor would serve want one now."""
         return self.reader.needs_execution(self.settings.queues)
@@ -401,6 +446,9 @@ class LocalService:
         return approval
 
     def deny(self, run_id: str, *, reason: str | None = None) -> Approval:
+        _storable_text("the reason", reason)
+        if reason is not None and len(reason) > MAX_REASON_CHARS:
+            raise BadInput(f"the reason is longer than {MAX_REASON_CHARS:,} characters")
         approval = self.store.decide_approval(
             run_id, approve=False, by=self.who, reason=reason or None
         )
@@ -521,7 +569,7 @@ def _check_callback_url(url: str | None) -> str | None:
         or len(url) > MAX_URL_CHARS
         or any(c.isspace() for c in url)
     ):
-        raise BadInput(f"callback_url must be an http:// or https:// URL, not {url[:80]!r}")
+        raise BadInput(f"--callback-url must be an http:// or https:// URL, not {url[:80]!r}")
     return url
 
 

@@ -265,6 +265,10 @@ class Reader:
         )
         return step_from_row(row) if row else None
 
+    def callbacks_pending(self) -> int:
+        row = self._one_row("SELECT count(*) AS n FROM deliveries WHERE status = 'pending'")
+        return int(row["n"]) if row else 0
+
     def run_marks(self, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         """(revision, status, newest event id) of each run: one query however many."""
         marks: dict[str, tuple[Any, ...]] = {}

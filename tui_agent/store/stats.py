@@ -65,6 +65,7 @@ def store_stats(reader: Any) -> dict[str, Any]:
             "SELECT decided_at - created_at AS v FROM approvals "
             "WHERE status IN ('approved', 'denied') AND decided_at IS NOT NULL",
         )
+        callbacks = _counts(cur, "status", "deliveries")
     waits.sort()
     return {
         "runs": runs,
@@ -79,6 +80,7 @@ def store_stats(reader: Any) -> dict[str, Any]:
             "denied": approvals.get("denied", 0),
             "median_time_to_decide_s": round(waits[len(waits) // 2], 3) if waits else None,
         },
+        "callbacks": {s: callbacks.get(s, 0) for s in ("pending", "delivered", "failed")},
     }
 
 

@@ -22,6 +22,9 @@ from tui_agent.domain.errors import TuiAgentError
 from tui_agent.store.protocols import Delivery, Outbox
 
 log = logging.getLogger("tui_agent.callbacks")
+# httpx logs each request's URL, and a callback URL may carry a secret (a password, a
+# signature in its query): ours say the delivery and the run instead.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 WORKERS = 4
 TIMEOUT_S = 10.0

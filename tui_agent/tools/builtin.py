@@ -24,7 +24,7 @@ MAX_SHELL_OUTPUT = 10 * 1024 * 1024
 
 
 def _list_dir(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
-    target = resolve_inside(ctx.workspace, args.get("path", "."))
+    target = resolve_inside(ctx.workspace, args.get("path", "."), ctx.private)
     if not target.is_dir():
         raise ToolInputError(f"{args.get('path', '.')!r} is not a directory")
     lines = []
@@ -57,7 +57,7 @@ def _read_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         if content is None:
             raise ToolInputError(f"no artifact {path[len(ARTIFACT_PREFIX) :]!r} in this run")
         return ToolOutput(_slice(content.decode("utf-8", "replace"), offset, limit))
-    target = resolve_inside(ctx.workspace, path)
+    target = resolve_inside(ctx.workspace, path, ctx.private)
     if not target.is_file():
         raise ToolInputError(f"{path!r} is not a file")
     text = target.read_bytes().decode("utf-8", "replace")
@@ -65,7 +65,7 @@ def _read_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
 
 
 def _write_file(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
-    target = resolve_inside(ctx.workspace, args["path"])
+    target = resolve_inside(ctx.workspace, args["path"], ctx.private)
     if target.is_dir():
         raise ToolInputError(f"{args['path']!r} is a directory")
     target.parent.mkdir(parents=True, exist_ok=True)

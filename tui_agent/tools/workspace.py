@@ -8,8 +8,9 @@ from pathlib import Path
 from tui_agent.tools.registry import ToolInputError
 
 
-def resolve_inside(workspace: Path, path: str) -> Path:
-    """The real path of `path` within `workspace`; ToolInputError if it escapes.
+def resolve_inside(workspace: Path, path: str, private: tuple[Path, ...] = ()) -> Path:
+    """The real path of `path` within `workspace`; ToolInputError if it escapes, or if it
+    is tui-agent's own data (`private`: its home, its database), wherever that is.
 
     Symlinks are resolved first, so a link pointing outside is refused like `..` is.
     """
@@ -23,4 +24,8 @@ def resolve_inside(workspace: Path, path: str) -> Path:
         raise ToolInputError(
             f"path {path!r} is outside the workspace; only paths inside {root} are allowed"
         )
+    for hidden in private:
+        real = Path(os.path.realpath(hidden))
+        if candidate == real or real in candidate.parents:
+            raise ToolInputError(f"path {path!r} is tui-agent's own data; it is not for tools")
     return candidate

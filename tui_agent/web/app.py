@@ -31,6 +31,7 @@ from tui_agent.domain.errors import (
     TuiAgentError,
     UnknownRun,
 )
+from tui_agent.domain.models import STATUS_GROUPS, RunStatus
 from tui_agent.service.api import AgentService, StartRequest
 from tui_agent.service.views import run_json, summary_json
 from tui_agent.web.events import ChangeHub, run_events
@@ -114,7 +115,9 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
     def view(run_id: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return _json(run_json(service.run_view(run_id)), status, headers)
 
-    @app.get("/healthz", tags=["server"], response_class=JSONResponse)
+    @app.api_route(
+        "/healthz", methods=["GET", "HEAD"], tags=["server"], response_class=JSONResponse
+    )
     def healthz() -> Response:
         """Liveness and the store's reachability (no token needed; tells nothing private)."""
         service.count_waiting()  # one cheap read: a store away is a 503
@@ -140,7 +143,7 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
                 max_llm_tokens=body.max_llm_tokens,
                 max_wall_time_s=body.max_wall_time_s,
                 auto_approve=tuple(body.auto_approve),
-                key=idempotency_key,
+                key=_header_text(idempotency_key),
                 sandbox=body.sandbox,
                 queue=body.queue,
                 callback_url=body.callback_url,
@@ -154,8 +157,9 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         before: str | None = None,
     ) -> Response:
-        """Runs newest first, as `ls --json`; `next` is the cursor of the following page."""
-        runs = service.list_runs(statuses=status, limit=limit, before=_cursor(before))
+        """Runs newest first, as `ls --json`; `next` is the cursor of the following page.
+        `status` (repeatable) takes a status or a group: waiting, final, resumable."""
+        runs = service.list_runs(statuses=_statuses(status), limit=limit, before=_cursor(before))
         nxt = _encode_cursor(runs[-1].created_at, runs[-1].id) if len(runs) == limit else None
         return _json({"runs": [summary_json(r, service.reason(r)) for r in runs], "next": nxt})
 
@@ -259,20 +263,14 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TuiAgentError)
     async def domain_error(_request: Request, exc: TuiAgentError) -> JSONResponse:
         code = next((c for kind, c in _STATUS_OF if isinstance(exc, kind)), 500)
-        return JSONResponse({"error": str(exc)}, status_code=code)
+        headers = {"Retry-After": "5"} if code == 503 else None
+        return JSONResponse({"error": _in_field_names(str(exc))}, code, headers)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        line = (
-            f"{where}: {first.get('msg', 'malformed request')}"
-            if where
-            else first.get("msg", "malformed request")
-        )
         detail = [{k: e.get(k) for k in ("loc", "msg", "type")} for e in errors]
-        return JSONResponse({"error": line, "detail": detail}, status_code=422)
+        return JSONResponse({"error": _malformed_line(errors), "detail": detail}, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -282,8 +280,78 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, UnicodeError):  # text no store can keep; refused before writing
+            return JSONResponse({"error": "the request holds text that is not valid"}, 400)
         log.exception("unexpected error")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+# The service speaks the CLI's words (`--max-steps`); over HTTP they are the body's fields.
+_FIELDS = {
+    "--max-steps": "max_steps",
+    "--max-tokens": "max_llm_tokens",
+    "--max-wall-time": "max_wall_time_s",
+    "--auto-approve": "auto_approve",
+    "--sandbox": "sandbox",
+    "--queue": "queue",
+    "--model": "model",
+    "--workspace": "workspace",
+    "--callback-url": "callback_url",
+    "--key": "Idempotency-Key",
+}
+
+
+def _in_field_names(message: str) -> str:
+    for flag, name in _FIELDS.items():
+        message = message.replace(flag, name)
+    return message.replace("(leave it out for the default model)", "(leave it out for the default)")
+
+
+def _malformed_line(errors: Any) -> str:
+    """One line for a body the model could not take."""
+    if not errors:
+        return "malformed request"
+    first = errors[0]
+    kind = first.get("type", "")
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    if kind == "json_invalid":
+        return "the body is not valid JSON"
+    if kind in ("model_attributes_type", "dict_type") and not where:
+        return "the body must be a JSON object (send Content-Type: application/json)"
+    if kind == "missing" and not where:
+        return 'a JSON body is needed (at least {"goal": ...})'
+    if kind == "missing":
+        return f"{where} is required"
+    if kind == "extra_forbidden":
+        return f"{where} is not a field of this request"
+    return f"{where}: {first.get('msg', 'malformed')}" if where else str(first.get("msg"))
+
+
+def _statuses(names: list[str] | None) -> list[str] | None:
+    """Statuses and groups (waiting, final, resumable), as `ls --status`; unknown: 400."""
+    if not names:
+        return None
+    known = {s.value for s in RunStatus}
+    out: list[str] = []
+    for name in names:
+        if name in STATUS_GROUPS:
+            out += STATUS_GROUPS[name]
+        elif name in known:
+            out.append(name)
+        else:
+            choices = ", ".join([*sorted(known), *STATUS_GROUPS])
+            raise BadInput(f"status {name[:40]!r} is not one of {choices}")
+    return out
+
+
+def _header_text(value: str | None) -> str | None:
+    """A header as the client wrote it: HTTP hands it over as Latin-1; UTF-8 is meant."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

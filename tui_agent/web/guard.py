@@ -16,10 +16,6 @@ OPEN_PATHS = {"/healthz"}
 Scope = dict[str, Any]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class Guard:
     def __init__(self, app: Any, token: Callable[[], str]) -> None:
         self.app = app
@@ -37,7 +33,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if not (scope["path"] in OPEN_PATHS and scope["method"] in ("GET", "HEAD")):
+        if scope["path"] not in OPEN_PATHS:
             given = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, value = given.partition(" ")
             if scheme.lower() != "bearer" or not same_token(value.strip(), self.token()):
@@ -53,29 +49,45 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             await _answer(send, 413, f"the body is larger than {MAX_BODY_BYTES} bytes")
             return
-        received = 0
-        started = False
-
-        async def counted_receive() -> Any:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > MAX_BODY_BYTES:
-                    raise _TooLarge
-            return message
-
-        async def watched_send(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, watched_send)
-        except _TooLarge:
-            if not started:
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # A chunked body has no length to check: read it here (at most the limit),
+            # then hand it on whole.
+            body = await _read_body(receive)
+            if body is None:
                 await _answer(send, 413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    """The whole body, or None when it grows past the limit."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts)  # the client left; the app sees an empty body
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: the disconnect, when it comes
+
+    return replay
 
 
 async def _answer(

@@ -33,14 +33,26 @@ def serve(service: AgentService, host: str, port: int, *, keepalive_s: float = 1
     )
     server = uvicorn.Server(config)
     port = sock.getsockname()[1]
+    where = f"[{host}]" if ":" in host else host
     sys.stderr.write(
-        f"tui-agent: serving {service.store_label()} on http://{host}:{port} "
+        f"tui-agent: serving {service.store_label()} on http://{where}:{port} "
         "(token: `tui-agent token`; Ctrl+C stops)\n"
     )
     sys.stderr.flush()
     logging.getLogger("tui_agent.web").setLevel(logging.INFO)
+    logging.getLogger("uvicorn.access").addFilter(_no_query)
     server.run(sockets=[sock])
     return 0 if server.started else 1
+
+
+def _no_query(record: logging.LogRecord) -> bool:
+    """The access log keeps the path, never the query (a token someone put there)."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+        path = args[2]
+        if "?" in path:
+            record.args = (*args[:2], path.split("?", 1)[0] + "?…", *args[3:])
+    return True
 
 
 def _listen(host: str, port: int) -> socket.socket:
