@@ -200,6 +200,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", choices=["md", "json"], default="md")
+    fork = sub.add_parser(
+        "fork",
+        help="a new run that starts from step N of another (which is not changed)",
+        description="Copy steps 1..N of RUN (and its state as of step N) into a new queued "
+        "run. Approvals are never copied: risky calls recorded after step N are listed, and "
+        "wait for your approval again if the model makes them. Files are not rolled back.",
+    )
+    fork.add_argument("run", metavar="RUN")
+    fork.add_argument("--from-step", type=_positive_int, required=True, metavar="N")
+    fork.add_argument("--goal", metavar="TEXT", help="a new goal (default: the original's)")
+    fork.add_argument("--workspace", metavar="DIR")
+    fork.add_argument("--model", metavar="NAME")
+    fork.add_argument("--max-steps", type=_positive_int, metavar="N")
+    fork.add_argument("--max-tokens", type=_positive_int, metavar="N")
+    fork.add_argument("--max-wall-time", type=_positive_float, metavar="S")
+    fork.add_argument(
+        "--auto-approve",
+        action="append",
+        default=[],
+        metavar="RISK",
+        choices=["read_only", "write_local", "external_action"],
+    )
+    fork.add_argument("--sandbox", choices=["workspace", "workspace-net", "none"])
+    fork.add_argument("--json", action="store_true")
     prune = sub.add_parser(
         "prune",
         help="delete old final runs (and their steps, approvals, artifacts, events)",
@@ -689,6 +713,45 @@ def _cmd_export(service: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_fork(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.service.api import StartRequest
+    from tui_agent.service.views import run_json
+
+    source = service.resolve_ref(args.run)
+    if args.goal is not None and not args.goal.strip():
+        raise BadInput("--goal must not be empty (leave it out to keep the original's)")
+    run, again = service.fork(
+        source,
+        args.from_step,
+        StartRequest(
+            goal=args.goal or "",
+            workspace=args.workspace,
+            model=args.model,
+            max_steps=args.max_steps,
+            max_llm_tokens=args.max_tokens,
+            max_wall_time_s=args.max_wall_time,
+            auto_approve=tuple(args.auto_approve),
+            sandbox=args.sandbox,
+        ),
+    )
+    if args.json:
+        data = run_json(service.run_view(run.id))
+        data["forked_from"] = {"run": source, "step": args.from_step}
+        data["will_ask_again"] = again
+        _print_json(data)
+        return EXIT_OK
+    lines = [run.id, f"forked from run {source[:8]} at step {args.from_step}"]
+    if again:
+        lines.append("these calls were made after that step and will be asked for again:")
+        lines += [
+            f"  step {a['seq']}: {describe_call(a['tool'], json.dumps(a['arguments']))} "
+            f"[{a['risk']}]"
+            for a in again
+        ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
 def _cmd_prune(service: Any, args: argparse.Namespace) -> int:
     report = service.prune(
         older_than_days=args.older_than, statuses=args.status, dry_run=args.dry_run
@@ -742,6 +805,7 @@ _COMMANDS = {
     "stats": _cmd_stats,
     "export": _cmd_export,
     "prune": _cmd_prune,
+    "fork": _cmd_fork,
     "run": _cmd_run,
     "ls": _cmd_ls,
     "show": _cmd_show,

@@ -103,3 +103,66 @@ def test_stats_counts_what_happened(home: Home) -> None:
     assert stats["llm_latency_s"]["p50"] is not None
     text = home.cli("stats", check=True).stdout
     assert "1 completed" in text and "1 pending" in text
+
+
+def _rows(home: Home, run_id: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row the store holds of a run, as plain tuples (compared byte for byte)."""
+    out = {}
+    for table, key in (
+        ("runs", "id"),
+        ("steps", "run_id"),
+        ("approvals", "run_id"),
+        ("artifacts", "run_id"),
+        ("events", "run_id"),
+    ):
+        rows = home.query(f"SELECT * FROM {table} WHERE {key} = ? ORDER BY 1, 2", (run_id,))
+        out[table] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+    return out
+
+
+def test_fork_copies_steps_and_state_and_never_touches_the_original(home: Home) -> None:
+    original = home.start("summarise the workspace")
+    home.wait_status(original, "waiting_approval")
+    home.cli("approve", original, check=True)
+    home.wait_status(original, "completed")
+    shown = home.json("show", original)
+    write = next(s for s in shown["steps"] if s.get("tool") == "write_file")
+    at = write["seq"] - 2  # before the write was asked for
+    before = _rows(home, original)
+    fork = home.json("fork", original[:8], "--from-step", str(at))
+    assert _rows(home, original) == before  # byte for byte
+    assert fork["id"] != original and fork["forked_from"] == {"run": original, "step": at}
+    assert [s["seq"] for s in fork["steps"]] == list(range(1, at + 1))
+    for mine, theirs in zip(fork["steps"], shown["steps"][:at], strict=True):
+        assert {k: v for k, v in mine.items() if k != "artifact_id"} == {
+            k: v for k, v in theirs.items() if k != "artifact_id"
+        }
+    assert fork["approvals"] == [] and fork["pending_approvals"] == []
+    assert fork["state"]["plan"] == shown["state"]["plan"]  # set by update_state at step 2
+    assert fork["usage"]["steps"] == at and fork["usage"]["llm_tokens"] == sum(
+        s.get("tokens", 0) for s in shown["steps"][:at]
+    )
+    again = fork["will_ask_again"]
+    assert [a["tool"] for a in again] == ["write_file"] and again[0]["risk"] == "write_local"
+    assert again[0]["arguments"] == write["arguments"]
+    home.wait_status(fork["id"], "waiting_approval")  # asked again: nothing was copied
+    home.cli("approve", fork["id"], check=True)
+    home.wait_status(fork["id"], "completed")
+    assert _rows(home, original) == before
+    second = home.json("fork", fork["id"], "--from-step", "2", "--goal", "a new goal")
+    assert second["goal"] == "a new goal" and len(second["steps"]) == 2
+    home.wait_status(second["id"], "waiting_approval", "completed")
+
+
+def test_fork_refuses_steps_it_does_not_have_in_one_line(home: Home) -> None:
+    run_id = _completed(home)
+    last = len(home.json("show", run_id)["steps"])
+    for args, said in (
+        (("--from-step", str(last + 1)), f"has steps 1 to {last}"),
+        (("--from-step", "0"), "greater than 0"),
+        (("--from-step", "1", "--goal", "  "), "--goal must not be empty"),
+    ):
+        proc = home.cli("fork", run_id, *args)
+        assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
+    assert home.cli("fork", "nosuchrun", "--from-step", "1").returncode == 3
+    assert len(home.json("ls")) == 1

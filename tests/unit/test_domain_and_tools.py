@@ -180,3 +180,16 @@ def test_file_tools_never_reach_tui_agents_own_data(tmp_path: Path) -> None:
     for path in ("home", "home/api-token", "home/logs", "./home/../home/api-token"):
         with pytest.raises(ToolInputError, match="own data"):
             resolve_inside(tmp_path, path, (home,))
+
+
+def test_a_workspace_inside_the_home_reaches_only_itself(tmp_path: Path) -> None:
+    from tui_agent.tools.registry import ToolInputError
+    from tui_agent.tools.workspace import resolve_inside
+
+    home = tmp_path / "home"
+    demo = home / "demo-workspace"
+    demo.mkdir(parents=True)
+    (home / "api-token").write_text("secret")
+    assert resolve_inside(demo, "notes.md", (home,)) == demo / "notes.md"
+    with pytest.raises(ToolInputError, match="outside the workspace"):
+        resolve_inside(demo, "../api-token", (home,))

@@ -93,12 +93,13 @@ def test_reading_a_home_does_not_load_the_orm(tmp_path: Path) -> None:
         "print(service.list_runs(text='anything'), service.count_waiting())\n"
         "service.supervisor_state()\n"
         f"print({orm})\n"
-        "run, _ = service.store.create_run(service.build_spec(StartRequest('g', sys.argv[1])))\n"
+        "run, _ = service.store.create_run(service.build_spec(StartRequest('g', sys.argv[2])))\n"
         f"print({orm}, service.run_view(run.id).run.goal)\n"
     )
     home = str(tmp_path / "home")
     env = {**os.environ, "TUI_AGENT_HOME": home}
-    run = [sys.executable, "-c", code, home]
+    (tmp_path / "ws").mkdir()
+    run = [sys.executable, "-c", code, home, str(tmp_path / "ws")]
     subprocess.run([sys.executable, "-c", "import sys\n" + setup, home], check=True, env=env)
     out = subprocess.run(run, capture_output=True, text=True, check=True, env=env).stdout
     assert out.split("\n")[:3] == ["[] 0", "False", "True g"]

@@ -244,6 +244,9 @@ class LocalService:
         within, tui-agent's own data (its API token, its database). A workspace that holds
         it (your home folder) is fine: the tools and the sandbox keep out of it."""
         root = workspace.resolve()
+        demo = self.settings.demo_workspace.resolve()
+        if root == demo or demo in root.parents:
+            return  # the demo's own scratch folder: the one place of ours a run may use
         ours = [self.settings.home.resolve()]
         if not self.settings.shared:
             ours.append(self.settings.db_path.resolve())
@@ -380,6 +383,61 @@ class LocalService:
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
         return self.reader.events(run_id, after_id=after_id)
+
+    def fork(self, run_id: str, at: int, request: StartRequest) -> tuple[Run, list[dict[str, Any]]]:
+        """A new queued run from step `at` of `run_id` (which is only read), with the
+        request's goal, model, workspace, budgets, auto-approve and sandbox where given
+        (else the original's; an empty goal keeps it). Returns it and the risky calls
+        recorded after `at`, which it will have to have approved again (approvals are
+        never copied)."""
+        from tui_agent.store.fork import fork_run
+        from tui_agent.tools.builtin import builtin_registry
+
+        source = self.get_run(run_id)
+        auto = request.auto_approve or tuple(
+            r for r in RISKS if r not in source.policy.approval_risks
+        )
+        spec = self.build_spec(
+            replace(
+                request,
+                goal=request.goal or source.goal,
+                workspace=request.workspace or source.workspace,
+                model=request.model or source.model,
+                auto_approve=auto,
+                sandbox=request.sandbox or source.policy.sandbox,
+                queue=request.queue or source.queue,
+                key=None,
+            )
+        )
+        budget = replace(
+            source.budget,
+            **{
+                k: v
+                for k, v in (
+                    ("max_steps", request.max_steps),
+                    ("max_llm_tokens", request.max_llm_tokens),
+                    ("max_wall_time_s", request.max_wall_time_s),
+                )
+                if v is not None
+            },
+        )
+        spec = replace(spec, budget=budget)
+        run, _ = fork_run(self.db, run_id, at, spec, uuid.uuid4().hex)
+        registry = builtin_registry()
+        again = []
+        for step in self.reader.steps(run_id, after_seq=at):
+            tool = registry.get(step.tool or "") if step.kind.value == "tool" else None
+            if tool is not None and spec.policy.needs_approval(tool.name, tool.risk.value):
+                again.append(
+                    {
+                        "seq": step.seq,
+                        "tool": tool.name,
+                        "arguments": step.parsed_arguments(),
+                        "risk": tool.risk.value,
+                    }
+                )
+        self._kick_supervisor()
+        return run, again
 
     def prune(
         self, *, older_than_days: float | None, statuses: list[str], dry_run: bool

@@ -32,6 +32,29 @@ def live_run_with_key_txn(cur: Any, key: str | None) -> Run | None:
     return run_from_row(row) if row is not None else None
 
 
+def insert_run_txn(cur: Any, spec: RunSpec, run_id: str, now: float, state: dict[str, Any]) -> None:
+    """The row of a new queued run (its event is the caller's: created, forked …)."""
+    cur.execute(
+        _INSERT_RUN,
+        (
+            run_id,
+            spec.idem_key,
+            RunStatus.QUEUED.value,
+            spec.goal,
+            spec.workspace,
+            spec.model,
+            spec.base_url,
+            json.dumps(spec.budget.to_dict()),
+            json.dumps(spec.policy.to_dict()),
+            json.dumps(state),
+            now,
+            now,
+            spec.queue,
+            spec.callback_url,
+        ),
+    )
+
+
 def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
     """Insert a queued run; with an idempotency key, return the live run holding it."""
     now = float(db.clock())
@@ -41,25 +64,7 @@ def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
             existing = live_run_with_key_txn(cur, spec.idem_key)
             if existing is not None:
                 return existing, False
-            cur.execute(
-                _INSERT_RUN,
-                (
-                    run_id,
-                    spec.idem_key,
-                    RunStatus.QUEUED.value,
-                    spec.goal,
-                    spec.workspace,
-                    spec.model,
-                    spec.base_url,
-                    json.dumps(spec.budget.to_dict()),
-                    json.dumps(spec.policy.to_dict()),
-                    json.dumps(state),
-                    now,
-                    now,
-                    spec.queue,
-                    spec.callback_url,
-                ),
-            )
+            insert_run_txn(cur, spec, run_id, now, state)
             add_event_txn(
                 cur,
                 run_id,

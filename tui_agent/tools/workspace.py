@@ -26,6 +26,8 @@ def resolve_inside(workspace: Path, path: str, private: tuple[Path, ...] = ()) -
         )
     for hidden in private:
         real = Path(os.path.realpath(hidden))
+        if real in root.parents:
+            continue  # a workspace inside it (the demo's own folder): only that is reachable
         if candidate == real or real in candidate.parents:
             raise ToolInputError(f"path {path!r} is tui-agent's own data; it is not for tools")
     return candidate

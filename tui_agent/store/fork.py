@@ -1,0 +1,128 @@
+"""A new run from step N of another: its recorded steps 1..N (artifacts with them) and its
+state as of step N, in one transaction. The original is only read. Approvals are never
+copied: a risky call after N must be approved again in the new run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from typing import Any
+
+from tui_agent.domain.errors import BadInput
+from tui_agent.domain.models import (
+    UNCONFINED_FLAG,
+    AgentState,
+    Run,
+    RunSpec,
+    RunStatus,
+    StatePatch,
+    Step,
+    StepKind,
+    StepStatus,
+)
+from tui_agent.store.rows import step_from_row
+from tui_agent.store.starts import insert_run_txn
+from tui_agent.store.txn import INSERT_STEP, add_event_txn, load_run_txn
+
+
+def state_as_of(
+    steps: list[Step], artifacts: dict[str, dict[str, Any]], flags: list[str]
+) -> AgentState:
+    """The agent state after `steps`, rebuilt as the run built it: each finished
+    `update_state` call's patch, each stored artifact, in step order."""
+    state = AgentState(risk_flags=list(flags))
+    for step in steps:
+        if step.kind is not StepKind.TOOL or step.status is not StepStatus.FINISHED:
+            continue
+        if step.tool == "update_state":
+            args = step.parsed_arguments()
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # refused there too
+                state = StatePatch.parse(args["patch"]).apply(state)
+        if step.artifact_id and step.artifact_id in artifacts:
+            state.artifacts.append(artifacts[step.artifact_id])
+    return state
+
+
+def fork_run(db: Any, source_id: str, at: int, spec: RunSpec, new_id: str) -> tuple[Run, Run]:
+    """(the new run, the original as read) — the new run queued with steps 1..`at`."""
+    now = float(db.clock())
+    with db.raw_write() as cur:
+        source = load_run_txn(cur, source_id)
+        last = source.next_seq - 1
+        if not 1 <= at <= last:
+            raise BadInput(
+                f"run {source_id[:8]} has steps 1 to {last}; fork at one of them"
+                if last
+                else f"run {source_id[:8]} has no recorded step yet to fork from"
+            )
+        rows = cur.execute(
+            "SELECT * FROM steps WHERE run_id = ? AND seq <= ? ORDER BY seq", (source_id, at)
+        ).fetchall()
+        steps = [step_from_row(r) for r in rows]
+        open_call = next((s for s in steps if s.status is StepStatus.STARTED), None)
+        if open_call is not None:
+            raise BadInput(
+                f"step {open_call.seq} of run {source_id[:8]} is a tool call with no recorded "
+                f"outcome; fork at step {open_call.seq - 1} or once it has one"
+            )
+        renamed: dict[str, str] = {}
+        summaries: dict[str, dict[str, Any]] = {}
+        for art in cur.execute(
+            "SELECT * FROM artifacts WHERE run_id = ? AND seq <= ? ORDER BY seq",
+            (source_id, at),
+        ).fetchall():
+            new_art = uuid.uuid4().hex
+            renamed[art["id"]] = new_art
+            content = bytes(art["content"])
+            cur.execute(
+                "INSERT INTO artifacts (id, run_id, seq, size, summary, content, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (new_art, new_id, art["seq"], art["size"], art["summary"], content, now),
+            )
+            summaries[art["id"]] = {
+                "artifact_id": new_art,
+                "type": "tool_result",
+                "summary": art["summary"],
+                "bytes": len(content),
+            }
+        flags = [UNCONFINED_FLAG] if spec.policy.sandbox == "none" else []
+        state = state_as_of(steps, summaries, flags)
+        insert_run_txn(cur, spec, new_id, now, state.to_dict())
+        cur.executemany(
+            INSERT_STEP,
+            [
+                (
+                    new_id,
+                    s.seq,
+                    s.kind.value,
+                    s.status.value,
+                    s.tool,
+                    s.call_id,
+                    s.arguments,
+                    s.result,
+                    renamed.get(s.artifact_id or "", s.artifact_id),
+                    s.llm_seq,
+                    json.dumps(s.payload),
+                    s.tokens,
+                    s.created_at,
+                    s.finished_at,
+                )
+                for s in steps
+            ],
+        )
+        counted = [s for s in steps if s.kind in (StepKind.LLM, StepKind.TOOL)]
+        cur.execute(
+            "UPDATE runs SET usage_steps = ?, usage_tokens = ?, next_seq = ? WHERE id = ?",
+            (len(counted), sum(s.tokens for s in steps), at + 1, new_id),
+        )
+        add_event_txn(
+            cur,
+            new_id,
+            "created",
+            f"forked from run {source_id[:8]} at step {at} with model {spec.model}",
+            now,
+            {"forked_from": source_id, "at": at},
+            becomes=RunStatus.QUEUED,
+        )
+        return load_run_txn(cur, new_id), source
