@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     prune.add_argument("--json", action="store_true")
     stats = sub.add_parser("stats", help="figures over every run: counts, durations, latency")
+    stats.add_argument(
+        "--since", type=_days, metavar="DAYS", help="only what was created in the last DAYS"
+    )
     stats.add_argument("--json", action="store_true")
 
     store = sub.add_parser("store", help="move runs between stores")
@@ -768,7 +771,7 @@ def _cmd_prune(service: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(service: Any, args: argparse.Namespace) -> int:
-    data = service.stats()
+    data = service.stats(args.since)
     if args.json:
         _print_json(data)
         return EXIT_OK

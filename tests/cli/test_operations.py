@@ -101,6 +101,8 @@ def test_stats_counts_what_happened(home: Home) -> None:
     for key in ("run_duration_s", "llm_latency_s"):
         assert set(stats[key]) == {"p50", "p95", "max"}
     assert stats["llm_latency_s"]["p50"] is not None
+    assert home.json("stats", "--since", "1") == stats  # all of it is from today
+    assert home.json("stats", "--since", "0")["runs"] == {}  # nothing is newer than now
     text = home.cli("stats", check=True).stdout
     assert "1 completed" in text and "1 pending" in text
 

@@ -216,6 +216,7 @@ def test_bad_input_is_a_clear_json_error_and_writes_nothing(home: Home, api: Api
     assert _runs(home) == 0  # nothing was written by any of them
     run = api.start("x", model="demo")
     assert api.client.post(f"/v1/runs/{run['id']}/cancel").status_code == 200
+    api.wait_status(run["id"], "cancelled")  # an executor may still be ending it
     before = home.query("SELECT revision FROM runs")[0][0]
     for path, body in (
         ("approve", None),

@@ -114,8 +114,8 @@ class AgentService(Protocol):
         followers, so only the runs that changed are read again."""
         ...
 
-    def stats(self) -> dict[str, Any]:
-        """The store's figures, as `stats --json` prints them."""
+    def stats(self, since_days: float | None = None) -> dict[str, Any]:
+        """The store's figures, as `stats --json` prints them (of the last days, if given)."""
         ...
 
     def metric_figures(self) -> dict[str, Any]:

@@ -466,10 +466,11 @@ class LocalService:
     def run_marks(self, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         return self.reader.run_marks(run_ids)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, since_days: float | None = None) -> dict[str, Any]:
         from tui_agent.store.stats import store_stats
 
-        return store_stats(self.reader)
+        since = None if since_days is None else self.now() - since_days * 86400
+        return store_stats(self.reader, since)
 
     def metric_figures(self) -> dict[str, Any]:
         from tui_agent.store.stats import metric_figures

@@ -49,6 +49,20 @@ def check_database_file(path: Path) -> None:
         conn.close()
 
 
+def _start_incremental(path: Path) -> None:
+    """A new, empty file: pages freed by `prune` go back to the file system (`auto_vacuum`
+    can only be chosen before the first write, which here is WAL mode's header). Files made
+    before this keep `auto_vacuum = NONE`: their free pages are reused instead."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.Error:
+        pass  # another process made it first; its choice stands
+    finally:
+        conn.close()
+
+
 def create_file_private(path: Path) -> None:
     """Create the database file 0600 so SQLite's -wal and -shm files inherit that mode.
 
@@ -83,9 +97,6 @@ def configure_connection(
     conn.isolation_level = None
     cur = conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
-    # Takes hold only in a new, empty file (before WAL mode writes its header): pruned
-    # runs' pages go back to the file system there. An older file keeps them for reuse.
-    cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
     cur.execute("PRAGMA journal_mode = WAL")
     cur.execute(f"PRAGMA synchronous = {synchronous}")
     cur.execute("PRAGMA foreign_keys = ON")
@@ -247,7 +258,10 @@ class Database:
         from tui_agent.store.migrations import LATEST_VERSION, current_version, migrate
 
         check_database_file(self.path)
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
         create_file_private(self.path)
+        if fresh:
+            _start_incremental(self.path)
         try:
             with self.raw_read() as cur:
                 behind = current_version(cur) != LATEST_VERSION  # newer: migrate() refuses

@@ -35,37 +35,52 @@ def _latency_sql(dialect: str) -> str:
     return f"SELECT {value} AS v FROM steps WHERE kind = 'llm' AND payload_json LIKE '%latency_s%'"
 
 
-def _counts(cur: Any, column: str, table: str) -> dict[str, int]:
-    rows = cur.execute(f"SELECT {column} AS k, count(*) AS n FROM {table} GROUP BY {column}")
+def _counts(cur: Any, column: str, table: str, since: float) -> dict[str, int]:
+    rows = cur.execute(
+        f"SELECT {column} AS k, count(*) AS n FROM {table} WHERE created_at >= ? GROUP BY {column}",
+        (since,),
+    )
     return {row["k"]: int(row["n"]) for row in rows.fetchall()}
 
 
-def _value(cur: Any, sql: str) -> Any:
-    return cur.execute(sql).fetchone()["v"]
+def _value(cur: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    return cur.execute(sql, params).fetchone()["v"]
 
 
-def _column(cur: Any, sql: str) -> list[float]:
-    return [float(row["v"]) for row in cur.execute(sql).fetchall() if row["v"] is not None]
+def _column(cur: Any, sql: str, params: tuple[Any, ...] = ()) -> list[float]:
+    rows = cur.execute(sql, params).fetchall()
+    return [float(row["v"]) for row in rows if row["v"] is not None]
 
 
-def store_stats(reader: Any) -> dict[str, Any]:
-    """The shape of `stats --json` (product.md, Command line)."""
+def store_stats(reader: Any, since: float | None = None) -> dict[str, Any]:
+    """The shape of `stats --json` (product.md, Command line); with `since` (epoch
+    seconds), only what was created from then on (runs, steps, events, approvals)."""
+    t = (since or 0.0,)
     with reader.snapshot() as cur:
-        runs = _counts(cur, "status", "runs")
-        steps = _counts(cur, "kind", "steps")
-        tokens = _value(cur, "SELECT coalesce(sum(usage_tokens), 0) AS v FROM runs")
-        durations = _column(
-            cur, f"SELECT updated_at - created_at AS v FROM runs WHERE status IN ({_FINAL_SQL})"
+        runs = _counts(cur, "status", "runs", t[0])
+        steps = _counts(cur, "kind", "steps", t[0])
+        tokens = _value(
+            cur, "SELECT coalesce(sum(usage_tokens), 0) AS v FROM runs WHERE created_at >= ?", t
         )
-        latencies = _column(cur, _latency_sql(reader.db.dialect))
-        retries = _value(cur, "SELECT count(*) AS v FROM events WHERE kind = 'retry'")
-        approvals = _counts(cur, "status", "approvals")
+        durations = _column(
+            cur,
+            "SELECT updated_at - created_at AS v FROM runs "
+            f"WHERE status IN ({_FINAL_SQL}) AND created_at >= ?",
+            t,
+        )
+        latencies = _column(cur, _latency_sql(reader.db.dialect) + " AND created_at >= ?", t)
+        retries = _value(
+            cur, "SELECT count(*) AS v FROM events WHERE kind = 'retry' AND created_at >= ?", t
+        )
+        approvals = _counts(cur, "status", "approvals", t[0])
         waits = _column(
             cur,
             "SELECT decided_at - created_at AS v FROM approvals "
-            "WHERE status IN ('approved', 'denied') AND decided_at IS NOT NULL",
+            "WHERE status IN ('approved', 'denied') AND decided_at IS NOT NULL "
+            "AND created_at >= ?",
+            t,
         )
-        callbacks = _counts(cur, "status", "deliveries")
+        callbacks = _counts(cur, "status", "deliveries", t[0])
     waits.sort()
     return {
         "runs": runs,
@@ -91,8 +106,8 @@ def metric_figures(reader: Any) -> dict[str, Any]:
         for i, b in enumerate(DURATION_BUCKETS)
     )
     with reader.snapshot() as cur:
-        runs = _counts(cur, "status", "runs")
-        steps = _counts(cur, "kind", "steps")
+        runs = _counts(cur, "status", "runs", 0.0)
+        steps = _counts(cur, "kind", "steps", 0.0)
         tokens = _value(cur, "SELECT coalesce(sum(usage_tokens), 0) AS v FROM runs")
         retries = _value(cur, "SELECT count(*) AS v FROM events WHERE kind = 'retry'")
         pending = _value(cur, "SELECT count(*) AS v FROM approvals WHERE status = 'pending'")
@@ -100,7 +115,7 @@ def metric_figures(reader: Any) -> dict[str, Any]:
             f"SELECT count(*) AS n, coalesce(sum(updated_at - created_at), 0) AS total, "
             f"{buckets} FROM runs WHERE status IN ({_FINAL_SQL})"
         ).fetchone()
-        callbacks = _counts(cur, "status", "deliveries")
+        callbacks = _counts(cur, "status", "deliveries", 0.0)
     return {
         "runs": runs,
         "steps": steps,

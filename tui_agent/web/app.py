@@ -219,9 +219,9 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
         return EventSourceResponse(stream, ping=keepalive_s)
 
     @app.get("/v1/stats", tags=["server"], response_class=JSONResponse)
-    def stats() -> Response:
-        """As `stats --json`."""
-        return _json(service.stats())
+    def stats(since: Annotated[float | None, Query(ge=0)] = None) -> Response:
+        """As `stats --json` (`since`: days)."""
+        return _json(service.stats(since))
 
     @app.get("/metrics", tags=["server"], response_class=Response)
     def metrics() -> Response:
