@@ -76,6 +76,29 @@ def _supervisor_action(text: str) -> str:
     raise argparse.ArgumentTypeError(f"choose start, stop, status or run, not {text!r}")
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """What a new run is given, by `run` and by `fork` alike."""
+    parser.add_argument("--workspace", metavar="DIR")
+    parser.add_argument("--model", metavar="NAME")
+    parser.add_argument("--max-steps", type=_positive_int, metavar="N")
+    parser.add_argument("--max-tokens", type=_positive_int, metavar="N")
+    parser.add_argument("--max-wall-time", type=_positive_float, metavar="S")
+    parser.add_argument(
+        "--auto-approve",
+        action="append",
+        default=[],
+        metavar="RISK",
+        choices=["read_only", "write_local", "external_action"],
+        help="run tools of this risk without asking (read_only, write_local or "
+        "external_action; repeatable); the rest wait for your approval",
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=["workspace", "workspace-net", "none"],
+        help="how run_shell is confined (default: workspace, no network)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tui-agent", description="Durable AI agent runs in your terminal.")
     from tui_agent import __version__
@@ -85,30 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start a run")
     run.add_argument("goal")
-    run.add_argument("--workspace", metavar="DIR")
-    run.add_argument("--model", metavar="NAME")
-    run.add_argument("--max-steps", type=_positive_int, metavar="N")
-    run.add_argument("--max-tokens", type=_positive_int, metavar="N")
-    run.add_argument("--max-wall-time", type=_positive_float, metavar="S")
-    run.add_argument(
-        "--auto-approve",
-        action="append",
-        default=[],
-        metavar="RISK",
-        choices=["read_only", "write_local", "external_action"],
-        help="run tools of this risk without asking (read_only, write_local or "
-        "external_action; repeatable); the rest wait for your approval",
-    )
+    _run_options(run)
     run.add_argument(
         "--key",
         metavar="KEY",
         help="idempotency key: while a run with this key is not final, starting it again "
         "returns that run",
-    )
-    run.add_argument(
-        "--sandbox",
-        choices=["workspace", "workspace-net", "none"],
-        help="how run_shell is confined (default: workspace, no network)",
     )
     run.add_argument(
         "--queue",
@@ -210,19 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("run", metavar="RUN")
     fork.add_argument("--from-step", type=_positive_int, required=True, metavar="N")
     fork.add_argument("--goal", metavar="TEXT", help="a new goal (default: the original's)")
-    fork.add_argument("--workspace", metavar="DIR")
-    fork.add_argument("--model", metavar="NAME")
-    fork.add_argument("--max-steps", type=_positive_int, metavar="N")
-    fork.add_argument("--max-tokens", type=_positive_int, metavar="N")
-    fork.add_argument("--max-wall-time", type=_positive_float, metavar="S")
-    fork.add_argument(
-        "--auto-approve",
-        action="append",
-        default=[],
-        metavar="RISK",
-        choices=["read_only", "write_local", "external_action"],
-    )
-    fork.add_argument("--sandbox", choices=["workspace", "workspace-net", "none"])
+    _run_options(fork)
     fork.add_argument("--json", action="store_true")
     prune = sub.add_parser(
         "prune",
