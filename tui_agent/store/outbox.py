@@ -30,6 +30,13 @@ class OutboxStore:
     def claim_due(self, limit: int, hold_s: float) -> list[Delivery]:
         """Deliveries due now, held for `hold_s` (another deliverer skips them meanwhile)."""
         now = self.now()
+        with self.db.raw_read() as cur:  # most rounds find nothing: no write lock for that
+            due = cur.execute(
+                "SELECT 1 FROM deliveries WHERE status = 'pending' AND next_at <= ? LIMIT 1",
+                (now,),
+            ).fetchone()
+        if due is None:
+            return []
         with self.db.raw_write() as cur:
             skip = " SKIP LOCKED" if locking(cur) else ""
             rows = cur.execute(_DUE + locking(cur) + skip, (now, limit)).fetchall()

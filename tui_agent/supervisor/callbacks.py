@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-import httpx
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from tui_agent.api_token import signature
@@ -56,7 +56,7 @@ class Deliverer:
         self._busy = 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="callback")
-        self._client = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
+        self._client: Any = None  # made at the first delivery: most supervisors make none
         self._thread = threading.Thread(target=self._loop, name="callbacks", daemon=True)
         self.pending = False  # some delivery is still to be made (keeps the supervisor up)
 
@@ -95,7 +95,17 @@ class Deliverer:
             with self._lock:
                 self._busy -= 1
 
+    def _http(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import httpx  # not at the supervisor's start: it is on the recovery path
+
+                self._client = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
+            return self._client
+
     def _attempt(self, delivery: Delivery) -> None:
+        import httpx
+
         body = delivery.body.encode()
         headers = {
             "Content-Type": "application/json",
@@ -104,7 +114,7 @@ class Deliverer:
             "X-TUI-Agent-Signature": signature(self.token(), body),
         }
         try:
-            answer = self._client.post(delivery.url, content=body, headers=headers)
+            answer = self._http().post(delivery.url, content=body, headers=headers)
             if 200 <= answer.status_code < 300:
                 self.outbox.delivered(delivery.id)
                 log.info("callback %s for run %s delivered", delivery.id, delivery.run_id[:8])
