@@ -35,6 +35,7 @@ from tui_agent.store.txn import (
     add_event_txn,
     in_queues,
     load_run_txn,
+    locking,
 )
 
 # The hot path: plain SQL strings, compiled once by SQLite's statement cache (and prepared
@@ -595,6 +596,9 @@ class StepJournal:
     ) -> None:
         now = self.now()
         with self.db.raw_write() as cur:
+            # The one event written without changing its run: lock the row as the others do
+            # (see add_event_txn), so the run's events commit in id order.
+            cur.execute("SELECT 1 FROM runs WHERE id = ?" + locking(cur), (run_id,))
             add_event_txn(cur, run_id, kind, message, now, data)
 
     def release_to_queue(self, run_id: str, wall: float) -> None:

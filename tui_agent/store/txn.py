@@ -102,14 +102,12 @@ def add_event_txn(
     """Record what happened to a run; `becomes` is the status the transaction leaves it in
     (kept in the event's data; a callback is due when the run ended or needs a person).
 
-    On PostgreSQL the run's row is locked first, so a run's events commit in the order of
-    their ids (identities are drawn before commit): an event stream that resumes after an
-    id never skips one committed late."""
+    The caller's transaction has written (so, on PostgreSQL, locked) the run's row first:
+    a run's events then commit in the order of their ids (identities are drawn before
+    commit), and an event stream that resumes after an id never skips one committed late."""
     payload = dict(data or {})
     if becomes is not None:
         payload["status"] = becomes.value
-    if is_postgres(conn):
-        fetch_one(conn, "SELECT 1 FROM runs WHERE id = ? FOR UPDATE", (run_id,))
     execute(conn, _INSERT_EVENT, (run_id, kind, message, json.dumps(payload), now))
     if becomes in CALLBACK_STATUSES:
         _enqueue_callback_txn(conn, run_id, becomes, message, now)
