@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run")
     cancel.add_argument("--json", action="store_true")
-    resume = sub.add_parser("resume", help="resume a paused or failed run")
+    resume = sub.add_parser("resume", help="resume a paused, failed or quarantined run")
     resume.add_argument("run")
     resume.add_argument("--max-steps", type=_positive_int, metavar="N")
     resume.add_argument("--max-tokens", type=_positive_int, metavar="N")

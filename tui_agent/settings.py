@@ -47,6 +47,7 @@ class Settings:
     queues: tuple[str, ...] = ("default",)
     executors: int = 1
     retention_days: float | None = None  # final runs older than this are pruned daily
+    maintenance_delay_s: float = 60.0  # the supervisor's first daily pass, after its start
     node: str = ""  # this machine's name among the supervisors of a shared store
 
     @property

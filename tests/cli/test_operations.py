@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import Home
+from tests.conftest import Home, wait_for
 
 pytestmark = pytest.mark.both_stores
 
@@ -87,6 +87,25 @@ def test_retention_days_is_the_default_age(home: Home) -> None:
     _age(home, old, 3)
     home.configure((home.path / "config.toml").read_text() + "retention_days = 2\n")
     assert home.json("prune")["runs"] == 1
+
+
+def test_the_supervisors_daily_pass_prunes_by_retention_days(home: Home) -> None:
+    """With `retention_days` set the supervisor prunes by itself, first
+    `maintenance_delay_s` after it starts: old final runs go, a waiting one never."""
+    old = _completed(home)
+    waiting = home.start("wait for me")
+    home.wait_status(waiting, "waiting_approval")
+    _age(home, old, 3)
+    _age(home, waiting, 3)
+    home.cli("supervisor", "stop", timeout=30)
+    home.configure(
+        (home.path / "config.toml").read_text() + "retention_days = 2\nmaintenance_delay_s = 0.5\n"
+    )
+    home.cli("supervisor", "start", timeout=30)
+    wait_for(lambda: old not in {r["id"] for r in home.json("ls")}, 20, "the daily pass")
+    assert {r["id"] for r in home.json("ls")} == {waiting}
+    assert home.query("SELECT count(*) FROM steps WHERE run_id = ?", (old,))[0][0] == 0
+    assert "retention: pruned 1 run(s)" in (home.path / "logs" / "supervisor.log").read_text()
 
 
 def test_stats_counts_what_happened(home: Home) -> None:

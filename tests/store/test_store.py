@@ -478,3 +478,66 @@ def test_no_wait_on_postgresql_outlives_a_lease(store: RunStore, db_url: str) ->
     holder.rollback()
     holder.close()
     assert j.heartbeat({run.id: 0.0}, 30) == {run.id: False}
+
+
+@both
+def test_stats_series_are_aggregated_by_the_database_on_either_engine(
+    store_target: Path | str,
+) -> None:
+    """The statistics screen's figures: histograms, runs per local day and status, and one
+    run's progress, each from a GROUP BY and bounded (a long run is cut into RUN_POINTS)."""
+    from tui_agent.store import stats
+    from tui_agent.store.reader import Reader
+
+    now = [1_790_000_000.0]
+    s = open_store(store_target, clock=lambda: now[0])
+    starts = stats.day_starts(now[0], 3)
+    assert len(starts) == 3 and starts[-1] <= now[0] < starts[-1] + 86400 + 3600
+    j = StepJournal(s.db, "o", 1)
+
+    def run_at(when: float, status: RunStatus | None, took: float, latencies: list[float]) -> str:
+        now[0] = when
+        run, _ = s.create_run(spec())
+        assert j.claim(1, 10**6) == [run.id]
+        for latency in latencies:
+            payload = {"content": "x", "tool_calls": [], "latency_s": latency}
+            j.record_llm_reply(run.id, payload, 100, 0.1)
+        now[0] = when + took
+        if status is not None:
+            j.finish_run(run.id, status, wall=took, message=status.value)
+        return run.id
+
+    run_at(starts[0] - 60, RunStatus.COMPLETED, 2.0, [0.1])  # before the window: not counted
+    first = run_at(starts[0] + 10, RunStatus.COMPLETED, 3.0, [0.2, 1.5])
+    run_at(starts[2] + 10, RunStatus.FAILED, 100.0, [7.0])
+    run_at(starts[2] + 20, RunStatus.COMPLETED, 90_000.0, [])
+    run_at(starts[2] + 30, None, 0.0, [120.0])  # still running: no duration yet
+    now[0] = starts[2] + 40
+    data = stats.stats_series(Reader(s.db), starts, first)
+
+    assert data["runs_per_day"] == {
+        "days": starts,
+        "by_status": {"completed": [1, 0, 1], "failed": [0, 0, 1], "running": [0, 0, 1]},
+    }
+    durations = dict(
+        zip([*stats.DURATION_BUCKETS, None], data["run_duration_s"]["counts"], strict=True)
+    )
+    assert durations == {**dict.fromkeys(stats.DURATION_BUCKETS, 0), 5.0: 1, 300.0: 1, None: 1}
+    latency = dict(
+        zip([*stats.LATENCY_BUCKETS, None], data["llm_latency_s"]["counts"], strict=True)
+    )
+    assert latency == {**dict.fromkeys(stats.LATENCY_BUCKETS, 0), 0.5: 1, 2.0: 1, 10.0: 1, None: 1}
+    assert data["run"] == {"id": first, "points": [(0.0, 0, 0), (0.0, 1, 100), (0.0, 2, 200)]}
+
+    now[0] = starts[2] + 100
+    long = s.create_run(spec())[0].id
+    assert j.claim(1, 10**6) == [long]
+    for i in range(stats.RUN_POINTS * 3 + 1):
+        now[0] += 1
+        j.record_llm_reply(long, {"content": str(i), "tool_calls": []}, 10, 0.1)
+    points = stats.stats_series(Reader(s.db), starts, long)["run"]["points"]
+    assert len(points) <= stats.RUN_POINTS + 1  # the start, then one per group of steps
+    replies = stats.RUN_POINTS * 3 + 1
+    assert points[-1] == (float(replies), replies, replies * 10)
+    assert [p[1] for p in points] == sorted(p[1] for p in points)
+    s.close()

@@ -56,8 +56,16 @@ class Seeder:
         assert self.journal.claim(1, 10_000) == [run.id]
         return run.id
 
-    def llm(self, run_id: str, text: str, calls: list[tuple[str, dict[str, object]]]) -> int:
-        payload = {
+    def llm(
+        self,
+        run_id: str,
+        text: str,
+        calls: list[tuple[str, dict[str, object]]],
+        *,
+        tokens: int = 120,
+        latency: float | None = None,
+    ) -> int:
+        payload: dict[str, object] = {
             "content": text,
             "tool_calls": [
                 {"id": f"c{i}-{text[:3]}", "name": n, "arguments": json.dumps(a)}
@@ -66,7 +74,9 @@ class Seeder:
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
             "model": "demo",
         }
-        return self.journal.record_llm_reply(run_id, payload, 120, 1.5)
+        if latency is not None:
+            payload["latency_s"] = latency
+        return self.journal.record_llm_reply(run_id, payload, tokens, 1.5)
 
     def tool(
         self,
@@ -149,3 +159,56 @@ def seed_showcase(db_path: Path) -> dict[str, str]:
     with sqlite3.connect(db_path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return ids
+
+
+def seed_stats(db_path: Path, workspace: str = "/work/project") -> dict[str, str]:
+    """Ten days of finished and paused runs (durations from seconds to hours, LLM replies
+    with latencies), then a run with a write after its reads: what the statistics screen
+    plots and the fork form lists. Times are T0-relative, so the plots are the same on
+    every run (with the same time zone)."""
+    s = Seeder(db_path)
+    statuses = [
+        RunStatus.COMPLETED,
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.COMPLETED,
+        RunStatus.CANCELLED,
+        RunStatus.COMPLETED,
+        RunStatus.PAUSED,
+    ]
+    durations = [2.0, 4.0, 12.0, 45.0, 200.0, 700.0, 3000.0, 9000.0]
+    latencies = [0.3, 0.8, 1.2, 1.7, 2.5, 4.0, 6.5, 12.0]
+    for i in range(40):
+        start = T0 - (i % 10) * 86400 - 3600 * (i % 4) - 60 * i
+        s.clock.now = start
+        run_id = s.run(f"Past job number {i}", workspace=workspace)
+        for j in range(1 + i % 3):
+            s.llm(run_id, f"step {j}", [], tokens=200 + 37 * i, latency=latencies[(i + j) % 8])
+        s.clock.now = start + durations[i % 8]
+        status = statuses[i % 7]
+        if status is RunStatus.PAUSED:
+            s.finish(run_id, status, pause_reason="budget spent: steps 3 of 3")
+        else:
+            s.finish(run_id, status, result="done" if status is RunStatus.COMPLETED else "")
+
+    s.clock.now = T0 + 60
+    run_id = s.run("Summarise the notes into NOTES.md", workspace=workspace)
+    seq = s.llm(run_id, "Listing the notes.", [("list_dir", {"path": "notes"})], tokens=300)
+    s.tool(run_id, seq, "list_dir", {"path": "notes"}, "a.md (10 bytes)\nb.md (12 bytes)")
+    for i, name in enumerate(("a.md", "b.md", "c.md")):
+        s.clock.now += 25
+        seq = s.llm(
+            run_id, f"Reading {name}.", [("read_file", {"path": name})], tokens=400 + 150 * i
+        )
+        s.tool(run_id, seq, "read_file", {"path": name}, f"notes of {name}")
+    s.clock.now += 40
+    content = {"path": "NOTES.md", "content": "# Notes\n- a\n- b\n- c"}
+    seq = s.llm(run_id, "Writing the summary.", [("write_file", content)], tokens=900)
+    s.tool(run_id, seq, "write_file", content, "wrote 22 bytes")
+    s.clock.now += 15
+    s.llm(run_id, "NOTES.md holds the summary.", [], tokens=1000, latency=2.2)
+    s.finish(run_id, RunStatus.COMPLETED, result="NOTES.md holds the summary.")
+    s.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return {"notes": run_id}

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from textual.widgets import Button, Input
 
 from tests.conftest import FAST_CONFIG, Home, hold_write_lock
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
@@ -16,6 +17,8 @@ from tui_agent.llm.factory import default_model
 from tui_agent.service.local import LocalService
 from tui_agent.settings import load_settings
 from tui_agent.ui.app import AgentApp
+from tui_agent.ui.screens.fork_form import ForkScreen
+from tui_agent.ui.widgets.timeline import Timeline
 
 pytestmark = pytest.mark.slow
 
@@ -487,20 +490,23 @@ async def test_the_collector_is_back_on_after_the_first_frame(
 async def test_a_locked_database_never_freezes_the_keys(make_app: Any, home: Home) -> None:
     """Another process holds the write lock: `y` waits for it in a worker while the screen
     goes on answering keys; the approval lands once the lock is free."""
-    home.configure(FAST_CONFIG + "busy_timeout_s = 5\n")
+    home.configure(FAST_CONFIG + "busy_timeout_s = 12\n")
     run_id = home.start("Summarise")
     home.wait_status(run_id, "waiting_approval")
     app = make_app()
     async with app.run_test(size=(140, 40)) as pilot:
         await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
-        holder = hold_write_lock(home, 3.0)
+        held_s = 6.0
+        holder = hold_write_lock(home, held_s)
         pressed = time.monotonic()
         await pilot.press("y")
         await pilot.press("slash")
         await pilot.press(*"abc")
         await pilot.pause()
         assert app.query_one("#history-filter").value == "abc"
-        assert time.monotonic() - pressed < 1.5, "the keys waited for the database"
+        # Keys that waited for the lock would take the whole hold; a loaded machine (CI with
+        # coverage) takes up to about 2 s to type them, so the bound is well between.
+        assert time.monotonic() - pressed < held_s * 0.7, "the keys waited for the database"
         assert home.show(run_id)["status"] == "waiting_approval"  # still locked out
         holder.join()
         await until(
@@ -634,3 +640,123 @@ async def test_the_tui_and_the_http_api_drive_one_run_at_once(make_app: Any, hom
             assert done["approvals"][0]["status"] == "approved"
     finally:
         await asyncio.to_thread(api.stop)
+
+
+def _completed_demo_run(home: Home) -> tuple[str, dict[str, Any]]:
+    """A demo run that asked to write, was approved and completed: (its id, `show`)."""
+    run_id = home.start("Summarise the workspace")
+    home.wait_status(run_id, "waiting_approval")
+    home.cli("approve", run_id, check=True)
+    return run_id, home.wait_status(run_id, "completed")
+
+
+async def test_fork_from_the_step_under_the_cursor_lists_the_calls_asked_again(
+    make_app: Any, home: Home
+) -> None:
+    """The timeline's cursor picks the step (the newest one until it is moved); the form
+    lists the write recorded after it; enter forks and selects the new run, which has to
+    have the write approved again."""
+    original, shown = _completed_demo_run(home)
+    write = next(s for s in shown["steps"] if s.get("tool") == "write_file" and s["kind"] == "tool")
+    at = write["seq"] - 2  # the reply that asked for the write
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.run_status == "completed", what="selection")
+        assert {"f", "g"} <= footer_keys(app)
+        timeline = app.query_one(Timeline)
+        assert timeline.step_under_cursor() == shown["steps"][-1]["seq"]
+        timeline.focus()
+        for _ in range(len(shown["steps"]) + 2):
+            if timeline.step_under_cursor() == at:
+                break
+            await pilot.press("up")
+        assert timeline.step_under_cursor() == at
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, ForkScreen), what="the fork form")
+        form = app.screen
+        listed = form.query_one("#fork-again-list")
+        await until(pilot, lambda: "write_file" in str(listed.render()), what="the calls")
+        assert f"step {write['seq']}" in str(listed.render())
+        assert "write_local" in str(listed.render())
+        assert form.query_one("#fork-step", Input).value == str(at)
+        await pilot.press(*"fork it")  # the goal field has the focus
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: app.selected not in (None, original) and len(app.screen_stack) == 1,
+            what="the new run selected",
+        )
+    assert app.selected is not None
+    forked = home.wait_status(app.selected, "waiting_approval")
+    assert forked["goal"] == "fork it"
+    assert [a["status"] for a in forked["approvals"]] == ["pending"]  # asked again, not copied
+
+    def summary(steps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(s["seq"], s["kind"], s["status"], s.get("tool")) for s in steps[:at]]
+
+    assert summary(forked["steps"]) == summary(shown["steps"])  # steps 1..at, copied
+    assert home.show(original)["steps"] == shown["steps"]
+
+
+async def test_the_fork_form_follows_its_step_field_and_escape_writes_nothing(
+    make_app: Any, home: Home
+) -> None:
+    """At 80x24: after the newest step nothing is asked again; an earlier step lists the
+    write; a step the run does not have is refused in the form (no Fork), and escape
+    closes it with nothing written."""
+    _, shown = _completed_demo_run(home)
+    write = next(s for s in shown["steps"] if s.get("tool") == "write_file" and s["kind"] == "tool")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.run_status == "completed", what="selection")
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, ForkScreen), what="the fork form")
+        form = app.screen
+        listed, go = form.query_one("#fork-again-list"), form.query_one("#fork-go", Button)
+        await until(pilot, lambda: "none" in str(listed.render()), what="an empty list")
+        assert not go.disabled and go.region.bottom <= 24  # the button is on screen
+        form.query_one("#fork-step", Input).value = str(write["seq"] - 1)
+        await until(pilot, lambda: "write_file" in str(listed.render()), what="the write")
+        form.query_one("#fork-step", Input).value = "999"
+        error = form.query_one("#fork-error")
+        await until(pilot, lambda: "has steps 1 to" in str(error.render()), what="the refusal")
+        assert go.disabled
+        await pilot.press("enter")  # refused: nothing happens
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the form to close")
+    assert len(home.json("ls")) == 1
+
+
+async def test_g_plots_the_statistics_and_escape_goes_back(make_app: Any, home: Home) -> None:
+    """The plots are drawn from the store's figures (the selected run's steps and tokens
+    among them); the main keys rest while the screen is open."""
+    from textual_plotext import PlotextPlot
+
+    from tui_agent.ui.screens.stats import StatsScreen
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:  # an empty home first
+        await pilot.press("g")
+        await until(pilot, lambda: isinstance(app.screen, StatsScreen), what="the statistics")
+        caption = app.screen.query_one("#stats-run-caption")
+        await until(pilot, lambda: "No run selected" in str(caption.render()), what="figures")
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the main screen")
+    run_id, _ = _completed_demo_run(home)
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.run_status == "completed", what="selection")
+        assert {"Fork", "Stats"} <= {c.title for c in app.get_system_commands(app.screen)}
+        await pilot.press("g")
+        await until(pilot, lambda: isinstance(app.screen, StatsScreen), what="the statistics")
+        screen = app.screen
+        caption = screen.query_one("#stats-run-caption")
+        await until(pilot, lambda: run_id[:8] in str(caption.render()), what="the figures")
+        assert "1 final runs" in str(screen.query_one("#stats-durations-caption").render())
+        assert "done" in str(screen.query_one("#stats-per-day-caption").render())
+        plots = list(screen.query(PlotextPlot))
+        assert len(plots) == 4 and all("┤" in str(p.render()) for p in plots)
+        assert "s" not in footer_keys(app) and "escape" in footer_keys(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the main screen")
+        assert "s" in footer_keys(app)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.ui.conftest import frozen_app
-from tests.ui.seed import seed_showcase
+from tests.ui.seed import seed_showcase, seed_stats
 
 
 async def _settle(pilot: Any) -> None:
@@ -81,3 +86,68 @@ def test_start_form(snap_compare: Any, snap_home: Path) -> None:
 
 def test_start_form_fits_80x24_with_its_buttons(snap_compare: Any, snap_home: Path) -> None:
     assert snap_compare(frozen_app(snap_home), terminal_size=(80, 24), run_before=_open_form(None))
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Runs per day are local days: one time zone, so the bars fall on the same days."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+def _press_on(run_key: str, ids: dict[str, str], *keys: str) -> Any:
+    async def run_before(pilot: Any) -> None:
+        await _select(run_key, ids)(pilot)
+        await pilot.press(*keys)
+        # the figures (or the fork's preview) are read in a worker and come back as a message
+        for _ in range(200):
+            await _settle(pilot)
+            shown = pilot.app.screen.query("#stats-title, #fork-again-list")
+            if not any("reading" in str(widget.render()) for widget in shown):
+                break
+        await _settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.usefixtures("utc")
+def test_stats_screen_at_120x36(snap_compare: Any, snap_home: Path) -> None:
+    """Ten days of runs: the run's steps and tokens, durations, latency, runs per day."""
+    ids = seed_stats(snap_home / "tui-agent.db")
+    assert snap_compare(
+        frozen_app(snap_home), terminal_size=(120, 36), run_before=_press_on("notes", ids, "g")
+    )
+
+
+@pytest.mark.usefixtures("utc")
+def test_stats_screen_fits_80x24(snap_compare: Any, snap_home: Path) -> None:
+    ids = seed_stats(snap_home / "tui-agent.db")
+    assert snap_compare(
+        frozen_app(snap_home), terminal_size=(80, 24), run_before=_press_on("notes", ids, "g")
+    )
+
+
+def test_fork_form_lists_the_calls_asked_again_at_80x24(snap_compare: Any, snap_home: Path) -> None:
+    """From step 8 (the cursor four rows up from the newest), the write at step 10 must be
+    approved again; the form's buttons stay on screen."""
+    workspace = snap_home.parent / f"{snap_home.name}-workspace"  # fixed, outside the home
+    workspace.mkdir(exist_ok=True)
+    try:
+        ids = seed_stats(snap_home / "tui-agent.db", str(workspace))
+        keys = ("tab", "up", "up", "up", "up", "f")
+        assert snap_compare(
+            frozen_app(snap_home),
+            terminal_size=(80, 24),
+            run_before=_press_on("notes", ids, *keys),
+        )
+    finally:
+        workspace.rmdir()

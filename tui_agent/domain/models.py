@@ -31,8 +31,14 @@ class RunStatus(enum.StrEnum):
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 # Waiting for a decision only a person can make (flagged ⚑; `waiting` in filters).
 WAITING_STATUSES = frozenset({RunStatus.WAITING_APPROVAL, RunStatus.NEEDS_ATTENTION})
-# What `resume` takes up again (a budget pause, a failure).
+# What `resume` takes up again (a budget pause, a failure); a quarantined run too (below).
 RESUMABLE_STATUSES = frozenset({RunStatus.PAUSED, RunStatus.FAILED})
+# A run whose executor died this many times in a row at one step is not recovered again:
+# it is quarantined (`needs_attention`, its reason starting with QUARANTINED) until a person
+# resumes it. A run recovered one time fewer gets its next try with no other such run in
+# its executor, so that a third death there is its own doing.
+QUARANTINE_AFTER = 3
+QUARANTINED = "quarantined:"
 # A run's callback is told each time it gets here: it ended, or it needs a person.
 CALLBACK_STATUSES = FINAL_STATUSES | WAITING_STATUSES | {RunStatus.PAUSED}
 # The names filters accept for groups of statuses (the TUI's `/` and `ls --status`), and
@@ -132,6 +138,9 @@ class Policy:
     always_allow: tuple[str, ...] = ()
     approval_timeout_s: float | None = None
     sandbox: str = DEFAULT_SANDBOX
+    # Why the recorded policy cannot be read (None: it can). Such a policy is the strictest
+    # (everything asks first) and its run may not go on until given a new one by a fork.
+    problem: str | None = None
 
     def needs_approval(self, tool: str, risk: str) -> bool:
         return risk in self.approval_risks and tool not in self.always_allow
@@ -152,6 +161,45 @@ class Policy:
             approval_timeout_s=data.get("approval_timeout_s"),
             sandbox=str(data.get("sandbox", DEFAULT_SANDBOX)),
         )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Policy:
+        """The recorded policy; one that cannot be read is never guessed at (a lax guess
+        could run unasked what the person meant to approve): it is the strictest policy,
+        with `problem` saying what is wrong. No text (a summary row): the default."""
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return cls._unreadable("not valid JSON")
+        problem = _policy_problem(data)
+        return cls._unreadable(problem) if problem else cls.from_dict(data)
+
+    @classmethod
+    def _unreadable(cls, problem: str) -> Policy:
+        return cls(approval_risks=tuple(r.value for r in Risk), problem=problem)
+
+
+def _policy_problem(data: Any) -> str | None:
+    """What makes a stored policy unusable; absent fields take their defaults (older runs)."""
+    if not isinstance(data, dict):
+        return "not an object"
+    risks = data.get("approval_risks", list(DEFAULT_APPROVAL_RISKS))
+    known = {r.value for r in Risk}
+    if not isinstance(risks, list) or not all(isinstance(r, str) and r in known for r in risks):
+        return "approval_risks is not a list of risks"
+    if not _is_str_list(data.get("always_allow", [])):
+        return "always_allow is not a list of tool names"
+    timeout = data.get("approval_timeout_s")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        return "approval_timeout_s is not a positive number"
+    sandbox = data.get("sandbox", DEFAULT_SANDBOX)
+    if sandbox not in SANDBOX_MODES:
+        return f"sandbox {str(sandbox)[:40]!r} is not one of {', '.join(SANDBOX_MODES)}"
+    return None
 
 
 @dataclass
@@ -405,6 +453,19 @@ class Run:
     epoch: int = 0  # grows with every claim: the fence of its executor's writes
     owner_node: str | None = None  # the machine of the executor holding it
     callback_url: str | None = None  # told by POST when it ends or needs a person
+
+    @property
+    def quarantined(self) -> bool:
+        """Set aside after its executor kept dying at one step (see QUARANTINE_AFTER)."""
+        return self.status is RunStatus.NEEDS_ATTENTION and (self.pause_reason or "").startswith(
+            QUARANTINED
+        )
+
+    @property
+    def resumable(self) -> bool:
+        """`resume` takes it up again: paused, failed, or quarantined (not a call in doubt:
+        that is `resolve`'s to decide)."""
+        return self.status in RESUMABLE_STATUSES or self.quarantined
 
     @property
     def constraints(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from tui_agent.domain.models import Approval, Run, RunStatus, Step
+from tui_agent.domain.models import QUARANTINED, Approval, Run, RunStatus, Step
 
 NO_SUPERVISOR = "no supervisor is running; start one with `tui-agent supervisor start`"
 
@@ -56,7 +56,7 @@ def run_reason(
             text += f", denied at {_clock(pending.created_at + timeout)} if undecided"
         return text
     if status is RunStatus.NEEDS_ATTENTION:
-        if in_doubt is None:
+        if in_doubt is None or run.quarantined:  # (a quarantine may leave a call open)
             return run.pause_reason or "needs attention"
         return (
             f"call in doubt: {describe_call(in_doubt.tool, in_doubt.arguments)} (step "
@@ -100,3 +100,15 @@ def run_reason(
             f"(attempt {run.retry_attempt + 1} of {run.retry_max})"
         )
     return None
+
+
+def quarantine_reason(
+    run_id: str, deaths: int, step: int, open_call: tuple[str | None, str | None] | None
+) -> str:
+    """The reason of a run set aside because its executor died `deaths` times in a row at
+    `step` (`open_call`: the tool and arguments it was running, None: asking the model)."""
+    doing = "asking the model" if open_call is None else describe_call(*open_call, limit=60)
+    return (
+        f"{QUARANTINED} its executor died {deaths} times in a row at step {step} ({doing}); "
+        f"see logs/executor.log, then `tui-agent resume {run_id[:8]}` to try again or cancel it"
+    )

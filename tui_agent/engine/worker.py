@@ -34,6 +34,7 @@ from tui_agent.domain.models import (
 )
 from tui_agent.domain.reason import describe_call
 from tui_agent.engine.conversation import build_messages, last_reply, unanswered_calls
+from tui_agent.engine.preflight import run_obstacle
 from tui_agent.engine.retry import llm_retrying
 from tui_agent.llm.base import LLMClient, LLMReply, PermanentLLMError, TransientLLMError
 from tui_agent.store.protocols import ArtifactData, Journal
@@ -78,9 +79,13 @@ class RunWorker:
         retry: RetryPolicy,
         stopping: threading.Event,
         private: tuple[Path, ...] = (),
+        obstacle: Callable[[Run], str | None] = run_obstacle,
     ) -> None:
         self.journal = journal
         self.private = private
+        # Why the run cannot go on here (None: it can); the executor's also knows its
+        # environment (engine/preflight.py).
+        self.obstacle = obstacle
         self.run_id = run_id
         self.tools = tools
         self.client_for = client_for
@@ -159,6 +164,12 @@ class RunWorker:
         self.run_obj = run
         self.usage = run.usage
         self.steps = steps
+        # Before anything is re-run or asked: a run that cannot go on waits for a person,
+        # and says why, instead of failing step after step (or killing its executor). A
+        # cancel asked for goes through all the same.
+        obstacle = None if run.cancel_requested else self.obstacle(run)
+        if obstacle:
+            self._finish(RunStatus.PAUSED, f"paused: {obstacle}", pause_reason=obstacle)
         self._handle_in_doubt()
         client: LLMClient | None = None
         while True:

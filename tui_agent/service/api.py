@@ -63,6 +63,32 @@ class SupervisorState:
     serves: str | None = None  # the store it serves (another one than ours: not ours)
 
 
+@dataclass(frozen=True)
+class Histogram:
+    """Counts per bucket: `counts[i]` of values at most `bounds[i]` (and above the one
+    before); one count more than bounds, for the values above the last."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StatsSeries:
+    """What the statistics screen plots, aggregated by the store (never a row per run)."""
+
+    run_id: str | None
+    run_points: tuple[tuple[float, int, int], ...]
+    """The selected run: (seconds since it was created, budget steps so far, tokens so far)."""
+    run_duration_s: Histogram
+    """Final runs created in the window, by how long they took."""
+    llm_latency_s: Histogram
+    """LLM replies of the window's newest runs, by how long the model took."""
+    day_starts: tuple[float, ...]
+    """Each day's first second (local time), oldest first."""
+    runs_per_day: dict[str, tuple[int, ...]]
+    """Status → runs created on each of those days."""
+
+
 class AgentService(Protocol):
     def now(self) -> float: ...
 
@@ -118,6 +144,11 @@ class AgentService(Protocol):
         """The store's figures, as `stats --json` prints them (of the last days, if given)."""
         ...
 
+    def stats_series(self, run_id: str | None = None, *, days: int = 14) -> StatsSeries:
+        """The distributions the statistics screen plots, over the last `days` days, with
+        `run_id`'s steps and tokens over time if given."""
+        ...
+
     def metric_figures(self) -> dict[str, Any]:
         """The figures `/metrics` exposes, computed from the store at each ask."""
         ...
@@ -142,6 +173,19 @@ class AgentService(Protocol):
     ) -> Run: ...
 
     def resolve(self, run_id: str, choice: str) -> Run: ...
+
+    def fork(self, run_id: str, at: int, request: StartRequest) -> tuple[Run, list[dict[str, Any]]]:
+        """A new queued run from steps 1..`at` of `run_id`, and `will_ask_again`: the risky
+        calls recorded after `at` (`seq`, `tool`, `arguments`, `risk`) it must have approved
+        again. Empty or None fields of `request` keep the original's."""
+        ...
+
+    def fork_preview(
+        self, run_id: str, at: int, request: StartRequest | None = None
+    ) -> list[dict[str, Any]]:
+        """The `will_ask_again` that `fork` would return, writing nothing (and refusing a
+        step `fork` would refuse, in the same words)."""
+        ...
 
     def supervisor_state(self) -> SupervisorState: ...
 

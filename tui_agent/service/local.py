@@ -24,12 +24,21 @@ from tui_agent.domain.models import (
     Risk,
     Run,
     RunSpec,
+    RunStatus,
     Step,
 )
 from tui_agent.domain.reason import run_reason
+from tui_agent.engine.preflight import run_obstacle
 from tui_agent.files import write_atomically
 from tui_agent.llm.factory import default_model
-from tui_agent.service.api import RunDelta, RunView, StartRequest, SupervisorState
+from tui_agent.service.api import (
+    Histogram,
+    RunDelta,
+    RunView,
+    StartRequest,
+    StatsSeries,
+    SupervisorState,
+)
 from tui_agent.settings import QUEUE_NAME, Settings, ensure_private_dir
 from tui_agent.store.db import Database, check_database_file
 from tui_agent.store.factory import change_feed_for, database_for
@@ -391,9 +400,32 @@ class LocalService:
         recorded after `at`, which it will have to have approved again (approvals are
         never copied)."""
         from tui_agent.store.fork import fork_run
-        from tui_agent.tools.builtin import builtin_registry
 
-        source = self.get_run(run_id)
+        spec = self._fork_spec(self.get_run(run_id), request)
+        run, _ = fork_run(self.db, run_id, at, spec, uuid.uuid4().hex)
+        again = self._will_ask_again(run_id, at, spec.policy)
+        self._kick_supervisor()
+        return run, again
+
+    def fork_preview(
+        self, run_id: str, at: int, request: StartRequest | None = None
+    ) -> list[dict[str, Any]]:
+        """What `fork` with these arguments would return as `will_ask_again`, writing
+        nothing; the same BadInput as `fork` where it would refuse."""
+        from tui_agent.store.fork import fork_point
+
+        source = fork_point(self.reader, run_id, at)
+        spec = self._fork_spec(source, request or StartRequest(goal=""))
+        return self._will_ask_again(run_id, at, spec.policy)
+
+    def _fork_spec(self, source: Run, request: StartRequest) -> RunSpec:
+        """The fork's spec: the request's values where given, else the original's."""
+        if source.policy.problem and not (request.auto_approve or request.sandbox):
+            raise BadInput(
+                f"run {source.id[:8]}'s recorded policy cannot be read "
+                f"({source.policy.problem}); give the fork its own (--auto-approve RISK, "
+                "--sandbox MODE)"
+            )
         auto = request.auto_approve or tuple(
             r for r in RISKS if r not in source.policy.approval_risks
         )
@@ -421,13 +453,18 @@ class LocalService:
                 if v is not None
             },
         )
-        spec = replace(spec, budget=budget)
-        run, _ = fork_run(self.db, run_id, at, spec, uuid.uuid4().hex)
+        return replace(spec, budget=budget)
+
+    def _will_ask_again(self, run_id: str, at: int, policy: Policy) -> list[dict[str, Any]]:
+        """The risky calls recorded after step `at` that a run of `policy` must have
+        approved again if its model makes them."""
+        from tui_agent.tools.builtin import builtin_registry
+
         registry = builtin_registry()
         again = []
         for step in self.reader.steps(run_id, after_seq=at):
             tool = registry.get(step.tool or "") if step.kind.value == "tool" else None
-            if tool is not None and spec.policy.needs_approval(tool.name, tool.risk.value):
+            if tool is not None and policy.needs_approval(tool.name, tool.risk.value):
                 again.append(
                     {
                         "seq": step.seq,
@@ -436,8 +473,7 @@ class LocalService:
                         "risk": tool.risk.value,
                     }
                 )
-        self._kick_supervisor()
-        return run, again
+        return again
 
     def prune(
         self, *, older_than_days: float | None, statuses: list[str], dry_run: bool
@@ -471,6 +507,24 @@ class LocalService:
 
         since = None if since_days is None else self.now() - since_days * 86400
         return store_stats(self.reader, since)
+
+    def stats_series(self, run_id: str | None = None, *, days: int = 14) -> StatsSeries:
+        from tui_agent.store.stats import day_starts, stats_series
+
+        if not 1 <= days <= 366:
+            raise BadInput(f"the statistics cover 1 to 366 days, not {days}")
+        data = stats_series(self.reader, day_starts(self.now(), days), run_id)
+        run = data["run"]
+        return StatsSeries(
+            run_id=run_id,
+            run_points=tuple((float(t), int(n), int(k)) for t, n, k in run["points"])
+            if run
+            else (),
+            run_duration_s=_histogram(data["run_duration_s"]),
+            llm_latency_s=_histogram(data["llm_latency_s"]),
+            day_starts=tuple(data["runs_per_day"]["days"]),
+            runs_per_day={k: tuple(v) for k, v in data["runs_per_day"]["by_status"].items()},
+        )
 
     def metric_figures(self) -> dict[str, Any]:
         from tui_agent.store.stats import metric_figures
@@ -528,6 +582,9 @@ class LocalService:
         _positive("--max-steps", max_steps)
         _positive("--max-tokens", max_llm_tokens)
         _positive("--max-wall-time", max_wall_time_s)
+        run = self.get_run(run_id)
+        if run.resumable:  # (any other status is told so by the store, in its words)
+            self._check_can_go_on(run)
         run = self.store.resume(
             run_id,
             max_steps=max_steps,
@@ -538,10 +595,27 @@ class LocalService:
         return run
 
     def resolve(self, run_id: str, choice: str) -> Run:
+        if choice in ("retry", "skip"):
+            run = self.get_run(run_id)
+            if run.status is RunStatus.NEEDS_ATTENTION:
+                self._check_can_go_on(run)
         run = self.store.resolve(run_id, choice, by=self.who)
         if not run.status.is_final:
             self._kick_supervisor()
         return run
+
+    def _check_can_go_on(self, run: Run) -> None:
+        """BadInput, nothing written, when a run a person lets go on could not: its
+        workspace gone, its model or policy unusable (`engine/preflight.py`; the executor
+        asks the same, with its own environment, and pauses the run)."""
+        if Path(run.workspace) == self.settings.demo_workspace.resolve():
+            self.demo_workspace()  # the demo's scratch folder is ours to make again
+        # On a shared store, a queue this machine does not serve runs elsewhere: the
+        # workspace is looked for there.
+        here = not self.settings.shared or run.queue in self.settings.queues
+        obstacle = run_obstacle(run, workspace=here)
+        if obstacle:
+            raise BadInput(f"run {run.id[:8]} cannot go on: {obstacle}")
 
     # ---- the supervisor ------------------------------------------------------------------
 
@@ -630,6 +704,10 @@ def _check_callback_url(url: str | None) -> str | None:
     ):
         raise BadInput(f"--callback-url must be an http:// or https:// URL, not {url[:80]!r}")
     return url
+
+
+def _histogram(data: dict[str, list[Any]]) -> Histogram:
+    return Histogram(bounds=tuple(data["bounds"]), counts=tuple(data["counts"]))
 
 
 def _username() -> str:

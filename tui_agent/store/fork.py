@@ -44,28 +44,46 @@ def state_as_of(
     return state
 
 
+def check_fork_point_txn(cur: Any, source: Run, at: int) -> None:
+    """BadInput, saying where one can fork instead, unless step `at` of `source` is one to
+    fork from: a recorded step with no tool call still open at or before it."""
+    last = source.next_seq - 1
+    if not 1 <= at <= last:
+        raise BadInput(
+            f"run {source.id[:8]} has steps 1 to {last}; fork at one of them"
+            if last
+            else f"run {source.id[:8]} has no recorded step yet to fork from"
+        )
+    open_seq = cur.execute(
+        "SELECT min(seq) AS seq FROM steps WHERE run_id = ? AND seq <= ? AND status = ?",
+        (source.id, at, StepStatus.STARTED.value),
+    ).fetchone()["seq"]
+    if open_seq is not None:
+        raise BadInput(
+            f"step {open_seq} of run {source.id[:8]} is a tool call with no recorded "
+            f"outcome; fork at step {open_seq - 1} or once it has one"
+        )
+
+
+def fork_point(reader: Any, source_id: str, at: int) -> Run:
+    """The run to fork, read only, once `check_fork_point_txn` accepts step `at` of it (the
+    TUI's fork form asks this before anything is written)."""
+    with reader.snapshot() as cur:
+        source = reader.get_run(source_id)  # the same snapshot: nested reads share it
+        check_fork_point_txn(cur, source, at)
+        return source
+
+
 def fork_run(db: Any, source_id: str, at: int, spec: RunSpec, new_id: str) -> tuple[Run, Run]:
     """(the new run, the original as read) — the new run queued with steps 1..`at`."""
     now = float(db.clock())
     with db.raw_write() as cur:
         source = load_run_txn(cur, source_id)
-        last = source.next_seq - 1
-        if not 1 <= at <= last:
-            raise BadInput(
-                f"run {source_id[:8]} has steps 1 to {last}; fork at one of them"
-                if last
-                else f"run {source_id[:8]} has no recorded step yet to fork from"
-            )
+        check_fork_point_txn(cur, source, at)
         rows = cur.execute(
             "SELECT * FROM steps WHERE run_id = ? AND seq <= ? ORDER BY seq", (source_id, at)
         ).fetchall()
         steps = [step_from_row(r) for r in rows]
-        open_call = next((s for s in steps if s.status is StepStatus.STARTED), None)
-        if open_call is not None:
-            raise BadInput(
-                f"step {open_call.seq} of run {source_id[:8]} is a tool call with no recorded "
-                f"outcome; fork at step {open_call.seq - 1} or once it has one"
-            )
         renamed: dict[str, str] = {}
         summaries: dict[str, dict[str, Any]] = {}
         for art in cur.execute(

@@ -17,6 +17,7 @@ from typing import Any
 from tui_agent import failpoints
 from tui_agent.domain.errors import LeaseLost, UnknownRun
 from tui_agent.domain.models import (
+    QUARANTINE_AFTER,
     AgentState,
     Approval,
     Run,
@@ -33,6 +34,7 @@ from tui_agent.store.txn import (
     INSERT_STEP,
     ORPHANED,
     add_event_txn,
+    deaths_in_a_row_txn,
     in_queues,
     load_run_txn,
     locking,
@@ -118,6 +120,10 @@ class StepJournal:
         self.reader = Reader.of(db)
         # The epoch each held run was claimed under (the fence of every write).
         self._epochs: dict[str, int] = {}
+        # A held run on its last try before quarantine (its executor died one time fewer
+        # than QUARANTINE_AFTER in a row at its step) that has recorded no step since: the
+        # executor takes no other such run meanwhile, so that a death is its own doing.
+        self._last_try: set[str] = set()
 
     def holds(self, run_id: str) -> bool:
         """This journal claimed the run and has not let go of it since."""
@@ -171,7 +177,7 @@ class StepJournal:
         taken: dict[str, int] = {}
         with self.db.raw_write() as cur:
             rows = cur.execute(orphan_sql + lock, (*orphan_params, orphans)).fetchall()
-            ids = [r[0] for r in rows]
+            ids = self._admit_orphans_txn(cur, [r[0] for r in rows], working)
             room = limit - len(ids)
             if room > 0:
                 rows = cur.execute(queued_sql + lock, (*queued_params, room)).fetchall()
@@ -180,6 +186,33 @@ class StepJournal:
                 taken[run_id] = self._take_txn(cur, run_id, lease_s, now)
         self._epochs.update(taken)
         return ids
+
+    def _admit_orphans_txn(
+        self, cur: Any, orphans: list[str], working: Collection[str]
+    ) -> list[str]:
+        """The orphans to take: all of them, except that of the runs on their last try
+        before quarantine at most one is held here at a time. Deaths in a row at one step
+        are counted for every run the dead executor held; this keeps a run that happened to
+        share it with the culprit twice from being quarantined with it."""
+        self._last_try &= set(working)  # (those whose thread ended are no longer held)
+        deaths = deaths_in_a_row_txn(cur, orphans)
+        admitted = []
+        for run_id in orphans:
+            if deaths.get(run_id, (0, 0))[1] >= QUARANTINE_AFTER - 1:
+                if self._last_try:
+                    continue  # another executor may take it, or this one soon
+                self._last_try.add(run_id)
+            admitted.append(run_id)
+        return admitted
+
+    def _progressed(self, run_id: str) -> None:
+        """The run recorded a step: its death count no longer applies."""
+        self._last_try.discard(run_id)
+
+    def _let_go(self, run_id: str) -> None:
+        """Let go: a new claim brings a new epoch."""
+        self._epochs.pop(run_id, None)
+        self._last_try.discard(run_id)
 
     def _take_txn(self, cur: Any, run_id: str, lease_s: float, now: float) -> int:
         """Hold the run under a new epoch; returns that epoch."""
@@ -324,6 +357,7 @@ class StepJournal:
                 row = cur.execute(_PG_NEW_STEP, params).fetchone()
             if row is None:
                 raise LeaseLost(run_id)
+            self._progressed(run_id)
             return int(row[0])
         with self.db.raw_write() as cur:
             seq = self._checkpoint_txn(cur, run_id, tokens=tokens, wall=wall, now=now, new_steps=1)
@@ -346,6 +380,7 @@ class StepJournal:
                     finished_at,
                 ),
             )
+        self._progressed(run_id)
         return seq
 
     def record_llm_reply(
@@ -398,6 +433,7 @@ class StepJournal:
             with self.db.raw_statement() as cur:
                 if cur.execute(_PG_FINISH_TOOL, params).fetchone() is None:
                     raise LeaseLost(run_id)
+            self._progressed(run_id)
             return
         with self.db.raw_write() as cur:
             self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
@@ -436,6 +472,7 @@ class StepJournal:
             )
             if cur.rowcount != 1:
                 raise LeaseLost(run_id)
+        self._progressed(run_id)
 
     def record_tool_outcome(
         self,
@@ -523,7 +560,7 @@ class StepJournal:
                 becomes=RunStatus.WAITING_APPROVAL,
             )
             row = cur.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)).fetchone()
-        self._epochs.pop(run_id, None)  # let go: a new claim brings a new epoch
+        self._let_go(run_id)
         return approval_from_row(row)
 
     def _release_txn(
@@ -562,7 +599,7 @@ class StepJournal:
                 values["error"] = error or "cancelled by user"
             self._release_txn(cur, run_id, status, now, **values)
             add_event_txn(cur, run_id, "status", message, now, becomes=status)
-        self._epochs.pop(run_id, None)
+        self._let_go(run_id)
 
     def set_retry(
         self, run_id: str, *, attempt: int, max_attempts: int, retry_at: float, error: str
@@ -618,4 +655,4 @@ class StepJournal:
                 now,
                 becomes=RunStatus.QUEUED,
             )
-        self._epochs.pop(run_id, None)
+        self._let_go(run_id)

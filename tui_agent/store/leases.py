@@ -6,16 +6,17 @@ after a crash it frees lost runs (and leaves both cores to the executor) sooner.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-from tui_agent.domain.models import Policy, RunStatus
+from tui_agent.domain.models import QUARANTINE_AFTER, Policy, RunStatus, StepStatus
+from tui_agent.domain.reason import quarantine_reason
 from tui_agent.store.db import Database
 from tui_agent.store.rows import approval_from_row
 from tui_agent.store.txn import (
     RUNNABLE,
     add_event_txn,
+    deaths_in_a_row_txn,
     decide_approval_txn,
     in_queues,
     locking,
@@ -26,6 +27,14 @@ _RUNNABLE = f"SELECT count(*) FROM runs WHERE {RUNNABLE}"
 _LOSE = (
     "UPDATE runs SET owner = NULL, owner_pid = NULL, owner_node = NULL, lease_until = NULL, "
     "lost_at = ?, revision = revision + 1, updated_at = ? WHERE id = ?"
+)
+_QUARANTINE = (
+    "UPDATE runs SET status = ?, pause_reason = ?, owner = NULL, owner_pid = NULL, "
+    "owner_node = NULL, lease_until = NULL, lost_at = NULL, revision = revision + 1, "
+    "updated_at = ? WHERE id = ?"
+)
+_OPEN_CALL = (
+    "SELECT seq, tool, arguments FROM steps WHERE run_id = ? AND status = ? ORDER BY seq LIMIT 1"
 )
 # The runs held by this machine's executors (runs of other machines are theirs to free, or
 # anyone's to take once their lease ran out). Runs held before v5 have no node.
@@ -67,18 +76,47 @@ class LeaseStore:
     def _forget_txn(self, cur: Any, pid: int) -> None:
         cur.execute("DELETE FROM executors WHERE pid = ? AND node = ?", (pid, self.node))
 
-    def release_runs_of(self, pid: int, why: str) -> list[str]:
-        """An executor died: its runs become claimable at once (reason: executor lost)."""
+    def release_runs_of(self, pid: int, why: str, *, counts: bool = True) -> list[str]:
+        """An executor died: its runs become claimable at once (reason: executor lost).
+
+        A run whose executor has now died QUARANTINE_AFTER times in a row at the same step
+        is quarantined instead (`needs_attention`, with that reason): claimed again, it
+        would most likely only kill the next executor. A death the supervisor caused itself
+        (a stop) does not count (`counts`), nor does it end the series."""
         now = self.now()
         with self.db.raw_write() as cur:
             sql = f"SELECT id FROM runs WHERE owner_pid = ? AND {_OURS} ORDER BY id"
             rows = cur.execute(sql + locking(cur), (pid, self.node)).fetchall()
             ids = [r[0] for r in rows]
+            before = deaths_in_a_row_txn(cur, ids)
             for run_id in ids:
+                step, open_call = self._current_step_txn(cur, run_id)
+                last_step, deaths = before.get(run_id, (None, 0))
+                deaths = (deaths if last_step == step else 0) + (1 if counts else 0)
+                data = {"step": step, "deaths": deaths}
+                if deaths >= QUARANTINE_AFTER:
+                    reason = quarantine_reason(run_id, deaths, step, open_call)
+                    status = RunStatus.NEEDS_ATTENTION
+                    cur.execute(_QUARANTINE, (status.value, reason, now, run_id))
+                    add_event_txn(cur, run_id, "status", reason, now, data, becomes=status)
+                    continue
                 cur.execute(_LOSE, (now, now, run_id))
-                add_event_txn(cur, run_id, "lost", f"executor {pid} {why}; recovering", now)
+                again = f" (death {deaths} in a row at step {step})" if deaths > 1 else ""
+                message = f"executor {pid} {why}; recovering{again}"
+                add_event_txn(cur, run_id, "lost", message, now, data)
             self._forget_txn(cur, pid)
         return ids
+
+    def _current_step_txn(
+        self, cur: Any, run_id: str
+    ) -> tuple[int, tuple[str | None, str | None] | None]:
+        """The step a run was at: a tool call still open (with its tool and arguments),
+        else the next one (the model being asked)."""
+        row = cur.execute(_OPEN_CALL, (run_id, StepStatus.STARTED.value)).fetchone()
+        if row is not None:
+            return int(row[0]), (row[1], row[2])
+        next_seq = cur.execute("SELECT next_seq FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return int(next_seq[0]), None
 
     def lost_executors(self, is_alive: Callable[[int], bool]) -> list[int]:
         """On supervisor start: pids of owners and executors that are gone or whose lease ran
@@ -139,7 +177,7 @@ class LeaseStore:
             lock = " FOR UPDATE OF approvals, runs SKIP LOCKED" if locking(cur) else ""
             rows = cur.execute(_PENDING_APPROVALS + lock, params).fetchall()
             for row in rows:
-                timeout = Policy.from_dict(json.loads(row["policy_json"])).approval_timeout_s
+                timeout = Policy.from_json(row["policy_json"]).approval_timeout_s
                 if not timeout:
                     continue
                 deadline = row["created_at"] + timeout

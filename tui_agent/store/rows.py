@@ -52,7 +52,7 @@ def run_from_row(row: Mapping[str, Any]) -> Run:
     return Run(
         status=RunStatus(row["status"]),
         budget=Budget.from_dict(_loads(row.get("budget_json"))),
-        policy=Policy.from_dict(_loads(row.get("policy_json"))),
+        policy=Policy.from_json(row.get("policy_json")),  # never raises: see `problem`
         usage=Usage(row["usage_steps"], row["usage_tokens"], row["usage_wall_s"]),
         state=AgentState.from_dict(_loads(row.get("state_json"))),
         **scalars,

@@ -21,7 +21,6 @@ from sqlalchemy import (
 from tui_agent.domain.errors import ApprovalTimedOut, BadInput, InvalidTransition
 from tui_agent.domain.models import (
     FINAL_STATUSES,
-    RESUMABLE_STATUSES,
     Approval,
     Budget,
     Event,
@@ -196,7 +195,13 @@ class RunStore:
             elif approve and always and pending.tool not in policy.always_allow:
                 policy = replace(policy, always_allow=(*policy.always_allow, pending.tool))
             decide_approval_txn(
-                conn, pending, approve=approve, by=by, reason=reason, now=now, policy=policy
+                conn,
+                pending,
+                approve=approve,
+                by=by,
+                reason=reason,
+                now=now,
+                policy=None if policy.problem else policy,  # an unreadable one stays as it is
             )
             decided = approval_from_row(
                 conn.execute(select(approvals_t).where(approvals_t.c.id == pending.id))
@@ -223,8 +228,9 @@ class RunStore:
                 values["cancel_requested"] = True
                 event = ("cancel", f"cancel requested by {by}", None)
             elif run.status is RunStatus.NEEDS_ATTENTION:
+                what = "quarantined run" if run.quarantined else "in-doubt call"
                 values.update(
-                    status=RunStatus.FAILED.value, error=f"in-doubt call failed by {by}", owner=None
+                    status=RunStatus.FAILED.value, error=f"{what} failed by {by}", owner=None
                 )
                 self._mark_in_doubt_txn(
                     conn,
@@ -233,7 +239,8 @@ class RunStore:
                     "failed by the user after an interruption; the outcome is unknown",
                     now,
                 )
-                event = ("status", f"failed by {by} (call in doubt)", RunStatus.FAILED)
+                why = "quarantined" if run.quarantined else "call in doubt"
+                event = ("status", f"failed by {by} ({why})", RunStatus.FAILED)
             else:
                 values.update(
                     status=RunStatus.CANCELLED.value,
@@ -262,18 +269,19 @@ class RunStore:
         max_llm_tokens: int | None = None,
         max_wall_time_s: float | None = None,
     ) -> Run:
-        """Requeue a paused or failed run, with a larger budget when one is spent."""
+        """Requeue a paused, failed or quarantined run, with a larger budget when one is
+        spent (a quarantined run's open call, if any, is decided as after any crash)."""
         now = self.now()
         with self.db.write() as conn:
             run = load_run_txn(conn, run_id, lock=True)
-            if run.status not in RESUMABLE_STATUSES:
+            if not run.resumable:
                 hint = {
                     RunStatus.WAITING_APPROVAL: "; approve or deny it instead",
                     RunStatus.NEEDS_ATTENTION: "; use `resolve RUN retry|skip` instead",
                 }.get(run.status, "")
                 raise InvalidTransition(
-                    f"run {run_id[:8]} is {run.status.value}; only paused or failed runs "
-                    f"can be resumed{hint}"
+                    f"run {run_id[:8]} is {run.status.value}; only paused, failed or "
+                    f"quarantined runs can be resumed{hint}"
                 )
             _check_budget_above_usage(run, max_steps, max_llm_tokens, max_wall_time_s)
             budget = run.budget
@@ -323,6 +331,7 @@ class RunStore:
                 raise InvalidTransition(
                     f"run {run_id[:8]} has no call in doubt (status {run.status.value})"
                 )
+            # (a quarantined run with no call open simply goes on: nothing to retry or skip)
             if choice == "skip":
                 self._mark_in_doubt_txn(
                     conn,

@@ -41,6 +41,33 @@ _INSERT_EVENT = (
 )
 
 
+# The last event of each run that tells whether its recoveries go on in a row: a recovery
+# ('lost'), or what ends a series of them (a status change: a pause, a quarantine, a
+# person's resume; a person's decision on a call in doubt).
+_LAST_RECOVERY = (
+    "SELECT run_id, kind, data_json FROM events WHERE id IN (SELECT max(id) FROM events "
+    "WHERE run_id IN ({marks}) AND kind IN ('lost', 'status', 'resolve') GROUP BY run_id)"
+)
+
+
+def deaths_in_a_row_txn(conn: Any, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """{run: (step, deaths)}: the step at which its executor last died and how many times
+    in a row it died there (absent: no death since the run's last status change)."""
+    if not run_ids:
+        return {}
+    sql = _LAST_RECOVERY.format(marks=", ".join("?" * len(run_ids)))
+    found: dict[str, tuple[int, int]] = {}
+    for run_id, kind, data_json in cursor_of(conn).execute(sql, tuple(run_ids)).fetchall():
+        try:
+            data = json.loads(data_json or "{}")
+        except ValueError:
+            continue
+        step, deaths = data.get("step"), data.get("deaths")
+        if kind == "lost" and isinstance(step, int) and isinstance(deaths, int) and deaths > 0:
+            found[run_id] = (step, deaths)
+    return found
+
+
 def runnable_params(now: float) -> tuple[str, str, float]:
     return (RunStatus.QUEUED.value, RunStatus.RUNNING.value, now)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from tui_agent import failpoints
 from tui_agent.domain.errors import StoreUnavailable
 from tui_agent.domain.models import Run
+from tui_agent.engine.preflight import run_obstacle
 from tui_agent.engine.worker import RetryPolicy, RunWorker
 from tui_agent.llm.base import LLMClient
 from tui_agent.llm.factory import ClientPool
@@ -140,11 +141,17 @@ class Executor:
             self.retry,
             self.stopping,
             private=self._private,
+            obstacle=self._obstacle,
         )
         thread = threading.Thread(target=worker.run, name=f"run-{run_id[:8]}", daemon=True)
         with self._lock:
             self.workers[run_id] = (worker, thread)
         thread.start()
+
+    def _obstacle(self, run: Run) -> str | None:
+        """What keeps the run from going on here, this process's environment included (the
+        model client is made in it)."""
+        return run_obstacle(run, env=os.environ)
 
     def _client_for(self, run: Run) -> LLMClient:
         return self.clients.get(run.model, run.base_url)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_S = 0.05
 APPROVAL_CHECK_S = 1.0
-DAILY_FIRST_S = 60.0
 DAY_S = 86400.0
 # After an executor starts or is promoted the new spare waits this long: its start-up (a
 # Python import of ~1 s of CPU) would otherwise compete with the executor resuming the runs.
@@ -124,11 +123,11 @@ class Supervisor:
         return 0
 
     def _daily(self, db: object) -> None:
-        """Once a day (first a minute after start): rotate the logs and, with
-        `retention_days`, prune the final runs older than that."""
+        """Once a day (first `maintenance_delay_s` after start, a minute unless told): rotate
+        the logs and, with `retention_days`, prune the final runs older than that."""
         from tui_agent.store.prune import prune_runs
 
-        if self.stopping.wait(DAILY_FIRST_S):
+        if self.stopping.wait(self.settings.maintenance_delay_s):
             return
         while True:
             rotate_logs(self.settings.log_dir)
@@ -273,7 +272,8 @@ class Supervisor:
         slot.proc = None
         # Its calls' processes die with it, before its runs are offered to anyone.
         ended = end_calls_of_executor(proc.pid)
-        freed = leases.release_runs_of(proc.pid, f"exited with code {code}")
+        # A clean exit is no crash: it does not count towards a run's quarantine.
+        freed = leases.release_runs_of(proc.pid, f"exited with code {code}", counts=code != 0)
         log.warning(
             "executor %d exited (%s); ended %d call process(es); freed %d run(s)",
             proc.pid,
@@ -347,7 +347,7 @@ class Supervisor:
             ended = end_calls_of_executor(proc.pid)
             if ended:
                 log.warning("ended %d process(es) left by executor %d", ended, proc.pid)
-            leases.release_runs_of(proc.pid, "stopped with the supervisor")
+            leases.release_runs_of(proc.pid, "stopped with the supervisor", counts=False)
         for slot in self.slots:
             slot.proc = None
 

@@ -38,11 +38,13 @@ from tui_agent.ui.screens.dialogs import (
     DenyScreen,
     ResumeScreen,
 )
+from tui_agent.ui.screens.fork_form import ForkScreen
 from tui_agent.ui.screens.start_form import StartRunScreen
 from tui_agent.ui.sizes import NARROW, SHORT, STACKED
 from tui_agent.ui.widgets.history import HistoryPane
 from tui_agent.ui.widgets.run_pane import RunPane
 from tui_agent.ui.widgets.status_bar import StatusBar
+from tui_agent.ui.widgets.timeline import Timeline
 
 THEME = Theme(
     name="tui-agent",
@@ -114,6 +116,21 @@ class AgentApp(App[None]):
             id="resume",
             tooltip="Resume a paused or failed run (larger budget if one is spent)",
         ),
+        Binding(
+            "f",
+            "fork",
+            "Fork",
+            id="fork",
+            tooltip="Fork the selected run from the step under the cursor (a form shows "
+            "the calls it would be asked again)",
+        ),
+        Binding(
+            "g",
+            "stats",
+            "Stats",
+            id="stats",
+            tooltip="Plots: steps and tokens over time, run durations, LLM latency, runs per day",
+        ),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the history"),
         Binding(
             "escape",
@@ -131,6 +148,7 @@ class AgentApp(App[None]):
     selected: reactive[str | None] = reactive(None, bindings=True)
     """The run shown in the run pane."""
     run_status: reactive[str | None] = reactive(None, bindings=True)
+    run_resumable: bool = False  # set with run_status (a quarantined run is resumable too)
     """The selected run's status: decides which keys apply."""
 
     def __init__(
@@ -213,6 +231,10 @@ class AgentApp(App[None]):
         self.set_class(self.size.width < NARROW, "-narrow")
         self.set_class(self.size.width < STACKED, "-stacked")
         self.set_class(self.size.height < SHORT, "-short")
+        # Below NARROW the keys of a waiting run fill the footer: the palette's hint gives
+        # way to them (ctrl+p still opens it, and it lists every key).
+        for footer in self.query(Footer):
+            footer.show_command_palette = self.size.width >= NARROW
 
     @work(thread=True, exit_on_error=False, group="warm-up")
     def _warm_up(self) -> None:
@@ -331,6 +353,7 @@ class AgentApp(App[None]):
         else:
             delta = self.service.run_delta(self.selected, timeline.open_seq(), timeline.last_event)  # type: ignore[attr-defined]
         pane.show_delta(delta, first=first)
+        self.run_resumable = delta.run.resumable
         self.run_status = delta.run.status.value
         self._pending_tool = delta.pending.tool if delta.pending else None
 
@@ -339,6 +362,7 @@ class AgentApp(App[None]):
     def on_history_pane_selected(self, message: HistoryPane.Selected) -> None:
         if message.run_id is None:  # the filter matches no run: show nothing stale
             self.selected = None
+            self.run_resumable = False
             self.run_status = None
             self._pending_tool = None
             self.query_one(RunPane).show_empty(
@@ -390,7 +414,9 @@ class AgentApp(App[None]):
         if action == "cancel_run":
             return status is not None and status not in STATUS_GROUPS["final"]
         if action == "resume":
-            return status in STATUS_GROUPS["resumable"]
+            return status is not None and self.run_resumable
+        if action == "fork":
+            return status is not None  # any selected run: the form says where it can fork
         if action == "clear_filter":
             panes = self.query(HistoryPane)
             return bool(panes) and panes.first().filtering
@@ -487,8 +513,10 @@ class AgentApp(App[None]):
         if not run_id:
             return
         question = f"Cancel run {run_id[:8]}?"
-        if self.run_status == "needs_attention":
+        if self.run_status == "needs_attention" and not self.run_resumable:
             question += " The call in doubt is not run again and the run fails."
+        elif self.run_status == "needs_attention":
+            question += " It is quarantined: it fails and is not tried again."
 
         def confirmed(yes: bool | None) -> None:
             if yes:
@@ -563,6 +591,30 @@ class AgentApp(App[None]):
                 actions[choice]()
 
         self.push_screen(CallScreen(title, body, decidable=decidable), decided)
+
+    def action_fork(self) -> None:
+        run_id = self.selected
+        run = self.query_one(RunPane).shown_run
+        if not run_id or run is None or run.id != run_id:
+            return
+        at = self.query_one(Timeline).step_under_cursor()
+        if at is None:
+            self.notify(f"run {run_id[:8]} has no recorded step yet to fork from", timeout=4)
+            return
+
+        def forked(new_id: str | None) -> None:
+            if new_id:
+                self.query_one(HistoryPane).reload(select=new_id)
+                self.selected = new_id
+                self.notify(f"forked run {run_id[:8]} as {new_id[:8]}")
+
+        self.push_screen(ForkScreen(self.service, run_id, at, run.goal), forked)
+
+    def action_stats(self) -> None:
+        # textual-plotext is imported on first use: the first frame must not wait for it
+        from tui_agent.ui.screens.stats import StatsScreen
+
+        self.push_screen(StatsScreen(self.service, self.selected))
 
     def action_filter(self) -> None:
         self.query_one(HistoryPane).open_filter()

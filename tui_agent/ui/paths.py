@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHEETS = ("app.tcss", "start_form.tcss", "dialogs.tcss")
+SHEETS = ("app.tcss", "start_form.tcss", "dialogs.tcss", "fork_form.tcss", "stats.tcss")
 
 
 def styles_dir() -> Path:

@@ -41,6 +41,11 @@ class RunPane(Vertical):
             with VerticalScroll(id="run-state-box"):
                 yield Static("", id="run-state")
 
+    @property
+    def shown_run(self) -> Run | None:
+        """The run on screen as last read (None when the pane is empty)."""
+        return self._shown[0] if self._shown is not None else None
+
     def show_empty(self, text: str | None = None) -> None:
         self.add_class("-empty")
         self.query_one("#run-header", Static).update(

@@ -52,6 +52,22 @@ class Timeline(Tree[str]):
         ]
         return min(open_steps) - 1 if open_steps else self.last_seq
 
+    def step_under_cursor(self) -> int | None:
+        """The seq of the step the cursor is on (or on a detail line of); on an event, the
+        step shown before it; with no cursor yet, the newest step. None: no step shown."""
+        node = self.cursor_node
+        seq_of = {id(n): seq for seq, n in self._step_nodes.items()}
+        if node is None or node is self.root:
+            return self.last_seq or None
+        if node.parent is not None and id(node.parent) in seq_of:
+            return seq_of[id(node.parent)]
+        if id(node) in seq_of:
+            return seq_of[id(node)]
+        rows = list(self.root.children)
+        shown = rows[: rows.index(node)] if node in rows else rows
+        before = [seq_of[id(n)] for n in shown if id(n) in seq_of]
+        return before[-1] if before else self.last_seq or None
+
     def add_all(self, steps: list[Step], events: list[Event]) -> None:
         """First load: merge steps and events by time, keep only the latest steps."""
         hidden = max(0, len(steps) - MAX_SHOWN)
