@@ -731,8 +731,7 @@ def _cmd_fork(service: Any, args: argparse.Namespace) -> int:
         ),
     )
     if args.json:
-        data = run_json(service.run_view(run.id))
-        data["forked_from"] = {"run": source, "step": args.from_step}
+        data = run_json(service.run_view(run.id))  # with its forked_from
         data["will_ask_again"] = again
         _print_json(data)
         return EXIT_OK

@@ -39,6 +39,9 @@ def test_export_md_is_a_readable_transcript_and_json_is_show(home: Home) -> None
         assert f"### {step['seq']}. " in text
         if step["kind"] == "tool":
             assert f"`{step['tool']}`" in text
+        if step["kind"] == "approval":
+            assert f"### {step['seq']}. Approved: `write_file` by " in text
+    assert "`None`" not in text
     assert "| `write_file` | write_local | approved |" in text  # who, when and why follow
     assert f"{shown['usage']['steps']} of {shown['budget']['max_steps']} steps" in text
     assert "## History" in text
@@ -147,7 +150,7 @@ def test_fork_copies_steps_and_state_and_never_touches_the_original(home: Home) 
     home.cli("approve", original, check=True)
     home.wait_status(original, "completed")
     shown = home.json("show", original)
-    write = next(s for s in shown["steps"] if s.get("tool") == "write_file")
+    write = next(s for s in shown["steps"] if s["kind"] == "tool" and s["tool"] == "write_file")
     at = write["seq"] - 2  # before the write was asked for
     before = _rows(home, original)
     fork = home.json("fork", original[:8], "--from-step", str(at))
@@ -167,6 +170,8 @@ def test_fork_copies_steps_and_state_and_never_touches_the_original(home: Home) 
     assert [a["tool"] for a in again] == ["write_file"] and again[0]["risk"] == "write_local"
     assert again[0]["arguments"] == write["arguments"]
     home.wait_status(fork["id"], "waiting_approval")  # asked again: nothing was copied
+    assert home.json("show", fork["id"])["forked_from"] == {"run": original, "step": at}
+    assert shown["forked_from"] is None
     home.cli("approve", fork["id"], check=True)
     home.wait_status(fork["id"], "completed")
     assert _rows(home, original) == before
@@ -187,3 +192,29 @@ def test_fork_refuses_steps_it_does_not_have_in_one_line(home: Home) -> None:
         assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
     assert home.cli("fork", "nosuchrun", "--from-step", "1").returncode == 3
     assert len(home.json("ls")) == 1
+
+
+def test_fork_refuses_a_decision_as_its_last_step(home: Home) -> None:
+    run_id = home.start("summarise the workspace")
+    home.wait_status(run_id, "waiting_approval")
+    home.cli("approve", run_id, check=True)
+    home.wait_status(run_id, "completed")
+    decision = next(s for s in home.json("show", run_id)["steps"] if s["kind"] == "approval")
+    assert decision["tool"] == "write_file"
+    proc = home.cli("fork", run_id, "--from-step", str(decision["seq"]))
+    assert proc.returncode == 2 and "is a decision" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert len(home.json("ls")) == 1
+
+
+def test_a_fork_of_a_waiting_run_lists_the_call_it_waits_for(home: Home) -> None:
+    """The original has not recorded the call yet (it waits for its approval): the fork
+    copies the reply that asked for it, so it is asked again, and listed as such."""
+    waiting = home.start("summarise the workspace")
+    home.wait_status(waiting, "waiting_approval")
+    last = home.json("show", waiting)["steps"][-1]
+    assert last["kind"] == "llm"
+    fork = home.json("fork", waiting, "--from-step", str(last["seq"]))
+    assert [(a["seq"], a["tool"]) for a in fork["will_ask_again"]] == [(last["seq"], "write_file")]
+    assert fork["will_ask_again"][0]["arguments"] == json.loads(last["tool_calls"][0]["arguments"])
+    home.wait_status(fork["id"], "waiting_approval")

@@ -676,10 +676,12 @@ async def test_fork_from_the_step_under_the_cursor_lists_the_calls_asked_again(
         form = app.screen
         listed = form.query_one("#fork-again-list")
         await until(pilot, lambda: "write_file" in str(listed.render()), what="the calls")
-        assert f"step {write['seq']}" in str(listed.render())
+        assert f"step {at}" in str(listed.render())  # the reply that asks for it
         assert "write_local" in str(listed.render())
         assert form.query_one("#fork-step", Input).value == str(at)
-        await pilot.press(*"fork it")  # the goal field has the focus
+        assert form.focused is form.query_one("#fork-step", Input)
+        await pilot.press("tab")  # to the goal
+        await pilot.press(*"fork it")
         await pilot.press("enter")
         await until(
             pilot,
@@ -715,10 +717,13 @@ async def test_the_fork_form_follows_its_step_field_and_escape_writes_nothing(
         listed, go = form.query_one("#fork-again-list"), form.query_one("#fork-go", Button)
         await until(pilot, lambda: "none" in str(listed.render()), what="an empty list")
         assert not go.disabled and go.region.bottom <= 24  # the button is on screen
-        form.query_one("#fork-step", Input).value = str(write["seq"] - 1)
+        form.query_one("#fork-step", Input).value = str(write["seq"] - 2)  # its reply
         await until(pilot, lambda: "write_file" in str(listed.render()), what="the write")
-        form.query_one("#fork-step", Input).value = "999"
         error = form.query_one("#fork-error")
+        form.query_one("#fork-step", Input).value = str(write["seq"] - 1)  # its approval
+        await until(pilot, lambda: "is a decision" in str(error.render()), what="a refusal")
+        assert go.disabled
+        form.query_one("#fork-step", Input).value = "999"
         await until(pilot, lambda: "has steps 1 to" in str(error.render()), what="the refusal")
         assert go.disabled
         await pilot.press("enter")  # refused: nothing happens
@@ -752,7 +757,7 @@ async def test_g_plots_the_statistics_and_escape_goes_back(make_app: Any, home: 
         screen = app.screen
         caption = screen.query_one("#stats-run-caption")
         await until(pilot, lambda: run_id[:8] in str(caption.render()), what="the figures")
-        assert "1 final runs" in str(screen.query_one("#stats-durations-caption").render())
+        assert "1 final run" in str(screen.query_one("#stats-durations-caption").render())
         assert "done" in str(screen.query_one("#stats-per-day-caption").render())
         plots = list(screen.query(PlotextPlot))
         assert len(plots) == 4 and all("┤" in str(p.render()) for p in plots)
@@ -760,3 +765,41 @@ async def test_g_plots_the_statistics_and_escape_goes_back(make_app: Any, home: 
         await pilot.press("escape")
         await until(pilot, lambda: len(app.screen_stack) == 1, what="the main screen")
         assert "s" in footer_keys(app)
+
+
+@pytest.mark.both_stores
+async def test_runs_pruned_from_under_the_open_app_vanish_and_it_is_no_outage(
+    make_app: Any, home: Home
+) -> None:
+    """Another terminal prunes the selected run and others shown: their rows go, the
+    cursor lands on a run that exists, and the store is not reported as unreadable."""
+    kept = home.start("wait here")
+    home.wait_status(kept, "waiting_approval")
+    done = []
+    for n in range(2):
+        run_id = home.start(f"done {n}", "--auto-approve", "write_local")
+        home.wait_status(run_id, "completed")
+        done.append(run_id)
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        table = app.query_one("#history-table")
+        await until(pilot, lambda: table.row_count == 3, what="three rows")
+        table.move_cursor(row=0)
+        await until(pilot, lambda: app.selected == done[-1], what="the newest selected")
+        notes: list[str] = []
+        real_notify = app.notify
+
+        def notify(message: str, **kwargs: Any) -> None:
+            notes.append(f"{kwargs.get('severity', 'information')}: {message}")
+            real_notify(message, **kwargs)
+
+        app.notify = notify  # type: ignore[method-assign]
+        pruned = home.json("prune", "--older-than", "0", "--status", "completed")
+        assert pruned["runs"] == 2
+        await until(pilot, lambda: table.row_count == 1, what="the pruned rows gone")
+        await until(pilot, lambda: app.selected == kept, what="the cursor on the run left")
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="its view")
+        await pilot.pause(0.5)
+        assert not [n for n in notes if n.startswith("error")], notes
+        assert "can be read again" not in " ".join(notes), notes
+        assert "no run" not in str(app.query_one("#status-bar").render())

@@ -357,6 +357,7 @@ class Step:
             )
         else:
             data.update(self.payload)
+            data.setdefault("tool", self.tool)  # which call a decision was about
         return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import threading
 import time
@@ -461,17 +462,26 @@ class LocalService:
         from tui_agent.tools.builtin import builtin_registry
 
         registry = builtin_registry()
+        steps = self.reader.steps(run_id)
+        # The calls the last copied reply asked for and no copied step answered: the fork
+        # makes them first (the original may not have recorded them yet: it waits).
+        replies = [s for s in steps if s.kind.value == "llm" and s.seq <= at]
+        open_calls: dict[str, tuple[int, str, Any]] = {}
+        if replies:
+            answered = {s.call_id for s in steps if s.seq <= at and s.llm_seq == replies[-1].seq}
+            for c in replies[-1].payload.get("tool_calls", []):
+                if c.get("id") not in answered:
+                    open_calls[c.get("id")] = (replies[-1].seq, c.get("name"), c.get("arguments"))
+        found = [(seq, name, _parsed(args)) for seq, name, args in open_calls.values()]
+        for step in steps:
+            if step.kind.value == "tool" and step.seq > at and step.call_id not in open_calls:
+                found.append((step.seq, step.tool, step.parsed_arguments()))
         again = []
-        for step in self.reader.steps(run_id, after_seq=at):
-            tool = registry.get(step.tool or "") if step.kind.value == "tool" else None
+        for seq, name, arguments in found:
+            tool = registry.get(name or "")
             if tool is not None and policy.needs_approval(tool.name, tool.risk.value):
                 again.append(
-                    {
-                        "seq": step.seq,
-                        "tool": tool.name,
-                        "arguments": step.parsed_arguments(),
-                        "risk": tool.risk.value,
-                    }
+                    {"seq": seq, "tool": tool.name, "arguments": arguments, "risk": tool.risk.value}
                 )
         return again
 
@@ -681,6 +691,14 @@ class LocalService:
 
 
 MAX_URL_CHARS = 2048
+
+
+def _parsed(arguments: Any) -> Any:
+    """A call's arguments as JSON when they are (as a tool step shows them)."""
+    try:
+        return json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        return arguments
 
 
 def _check_callback_url(url: str | None) -> str | None:

@@ -58,6 +58,14 @@ def check_fork_point_txn(cur: Any, source: Run, at: int) -> None:
         "SELECT min(seq) AS seq FROM steps WHERE run_id = ? AND seq <= ? AND status = ?",
         (source.id, at, StepStatus.STARTED.value),
     ).fetchone()["seq"]
+    kind = cur.execute(
+        "SELECT kind FROM steps WHERE run_id = ? AND seq = ?", (source.id, at)
+    ).fetchone()
+    if kind is not None and kind["kind"] == StepKind.APPROVAL.value:
+        raise BadInput(
+            f"step {at} of run {source.id[:8]} is a decision, and decisions are never copied; "
+            f"fork at step {at - 1} (its call is asked again) or after the call it decided"
+        )
     if open_seq is not None:
         raise BadInput(
             f"step {open_seq} of run {source.id[:8]} is a tool call with no recorded "

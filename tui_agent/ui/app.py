@@ -24,7 +24,7 @@ from textual.theme import Theme
 from textual.widgets import Footer
 
 from tui_agent import failpoints
-from tui_agent.domain.errors import TuiAgentError
+from tui_agent.domain.errors import TuiAgentError, UnknownRun
 from tui_agent.domain.models import STATUS_GROUPS
 from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
@@ -337,6 +337,13 @@ class AgentApp(App[None]):
             self.query_one(HistoryPane).refresh_live()
             if self.selected:
                 self._show_run(first=False)
+        except UnknownRun:
+            self._selected_gone()
+            return
+        except TuiAgentError as exc:
+            self._store_trouble(exc)
+            return
+        try:
             # the header is re-read with the reasons, so the two never disagree on screen
             self.supervisor = self.service.supervisor_state()
             self._update_status_bar()
@@ -379,9 +386,25 @@ class AgentApp(App[None]):
             return
         try:
             self._show_run(first=True)
+        except UnknownRun:
+            self._selected_gone()
+            return
         except TuiAgentError as exc:
             self._store_trouble(exc)
         self._save_selection(run_id)
+
+    def _selected_gone(self) -> None:
+        """The selected run was deleted (pruned) by another process: not a store outage.
+        Said once; the history is rebuilt without it and its cursor picks a run that is."""
+        gone, self.selected = self.selected, None
+        self.run_resumable = False
+        self.run_status = None
+        self._pending_tool = None
+        if gone:
+            self.notify(f"run {gone[:8]} no longer exists (pruned)", severity="information")
+        pane = self.query_one(HistoryPane)
+        if pane.reload_safely() and pane.selected_id is None:
+            self.query_one(RunPane).show_empty("No runs.")
 
     def _restore_selection(self) -> str | None:
         if self.ui_state_path is None:

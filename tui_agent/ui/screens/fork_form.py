@@ -86,7 +86,7 @@ class ForkScreen(ModalScreen[str | None]):
                 yield Button("Cancel", id="fork-cancel", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#fork-goal", Input).focus()
+        self.query_one("#fork-step", Input).focus()  # what the form is about; goal: tab
         self._preview(self._at)
 
     def _step(self) -> int | None:
@@ -99,7 +99,7 @@ class ForkScreen(ModalScreen[str | None]):
         self.query_one("#fork-go", Button).disabled = True
         at = self._step()
         if at is None or at < 1:
-            self._show_error("the step must be a number from 1")
+            self._show_error("the step must be a whole number, 1 or more")
             return
         self._show_error("")
         self._preview(at)

@@ -191,11 +191,10 @@ class StatsScreen(Screen[None]):
         self._caption(
             "durations",
             "[b]Run durations[/b]",
-            f"[$secondary]█[/] {sum(durations.counts)} final runs",
+            f"[$secondary]█[/] {_count(sum(durations.counts), 'final run')}",
         )
-        self._caption(
-            "latency", "[b]LLM latency[/b]", f"[$accent]█[/] {sum(latency.counts)} replies"
-        )
+        replies = _count(sum(latency.counts), "reply", "replies")
+        self._caption("latency", "[b]LLM latency[/b]", f"[$accent]█[/] {replies}")
         days = self._days_shown(series)
         keys = [f"[${color}]█[/] {KEY_NAMES.get(name, name)}" for name, _, color, _ in days[1]]
         self._caption(
@@ -298,3 +297,8 @@ class StatsScreen(Screen[None]):
         totals = [sum(day) for day in zip(*(c for _, _, _, c in stacks), strict=True)]
         self._counts_axis(plot, max(totals, default=0))
         self._bar_labels(plot, labels)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """`1 final run`, `2 final runs`."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"

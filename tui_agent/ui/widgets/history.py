@@ -165,11 +165,17 @@ class HistoryPane(Vertical):
             table.move_cursor(row=self._order.index(keep), scroll=True)
         self.set_class(not runs, "-empty")
 
+    def reload_safely(self) -> bool:
+        """`reload`, a store that cannot be read reported (as Trouble), not raised."""
+        return self._safely(self.reload)
+
     def refresh_live(self) -> None:
         """Re-read the top rows; touch only cells whose text changed, rebuild for new runs."""
-        runs = self._query(None, max(PAGE, min(len(self._order), LIVE_ROWS)))
-        if any(r.id not in self._runs for r in runs):
-            self.reload()
+        limit = max(PAGE, min(len(self._order), LIVE_ROWS))
+        runs = self._query(None, limit)
+        ids = [r.id for r in runs]
+        if ids != self._order[: len(ids)] or (len(ids) < limit and len(self._order) > len(ids)):
+            self.reload()  # new runs, or runs deleted (pruned) from under the rows shown
             return
         table = self.table
         for run in runs:
