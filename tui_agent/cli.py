@@ -172,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("choice", choices=["retry", "skip", "fail"])
     resolve.add_argument("--json", action="store_true")
 
+    say = sub.add_parser(
+        "say",
+        help="add a message to a run: a completed run continues with it, a running one sees "
+        "it at its next model call",
+    )
+    say.add_argument("run")
+    say.add_argument("text", help="the message (quote it)")
+    say.add_argument("--json", action="store_true")
+
     sup = sub.add_parser("supervisor", help="manage the background supervisor")
     sup.add_argument(
         "action", metavar="ACTION", type=_supervisor_action, help="start, stop, status or run"
@@ -491,6 +500,8 @@ def step_line(step: Step) -> str:
             f"{describe_call(step.tool, step.arguments, 50)} {_cut(result, 50)}"
         )
     p = step.payload
+    if d["kind"] == "user":
+        return f"#{step.seq:<4} you   {_cut(' '.join(str(d.get('text')).split()), 70)}"
     return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + (
         f": {p['reason']}" if p.get("reason") else ""
     )
@@ -666,6 +677,33 @@ def _cmd_resolve(service: Any, args: argparse.Namespace) -> int:
     return _changed(service, args, service.resolve(service.resolve_ref(args.run), args.choice))
 
 
+# What happens to a message, by the status of the run it was added to.
+_SAID = {
+    "queued": "the run sees it at its next model call",
+    "running": "the run sees it at its next model call",
+    "waiting_approval": "the run sees it once the pending call is approved or denied",
+    "needs_attention": "the run sees it once you resolve it (`resolve` or `resume`)",
+    "paused": "the run stays paused; `tui-agent resume {id}` continues it with the message",
+}
+
+
+def _cmd_say(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.service.views import run_json
+
+    run_id = service.resolve_ref(args.run)
+    was = service.get_run(run_id).status.value
+    run, seq = service.say(run_id, args.text)
+    if args.json:
+        _print_json({**run_json(service.run_view(run.id)), "message_seq": seq})
+        return EXIT_OK
+    if was == "completed":
+        what = "the completed run continues with it"
+    else:
+        what = _SAID.get(run.status.value, "").format(id=run.id[:8])
+    sys.stdout.write(f"{run.id[:8]} step {seq}: message added; {what}\n")
+    return EXIT_OK
+
+
 def _cmd_store(service: Any, args: argparse.Namespace) -> int:
     url = args.to
     if args.to_env is not None:
@@ -810,5 +848,6 @@ _COMMANDS = {
     "cancel": _cmd_cancel,
     "resume": _cmd_resume,
     "resolve": _cmd_resolve,
+    "say": _cmd_say,
     "store": _cmd_store,
 }

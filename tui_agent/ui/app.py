@@ -37,6 +37,7 @@ from tui_agent.ui.screens.dialogs import (
     ConfirmScreen,
     DenyScreen,
     ResumeScreen,
+    SayScreen,
 )
 from tui_agent.ui.screens.fork_form import ForkScreen
 from tui_agent.ui.screens.start_form import StartRunScreen
@@ -57,6 +58,14 @@ THEME = Theme(
     dark=True,
     variables={"run-waiting": "#ffaf5f", "run-idle": "#808080"},
 )
+
+# What becomes of a message (`m`), by the status of the run it is sent to.
+_WHEN_SEEN = {
+    "completed": "the run continues with it",
+    "waiting_approval": "the run sees it once the call is approved or denied",
+    "needs_attention": "the run sees it once you decide what to do",
+    "paused": "the run stays paused; resume it (r) to continue with it",
+}
 
 # How often the header checks the supervisor (and restarts one that runs need): < 2 s.
 SUPERVISOR_CHECK_S = 0.8
@@ -107,6 +116,14 @@ class AgentApp(App[None]):
             "View",
             id="view-call",
             tooltip="Show the whole call waiting for a decision (arguments, model's reason)",
+        ),
+        Binding(
+            "m",
+            "say",
+            "Message",
+            id="say",
+            tooltip="Send the selected run a message: a completed run continues with it, "
+            "a running one sees it at its next model call",
         ),
         Binding("c", "cancel_run", "Cancel", id="cancel", tooltip="Cancel the selected run"),
         Binding(
@@ -411,6 +428,8 @@ class AgentApp(App[None]):
             return status in STATUS_GROUPS["waiting"]
         if action in ("retry_call", "skip_call"):
             return status == "needs_attention"
+        if action == "say":
+            return status is not None and status not in ("failed", "cancelled")
         if action == "cancel_run":
             return status is not None and status not in STATUS_GROUPS["final"]
         if action == "resume":
@@ -507,6 +526,18 @@ class AgentApp(App[None]):
                 self._act("denied", self.service.deny, run_id, reason=reason)
 
         self.push_screen(DenyScreen(self._pending_tool or "the call"), decided)
+
+    def action_say(self) -> None:
+        run_id, status = self.selected, self.run_status
+        if not run_id or status is None:
+            return
+        what = _WHEN_SEEN.get(status, "the run sees it at its next model call")
+
+        def said(text: str | None) -> None:
+            if text:
+                self._act(f"message sent: {what}", self.service.say, run_id, text)
+
+        self.push_screen(SayScreen(run_id[:8], what), said)
 
     def action_cancel_run(self) -> None:
         run_id = self.selected
