@@ -801,13 +801,25 @@ async def test_m_sends_a_message_and_a_completed_run_continues_with_it(
     assert [s["text"] for s in view["steps"] if s["kind"] == "user"] == ["mention the todo list"]
 
 
-async def test_m_is_not_offered_for_a_cancelled_run(make_app: Any, home: Home) -> None:
+async def test_m_yields_the_full_footer_to_a_waiting_call_and_is_gone_once_cancelled(
+    make_app: Any, home: Home
+) -> None:
+    """At 80 columns a call waiting for approval fills the footer with its decision keys:
+    `m` leaves the footer but still works, and the palette lists it."""
     run_id = home.start("to cancel")
     home.wait_status(run_id, "waiting_approval")
     app = make_app()
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
-        assert "m" in footer_keys(app)  # a waiting run takes a message
+        assert "m" not in footer_keys(app) and "q" in footer_keys(app)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert titles.count("Message") == 1
+        await pilot.press("m")
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the message dialog")
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the dialog to close")
+        await pilot.resize_terminal(120, 36)
+        await until(pilot, lambda: "m" in footer_keys(app), what="m back in the footer")
         home.cli("cancel", run_id, check=True)
         await until(pilot, lambda: app.run_status == "cancelled", what="the cancel")
         assert "m" not in footer_keys(app)

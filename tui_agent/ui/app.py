@@ -41,7 +41,7 @@ from tui_agent.ui.screens.dialogs import (
 )
 from tui_agent.ui.screens.fork_form import ForkScreen
 from tui_agent.ui.screens.start_form import StartRunScreen
-from tui_agent.ui.sizes import NARROW, SHORT, STACKED
+from tui_agent.ui.sizes import CROWDED_FOOTER, NARROW, SHORT, STACKED
 from tui_agent.ui.widgets.history import HistoryPane
 from tui_agent.ui.widgets.run_pane import RunPane
 from tui_agent.ui.widgets.status_bar import StatusBar
@@ -125,6 +125,8 @@ class AgentApp(App[None]):
             tooltip="Send the selected run a message: a completed run continues with it, "
             "a running one sees it at its next model call",
         ),
+        # The same key off the footer, where a waiting call's decision keys fill it.
+        Binding("m", "say_unlisted", "Message", id="say-unlisted", show=False),
         Binding("c", "cancel_run", "Cancel", id="cancel", tooltip="Cancel the selected run"),
         Binding(
             "r",
@@ -252,6 +254,7 @@ class AgentApp(App[None]):
         # way to them (ctrl+p still opens it, and it lists every key).
         for footer in self.query(Footer):
             footer.show_command_palette = self.size.width >= NARROW
+        self.refresh_bindings()  # (which keys the footer lists depends on the width too)
 
     @work(thread=True, exit_on_error=False, group="warm-up")
     def _warm_up(self) -> None:
@@ -428,8 +431,11 @@ class AgentApp(App[None]):
             return status in STATUS_GROUPS["waiting"]
         if action in ("retry_call", "skip_call"):
             return status == "needs_attention"
-        if action == "say":
-            return status is not None and status not in ("failed", "cancelled")
+        if action in ("say", "say_unlisted"):
+            if status is None or status in ("failed", "cancelled"):
+                return False
+            crowded = status == "waiting_approval" and self.size.width < CROWDED_FOOTER
+            return crowded == (action == "say_unlisted")  # one of the two, never both
         if action == "cancel_run":
             return status is not None and status not in STATUS_GROUPS["final"]
         if action == "resume":
@@ -538,6 +544,8 @@ class AgentApp(App[None]):
                 self._act(f"message sent: {what}", self.service.say, run_id, text)
 
         self.push_screen(SayScreen(run_id[:8], what), said)
+
+    action_say_unlisted = action_say
 
     def action_cancel_run(self) -> None:
         run_id = self.selected
