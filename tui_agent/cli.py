@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus, Step
-from tui_agent.domain.reason import describe_call
+from tui_agent.domain.reason import describe_call, message_fate
 from tui_agent.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNKNOWN_RUN, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4
@@ -677,30 +677,16 @@ def _cmd_resolve(service: Any, args: argparse.Namespace) -> int:
     return _changed(service, args, service.resolve(service.resolve_ref(args.run), args.choice))
 
 
-# What happens to a message, by the status of the run it was added to.
-_SAID = {
-    "queued": "the run sees it at its next model call",
-    "running": "the run sees it at its next model call",
-    "waiting_approval": "the run sees it once the pending call is approved or denied",
-    "needs_attention": "the run sees it once you resolve it (`resolve` or `resume`)",
-    "paused": "the run stays paused; `tui-agent resume {id}` continues it with the message",
-}
-
-
 def _cmd_say(service: Any, args: argparse.Namespace) -> int:
     from tui_agent.service.views import run_json
 
     run_id = service.resolve_ref(args.run)
-    was = service.get_run(run_id).status.value
+    was = service.get_run(run_id).status
     run, seq = service.say(run_id, args.text)
     if args.json:
         _print_json({**run_json(service.run_view(run.id)), "message_seq": seq})
         return EXIT_OK
-    if was == "completed":
-        what = "the completed run continues with it"
-    else:
-        what = _SAID.get(run.status.value, "").format(id=run.id[:8])
-    sys.stdout.write(f"{run.id[:8]} step {seq}: message added; {what}\n")
+    sys.stdout.write(f"{run.id[:8]} step {seq}: message added; {message_fate(was)}\n")
     return EXIT_OK
 
 

@@ -602,7 +602,8 @@ class StepJournal:
                     "SELECT 1 FROM steps WHERE run_id = ? AND seq > ? AND kind = ? LIMIT 1",
                     (run_id, unless_message_after, StepKind.USER.value),
                 ).fetchone()
-                if newer is not None:
+                if newer is not None:  # its active time still counts
+                    self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
                     return False
             self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
             values: dict[str, Any] = {"pause_reason": pause_reason}

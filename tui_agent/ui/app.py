@@ -25,7 +25,8 @@ from textual.widgets import Footer
 
 from tui_agent import failpoints
 from tui_agent.domain.errors import TuiAgentError
-from tui_agent.domain.models import STATUS_GROUPS
+from tui_agent.domain.models import STATUS_GROUPS, RunStatus
+from tui_agent.domain.reason import message_fate
 from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
 from tui_agent.ui.format import pretty_arguments
@@ -58,14 +59,6 @@ THEME = Theme(
     dark=True,
     variables={"run-waiting": "#ffaf5f", "run-idle": "#808080"},
 )
-
-# What becomes of a message (`m`), by the status of the run it is sent to.
-_WHEN_SEEN = {
-    "completed": "the run continues with it",
-    "waiting_approval": "the run sees it once the call is approved or denied",
-    "needs_attention": "the run sees it once you decide what to do",
-    "paused": "the run stays paused; resume it (r) to continue with it",
-}
 
 # How often the header checks the supervisor (and restarts one that runs need): < 2 s.
 SUPERVISOR_CHECK_S = 0.8
@@ -537,7 +530,7 @@ class AgentApp(App[None]):
         run_id, status = self.selected, self.run_status
         if not run_id or status is None:
             return
-        what = _WHEN_SEEN.get(status, "the run sees it at its next model call")
+        what = message_fate(RunStatus(status))
 
         def said(text: str | None) -> None:
             if text:
