@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus, Step
-from tui_agent.domain.reason import describe_call
+from tui_agent.domain.reason import describe_call, message_fate
 from tui_agent.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNKNOWN_RUN, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4
@@ -171,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("run")
     resolve.add_argument("choice", choices=["retry", "skip", "fail"])
     resolve.add_argument("--json", action="store_true")
+
+    say = sub.add_parser(
+        "say",
+        help="add a message to a run: a completed run continues with it, a running one sees "
+        "it at its next model call",
+    )
+    say.add_argument("run")
+    say.add_argument("text", help="the message (quote it)")
+    say.add_argument("--json", action="store_true")
 
     sup = sub.add_parser("supervisor", help="manage the background supervisor")
     sup.add_argument(
@@ -491,6 +500,8 @@ def step_line(step: Step) -> str:
             f"{describe_call(step.tool, step.arguments, 50)} {_cut(result, 50)}"
         )
     p = step.payload
+    if d["kind"] == "user":
+        return f"#{step.seq:<4} you   {_cut(' '.join(str(d.get('text')).split()), 70)}"
     return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + (
         f": {p['reason']}" if p.get("reason") else ""
     )
@@ -666,6 +677,19 @@ def _cmd_resolve(service: Any, args: argparse.Namespace) -> int:
     return _changed(service, args, service.resolve(service.resolve_ref(args.run), args.choice))
 
 
+def _cmd_say(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.service.views import run_json
+
+    run_id = service.resolve_ref(args.run)
+    was = service.get_run(run_id).status
+    run, seq = service.say(run_id, args.text)
+    if args.json:
+        _print_json({**run_json(service.run_view(run.id)), "message_seq": seq})
+        return EXIT_OK
+    sys.stdout.write(f"{run.id[:8]} step {seq}: message added; {message_fate(was)}\n")
+    return EXIT_OK
+
+
 def _cmd_store(service: Any, args: argparse.Namespace) -> int:
     url = args.to
     if args.to_env is not None:
@@ -809,5 +833,6 @@ _COMMANDS = {
     "cancel": _cmd_cancel,
     "resume": _cmd_resume,
     "resolve": _cmd_resolve,
+    "say": _cmd_say,
     "store": _cmd_store,
 }

@@ -45,7 +45,8 @@ def kill_at(home: Home, failpoint: str) -> dict[tuple[str, int], tuple[object, .
 
 def strict_check(home: Home, before: dict[tuple[str, int], tuple[object, ...]]) -> None:
     """The one check every crash test ends with: the store is whole (SQLite's integrity
-    check), each run's checkpoint agrees with its steps (count, next seq, tokens), and no
+    check), each run's checkpoint agrees with its steps (count, next seq, tokens; a person's
+    decisions and messages are steps but not budget steps), and no
     step committed before the kill was lost or changed (a call that was started may only
     have finished since)."""
     if home.backend == "sqlite":
@@ -53,7 +54,8 @@ def strict_check(home: Home, before: dict[tuple[str, int], tuple[object, ...]]) 
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     runs = home.query(
         "SELECT runs.id, usage_steps, usage_tokens, next_seq, "
-        "count(steps.seq) FILTER (WHERE kind != 'approval'), coalesce(sum(tokens), 0), "
+        "count(steps.seq) FILTER (WHERE kind NOT IN ('approval', 'user')), "
+        "coalesce(sum(tokens), 0), "
         "coalesce(max(seq), 0) FROM runs LEFT JOIN steps ON steps.run_id = runs.id "
         "GROUP BY runs.id, usage_steps, usage_tokens, next_seq"
     )

@@ -803,3 +803,69 @@ async def test_runs_pruned_from_under_the_open_app_vanish_and_it_is_no_outage(
         assert not [n for n in notes if n.startswith("error")], notes
         assert "can be read again" not in " ".join(notes), notes
         assert "no run" not in str(app.query_one("#status-bar").render())
+
+
+@pytest.mark.both_stores
+async def test_m_sends_a_message_and_a_completed_run_continues_with_it(
+    make_app: Any, home: Home
+) -> None:
+    """`m` opens a small dialog (an empty message stays in it, escape sends nothing);
+    enter adds the message as a step, shown in the timeline, and the run goes on."""
+    run_id, shown = _completed_demo_run(home)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.run_status == "completed", what="selection")
+        assert "m" in footer_keys(app)
+        assert "Message" in {c.title for c in app.get_system_commands(app.screen)}
+        await pilot.press("m")
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the message dialog")
+        assert "continues with it" in str(app.screen.query_one("#say-dialog Static").render())
+        await pilot.press("enter")  # empty: said in the dialog, which stays open
+        await pilot.pause()
+        assert "type a message" in str(app.screen.query_one("#say-error").render())
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the dialog to close")
+        assert len(home.show(run_id)["steps"]) == len(shown["steps"])  # nothing sent
+        await pilot.press("m")
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the message dialog")
+        await pilot.press(*"mention the todo list")
+        await pilot.press("enter")
+        timeline = app.query_one(Timeline)
+
+        def said() -> bool:
+            rows = [str(node.label) for node in timeline.root.children]
+            return any("you  says: mention the todo list" in row for row in rows)
+
+        await until(pilot, said, what="the message in the timeline")
+        await until(pilot, lambda: timeline.last_seq > len(shown["steps"]) + 1, what="replies")
+        await until(pilot, lambda: app.run_status == "completed", what="completion again")
+    view = home.wait_status(run_id, "completed")
+    assert "mention the todo list" in view["result"]
+    assert [s["text"] for s in view["steps"] if s["kind"] == "user"] == ["mention the todo list"]
+
+
+async def test_m_yields_the_full_footer_to_a_waiting_call_and_is_gone_once_cancelled(
+    make_app: Any, home: Home
+) -> None:
+    """At 80 columns a call waiting for approval fills the footer with its decision keys:
+    `m` leaves the footer but still works, and the palette lists it."""
+    run_id = home.start("to cancel")
+    home.wait_status(run_id, "waiting_approval")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.run_status == "waiting_approval", what="selection")
+        assert "m" not in footer_keys(app) and "q" in footer_keys(app)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert titles.count("Message") == 1
+        await pilot.press("m")
+        await until(pilot, lambda: len(app.screen_stack) == 2, what="the message dialog")
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="the dialog to close")
+        await pilot.resize_terminal(120, 36)
+        await until(pilot, lambda: "m" in footer_keys(app), what="m back in the footer")
+        home.cli("cancel", run_id, check=True)
+        await until(pilot, lambda: app.run_status == "cancelled", what="the cancel")
+        assert "m" not in footer_keys(app)
+        await pilot.press("m")
+        await pilot.pause(0.2)
+        assert len(app.screen_stack) == 1

@@ -60,6 +60,7 @@ class StepKind(enum.StrEnum):
     LLM = "llm"
     TOOL = "tool"
     APPROVAL = "approval"
+    USER = "user"  # a person's follow-up or steering message (`say`): not a budget step
 
 
 class StepStatus(enum.StrEnum):
@@ -355,6 +356,8 @@ class Step:
                 model=self.payload.get("model"),
                 latency_s=self.payload.get("latency_s"),
             )
+        elif self.kind is StepKind.USER:
+            data.update(text=self.payload.get("text"), by=self.payload.get("by"))
         else:
             data.update(self.payload)
             data.setdefault("tool", self.tool)  # which call a decision was about

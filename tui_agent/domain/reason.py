@@ -112,3 +112,18 @@ def quarantine_reason(
         f"{QUARANTINED} its executor died {deaths} times in a row at step {step} ({doing}); "
         f"see logs/executor.log, then `tui-agent resume {run_id[:8]}` to try again or cancel it"
     )
+
+
+# What becomes of a person's message (`say`), by the status of the run it is sent to.
+_MESSAGE_FATE = {
+    RunStatus.COMPLETED: "the completed run continues with it",
+    RunStatus.WAITING_APPROVAL: "the run sees it once the pending call is approved or denied",
+    RunStatus.NEEDS_ATTENTION: "the run sees it once you resolve it (or resume it)",
+    RunStatus.PAUSED: "the run stays paused; resume it to continue with the message",
+}
+
+
+def message_fate(status: RunStatus) -> str:
+    """One phrase for the CLI and the TUI alike: when the run will see a message sent to it
+    in `status` (queued and running runs: at the next model call)."""
+    return _MESSAGE_FATE.get(status, "the run sees it at its next model call")

@@ -25,14 +25,24 @@ Current agent state:
 
 
 def build_messages(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
-    """The exact message list for the next LLM call, from recorded steps only."""
+    """The exact message list for the next LLM call, from recorded steps only.
+
+    A person's message (a `user` step) goes where the model first saw it: before the first
+    reply whose request held it (see `seen_through`), never between a reply's tool calls
+    and their results; one that no reply saw yet goes last."""
     state = json.dumps(run.state.to_dict(), ensure_ascii=False)
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT.format(workspace=run.workspace, state=state)},
         {"role": "user", "content": run.goal},
     ]
+    unseen: list[Step] = []
     for step in steps:
-        if step.kind is StepKind.LLM:
+        if step.kind is StepKind.USER:
+            unseen.append(step)
+        elif step.kind is StepKind.LLM:
+            seen = seen_through(step)
+            messages += [_user_message(s) for s in unseen if s.seq <= seen]
+            unseen = [s for s in unseen if s.seq > seen]
             reply = LLMReply.from_payload(step.payload)
             message: dict[str, Any] = {"role": "assistant", "content": reply.content}
             if reply.tool_calls:
@@ -49,7 +59,27 @@ def build_messages(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
             messages.append(
                 {"role": "tool", "tool_call_id": step.call_id, "content": step.result or ""}
             )
-    return messages
+    return messages + [_user_message(s) for s in unseen]
+
+
+def _user_message(step: Step) -> dict[str, Any]:
+    return {"role": "user", "content": str(step.payload.get("text") or "")}
+
+
+def seen_through(reply: Step) -> int:
+    """The last seq the request of this recorded reply was built from: a message added
+    while the model was answering has a smaller seq than the reply, yet was not seen.
+    (Replies recorded before messages existed saw every step before them.)"""
+    seen = reply.payload.get("seen_seq")
+    return int(seen) if isinstance(seen, int) else reply.seq - 1
+
+
+def unheard_messages(steps: list[Step]) -> list[Step]:
+    """A person's messages that no recorded reply has seen yet: the model must be asked
+    (a run whose last reply made no call is not complete while there is one)."""
+    found = last_reply(steps)
+    seen = seen_through(found[0]) if found is not None else 0
+    return [s for s in steps if s.kind is StepKind.USER and s.seq > seen]
 
 
 def last_reply(steps: list[Step]) -> tuple[Step, LLMReply] | None:

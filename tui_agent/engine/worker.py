@@ -33,7 +33,12 @@ from tui_agent.domain.models import (
     spent_budget,
 )
 from tui_agent.domain.reason import describe_call
-from tui_agent.engine.conversation import build_messages, last_reply, unanswered_calls
+from tui_agent.engine.conversation import (
+    build_messages,
+    last_reply,
+    unanswered_calls,
+    unheard_messages,
+)
 from tui_agent.engine.preflight import run_obstacle
 from tui_agent.engine.retry import llm_retrying
 from tui_agent.llm.base import LLMClient, LLMReply, PermanentLLMError, TransientLLMError
@@ -187,9 +192,9 @@ class RunWorker:
                 self._handle_call(llm_seq, text, calls[0])
                 continue
             found = last_reply(self.steps)
-            if found is not None and not found[1].tool_calls:
-                answer = found[1].content or ""
-                self._finish(RunStatus.COMPLETED, "completed", result=answer)
+            if found is not None and not found[1].tool_calls and not unheard_messages(self.steps):
+                self._complete(found[1].content or "")
+                continue  # a person's message arrived meanwhile: the model answers it
             client = client or self.client_for(self.run_obj)
             self._ask_model(client)
 
@@ -198,6 +203,22 @@ class RunWorker:
             self.run_id, status, wall=self.take_wall(), message=message, **fields
         )
         raise _Stop
+
+    def _complete(self, answer: str) -> None:
+        """Complete with the last reply as the answer, unless a person's message came after
+        the steps read here (then read it, and go on)."""
+        last = self.steps[-1].seq if self.steps else 0
+        done = self.journal.finish_run(
+            self.run_id,
+            RunStatus.COMPLETED,
+            wall=self.take_wall(),
+            message="completed",
+            result=answer,
+            unless_message_after=last,
+        )
+        if done:
+            raise _Stop
+        self._reload()
 
     def _reload(self) -> None:
         """Refresh the run and the steps that may have changed (new ones, or still open)."""
@@ -213,6 +234,10 @@ class RunWorker:
     # ---- LLM -----------------------------------------------------------------------------
 
     def _ask_model(self, client: LLMClient) -> None:
+        # A person may have said something (another process) since the last step read
+        # here: one cheap read of the steps after it, so the request includes it.
+        self._reload()
+        seen = self.steps[-1].seq if self.steps else 0
         messages = build_messages(self.run_obj, self.steps)
         budget = self.run_obj.budget
         retrying = llm_retrying(
@@ -239,7 +264,7 @@ class RunWorker:
                 error=f"LLM error after {self.retry.attempts} attempts: {exc}",
             )
         failpoints.hit("llm.before_record", self.run_id)
-        payload = {**reply.to_payload(), "latency_s": round(latency, 4)}
+        payload = {**reply.to_payload(), "latency_s": round(latency, 4), "seen_seq": seen}
         self.journal.record_llm_reply(self.run_id, payload, reply.total_tokens, self.take_wall())
         failpoints.hit("llm.after_record", self.run_id)
         self._reload()

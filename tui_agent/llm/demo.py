@@ -1,8 +1,9 @@
 """The offline `demo` model: deterministic, free, and it shows every part of the app.
 
 It plans (update_state), lists and reads the workspace, asks to write one file (which waits
-for your approval) and finishes. Its reply depends only on the conversation, so a resumed
-run continues exactly where it stopped.
+for your approval) and finishes. A message of yours (`say`) is noted as a fact of the agent
+state first, then the script goes on (a completed run answers it and completes again). Its
+reply depends only on the conversation, so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -36,10 +37,19 @@ class DemoClient:
     ) -> LLMReply:
         if self.delay_s > 0:
             time.sleep(min(self.delay_s, timeout_s))
-        turn = sum(1 for m in messages if m.get("role") == "assistant")
-        results = [m.get("content") or "" for m in messages if m.get("role") == "tool"]
         goal = next((m["content"] for m in messages if m.get("role") == "user"), "")
-        content, calls = self._script(turn, results, goal)
+        said = _said(messages)
+        new = _trailing_users(messages)[-len(said) :] if said else []
+        if new:
+            content, calls = _note(new, len(said))
+        else:
+            # The script's own turns: the replies noting a message are not among them.
+            script = [m for m in messages if not _noting(m)]
+            turn = sum(1 for m in script if m.get("role") == "assistant")
+            results = [m.get("content") or "" for m in script if m.get("role") == "tool"]
+            content, calls = self._script(turn, results, goal)
+            if not calls and said:
+                content = f"{content} You said: “{_short(said[-1])}” (noted in the facts)."
         prompt = sum(_tokens(json.dumps(m)) for m in messages)
         completion = _tokens((content or "") + json.dumps([c.arguments for c in calls]))
         return LLMReply(
@@ -125,3 +135,48 @@ class DemoClient:
         if write_result.startswith("wrote"):
             return f"Done. I looked at the workspace and wrote {SUMMARY_FILE}.", []
         return f"Done. I looked at the workspace; the summary was not written ({write_result}).", []
+
+
+NOTE_ID = "demo_note_"
+
+
+def _said(messages: list[dict[str, Any]]) -> list[str]:
+    """The person's messages after the goal (the first user message is the goal)."""
+    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    return users[1:]
+
+
+def _short(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _trailing_users(messages: list[dict[str, Any]]) -> list[str]:
+    """The user messages at the end of the conversation (not answered yet)."""
+    found: list[str] = []
+    for m in reversed(messages):
+        if m.get("role") != "user":
+            break
+        found.insert(0, str(m.get("content") or ""))
+    return found
+
+
+def _note(texts: list[str], count: int) -> tuple[str, list[ToolCall]]:
+    """Acknowledge new messages and keep them as facts, so the state shows what was asked
+    (`count`: the person's messages so far, which numbers them)."""
+    first = count - len(texts) + 1
+    facts = [
+        {"key": f"message {n}", "value": text, "source": "user"}
+        for n, text in enumerate(texts, first)
+    ]
+    patch = {"patch": {"add_facts": facts}}
+    call = ToolCall(id=f"{NOTE_ID}{count}", name="update_state", arguments=json.dumps(patch))
+    return f"Noted: “{_short(texts[-1])}”. I'll keep it in mind.", [call]
+
+
+def _noting(message: dict[str, Any]) -> bool:
+    """A reply noting a message, or its call's result."""
+    if message.get("role") == "tool":
+        return str(message.get("tool_call_id") or "").startswith(NOTE_ID)
+    calls = message.get("tool_calls") or []
+    return bool(calls) and all(str(c.get("id", "")).startswith(NOTE_ID) for c in calls)

@@ -174,6 +174,11 @@ class AgentService(Protocol):
 
     def resolve(self, run_id: str, choice: str) -> Run: ...
 
+    def say(self, run_id: str, text: str) -> tuple[Run, int]:
+        """A person's message as a step: a completed run continues with it, one under way
+        sees it at its next model call. Returns the run and the step's seq."""
+        ...
+
     def fork(self, run_id: str, at: int, request: StartRequest) -> tuple[Run, list[dict[str, Any]]]:
         """A new queued run from steps 1..`at` of `run_id`, and `will_ask_again`: the risky
         calls recorded after `at` (`seq`, `tool`, `arguments`, `risk`) it must have approved

@@ -54,6 +54,8 @@ def _step(step: dict[str, Any]) -> list[str]:
         if step.get("artifact_id"):
             lines += [f"(full output kept as artifact `{step['artifact_id']}`)", ""]
         return lines
+    if kind == "user":
+        return [f"### {seq}. Message from {step.get('by')}", "", str(step.get("text")).rstrip(), ""]
     decision = step.get("decision", kind)
     line = f"### {seq}. {str(decision).capitalize()}: `{step.get('tool')}` by {step.get('by')}"
     if step.get("reason"):

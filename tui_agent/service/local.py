@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from tui_agent.store.run_store import RunStore
 
 MAX_GOAL_CHARS = 20_000
+MAX_MESSAGE_CHARS = 20_000
 MAX_REASON_CHARS = 2_000
 
 
@@ -603,6 +604,28 @@ class LocalService:
         )
         self._kick_supervisor()
         return run
+
+    def say(self, run_id: str, text: str) -> tuple[Run, int]:
+        """Add a person's message to the run (a `user` step); returns the run as it now
+        stands and the step's seq. A completed run continues with it (checked first, as
+        a resume is); any other run that is not final sees it at its next model call (a
+        paused or waiting one once a person lets it go on). Failed and cancelled runs take
+        none."""
+        from tui_agent.store.messages import add_message
+
+        _storable_text("the message", text)
+        text = text.strip()
+        if not text:
+            raise BadInput("the message must not be empty")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise BadInput(f"the message is longer than {MAX_MESSAGE_CHARS:,} characters")
+        run = self.get_run(run_id)
+        if run.status is RunStatus.COMPLETED:
+            self._check_can_go_on(run)
+        run, seq = add_message(self.db, run_id, text, self.who)
+        if run.status is RunStatus.QUEUED:
+            self._kick_supervisor()
+        return run, seq
 
     def resolve(self, run_id: str, choice: str) -> Run:
         if choice in ("retry", "skip"):

@@ -585,10 +585,26 @@ class StepJournal:
         result: str | None = None,
         error: str | None = None,
         pause_reason: str | None = None,
-    ) -> None:
-        """Leave the run in `status` and let go of it (completed, paused, failed, …)."""
+        unless_message_after: int | None = None,
+    ) -> bool:
+        """Leave the run in `status` and let go of it (completed, paused, failed, …).
+
+        With `unless_message_after` (the last seq the caller has read), nothing is written
+        and False returned when a person's message came after it: a run must not complete
+        over a message it has not answered. Checked under the run's write lock, so a `say`
+        either lands before (and is seen here) or finds the run completed (and requeues it).
+        """
         now = self.now()
         with self.db.raw_write() as cur:
+            if unless_message_after is not None:
+                cur.execute("SELECT 1 FROM runs WHERE id = ?" + locking(cur), (run_id,))
+                newer = cur.execute(
+                    "SELECT 1 FROM steps WHERE run_id = ? AND seq > ? AND kind = ? LIMIT 1",
+                    (run_id, unless_message_after, StepKind.USER.value),
+                ).fetchone()
+                if newer is not None:  # its active time still counts
+                    self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
+                    return False
             self._checkpoint_txn(cur, run_id, tokens=0, wall=wall, now=now)
             values: dict[str, Any] = {"pause_reason": pause_reason}
             if result is not None:
@@ -600,6 +616,7 @@ class StepJournal:
             self._release_txn(cur, run_id, status, now, **values)
             add_event_txn(cur, run_id, "status", message, now, becomes=status)
         self._let_go(run_id)
+        return True
 
     def set_retry(
         self, run_id: str, *, attempt: int, max_attempts: int, retry_at: float, error: str

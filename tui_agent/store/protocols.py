@@ -95,7 +95,8 @@ class Journal(Protocol):
         result: str | None = None,
         error: str | None = None,
         pause_reason: str | None = None,
-    ) -> None: ...
+        unless_message_after: int | None = None,
+    ) -> bool: ...
 
     def set_retry(
         self, run_id: str, *, attempt: int, max_attempts: int, retry_at: float, error: str

@@ -25,7 +25,8 @@ from textual.widgets import Footer
 
 from tui_agent import failpoints
 from tui_agent.domain.errors import TuiAgentError, UnknownRun
-from tui_agent.domain.models import STATUS_GROUPS
+from tui_agent.domain.models import STATUS_GROUPS, RunStatus
+from tui_agent.domain.reason import message_fate
 from tui_agent.files import write_atomically
 from tui_agent.service.api import AgentService, SupervisorState
 from tui_agent.ui.format import pretty_arguments
@@ -37,10 +38,11 @@ from tui_agent.ui.screens.dialogs import (
     ConfirmScreen,
     DenyScreen,
     ResumeScreen,
+    SayScreen,
 )
 from tui_agent.ui.screens.fork_form import ForkScreen
 from tui_agent.ui.screens.start_form import StartRunScreen
-from tui_agent.ui.sizes import NARROW, SHORT, STACKED
+from tui_agent.ui.sizes import CROWDED_FOOTER, NARROW, SHORT, STACKED
 from tui_agent.ui.widgets.history import HistoryPane
 from tui_agent.ui.widgets.run_pane import RunPane
 from tui_agent.ui.widgets.status_bar import StatusBar
@@ -108,6 +110,16 @@ class AgentApp(App[None]):
             id="view-call",
             tooltip="Show the whole call waiting for a decision (arguments, model's reason)",
         ),
+        Binding(
+            "m",
+            "say",
+            "Message",
+            id="say",
+            tooltip="Send the selected run a message: a completed run continues with it, "
+            "a running one sees it at its next model call",
+        ),
+        # The same key off the footer, where a waiting call's decision keys fill it.
+        Binding("m", "say_unlisted", "Message", id="say-unlisted", show=False),
         Binding("c", "cancel_run", "Cancel", id="cancel", tooltip="Cancel the selected run"),
         Binding(
             "r",
@@ -235,6 +247,7 @@ class AgentApp(App[None]):
         # way to them (ctrl+p still opens it, and it lists every key).
         for footer in self.query(Footer):
             footer.show_command_palette = self.size.width >= NARROW
+        self.refresh_bindings()  # (which keys the footer lists depends on the width too)
 
     @work(thread=True, exit_on_error=False, group="warm-up")
     def _warm_up(self) -> None:
@@ -434,6 +447,11 @@ class AgentApp(App[None]):
             return status in STATUS_GROUPS["waiting"]
         if action in ("retry_call", "skip_call"):
             return status == "needs_attention"
+        if action in ("say", "say_unlisted"):
+            if status is None or status in ("failed", "cancelled"):
+                return False
+            crowded = status == "waiting_approval" and self.size.width < CROWDED_FOOTER
+            return crowded == (action == "say_unlisted")  # one of the two, never both
         if action == "cancel_run":
             return status is not None and status not in STATUS_GROUPS["final"]
         if action == "resume":
@@ -530,6 +548,20 @@ class AgentApp(App[None]):
                 self._act("denied", self.service.deny, run_id, reason=reason)
 
         self.push_screen(DenyScreen(self._pending_tool or "the call"), decided)
+
+    def action_say(self) -> None:
+        run_id, status = self.selected, self.run_status
+        if not run_id or status is None:
+            return
+        what = message_fate(RunStatus(status))
+
+        def said(text: str | None) -> None:
+            if text:
+                self._act(f"message sent: {what}", self.service.say, run_id, text)
+
+        self.push_screen(SayScreen(run_id[:8], what), said)
+
+    action_say_unlisted = action_say
 
     def action_cancel_run(self) -> None:
         run_id = self.selected

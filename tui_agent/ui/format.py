@@ -82,6 +82,8 @@ def step_label(step: Step) -> str:
         call = describe_call(step.tool, step.arguments, 48)
         return f"#{step.seq:<3} tool [{step.status.value}] {call}"
     payload = step.payload
+    if step.kind is StepKind.USER:
+        return f"#{step.seq:<3} you  says: {one_line(payload.get('text'), 70)}"
     who = payload.get("by", "?")
     why = f": {payload['reason']}" if payload.get("reason") else ""
     always = " (always, for the rest of the run)" if payload.get("always") else ""
@@ -113,6 +115,9 @@ def step_details(step: Step) -> list[str]:
                 lines.append(f"  … {len(result) - 20} more lines")
         if step.artifact_id:
             lines.append(f"artifact: {step.artifact_id}")
+    elif step.kind is StepKind.USER:
+        lines += str(step.payload.get("text") or "").splitlines() or [""]
+        lines.append(f"from {step.payload.get('by', '?')} (no budget step)")
     else:
         lines.append("arguments: " + _pretty(step.parsed_arguments()))
     return lines

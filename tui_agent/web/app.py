@@ -83,6 +83,11 @@ class ResumeBody(BaseModel):
     max_wall_time_s: StrictFloat | None = None
 
 
+class SayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr
+
+
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     choice: StrictStr
@@ -206,6 +211,15 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
         run_id = service.resolve_ref(ref)
         service.resolve(run_id, body.choice)
         return view(run_id)
+
+    @app.post("/v1/runs/{ref}/say", tags=["decisions"], response_class=JSONResponse)
+    def say(ref: str, body: SayBody) -> Response:
+        """A follow-up or steering message as a step: a completed run continues with it, one
+        under way sees it at its next model call (failed or cancelled: 409). The run, with
+        the message's step as `message_seq`."""
+        run_id = service.resolve_ref(ref)
+        _, seq = service.say(run_id, body.text)
+        return _json({**run_json(service.run_view(run_id)), "message_seq": seq})
 
     @app.get("/v1/runs/{ref}/events", tags=["runs"], response_class=EventSourceResponse)
     async def events(

@@ -1,4 +1,5 @@
-"""Small modal questions: a deny reason, a confirmation, a budget extension."""
+"""Small modal questions: a deny reason, a message to a run, a confirmation, a budget
+extension."""
 
 from __future__ import annotations
 
@@ -34,6 +35,38 @@ class DenyScreen(ModalScreen[str | None]):
     @on(Input.Submitted)
     def submit(self, event: Input.Submitted) -> None:
         self.dismiss(event.value.strip())
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+class SayScreen(ModalScreen[str | None]):
+    """A follow-up or steering message: dismisses with the text, or None if the person
+    backs out. An empty message is said here, and the dialog stays open."""
+
+    BINDINGS = [Binding("escape", "back", "Back", id="say-back", tooltip="Send nothing")]
+
+    def __init__(self, run_label: str, what_happens: str) -> None:
+        super().__init__()
+        self.run_label = run_label
+        self.what_happens = what_happens
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="say-dialog"):
+            yield Static(f"Message to run [b]{self.run_label}[/b]: {self.what_happens}")
+            yield Input(placeholder="your message, enter to send", id="say-text")
+            yield Static("", id="say-error")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def submit(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            self.query_one("#say-error", Static).update("⚠ type a message (escape: send nothing)")
+            return
+        self.dismiss(text)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from tui_agent.domain.models import Event, Step, StepStatus
+from tui_agent.domain.models import Event, Step, StepKind, StepStatus
 from tui_agent.ui.format import event_label, step_details, step_label
 
 MAX_SHOWN = 500  # a run with 10,000 steps shows its latest ones; `show` has them all
@@ -100,10 +100,10 @@ class Timeline(Tree[str]):
         self._steps[step.seq] = step
         node = self._step_nodes.get(step.seq)
         if node is None:
-            node = self.root.add(Text(step_label(step)), data=step.status.value)
+            node = self.root.add(_label(step), data=step.status.value)
             self._step_nodes[step.seq] = node
         else:
-            node.set_label(Text(step_label(step)))
+            node.set_label(_label(step))
             node.data = step.status.value
             if node.is_expanded:
                 self._fill(node, step)
@@ -130,3 +130,8 @@ class Timeline(Tree[str]):
         if event.kind in ("retry", "lost", "in_doubt", "cancel", "released") or ended_by_person:
             self.root.add_leaf(Text(event_label(event)), data="event")
         self.last_event = event.id
+
+
+def _label(step: Step) -> Text:
+    """A person's message stands out from the model's and the tools' steps."""
+    return Text(step_label(step), style="bold" if step.kind is StepKind.USER else "")
