@@ -688,8 +688,13 @@ async def test_fork_from_the_step_under_the_cursor_lists_the_calls_asked_again(
             lambda: app.selected not in (None, original) and len(app.screen_stack) == 1,
             what="the new run selected",
         )
-    assert app.selected is not None
-    forked = home.wait_status(app.selected, "waiting_approval")
+        new_id = app.selected
+        app.query_one("#history-table").move_cursor(row=1)  # back to the original
+        await until(pilot, lambda: app.selected == original, what="the original again")
+        await until(pilot, lambda: timeline.last_seq == shown["steps"][-1]["seq"], what="steps")
+        assert timeline.step_under_cursor() == shown["steps"][-1]["seq"]  # newest again
+    assert new_id is not None
+    forked = home.wait_status(new_id, "waiting_approval")
     assert forked["goal"] == "fork it"
     assert [a["status"] for a in forked["approvals"]] == ["pending"]  # asked again, not copied
 

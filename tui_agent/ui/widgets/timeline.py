@@ -40,6 +40,7 @@ class Timeline(Tree[str]):
 
     def reset(self) -> None:
         self.clear()
+        self.cursor_line = -1  # another run: "the step under the cursor" is its newest again
         self._step_nodes.clear()
         self._steps.clear()
         self.last_seq = 0
