@@ -117,3 +117,22 @@ def test_a_shell_that_forgot_the_url_is_told_the_supervisor_serves_another_store
         assert "it served PostgreSQL" in stopped
     finally:
         home.env["TUI_AGENT_DB_URL"] = url
+
+
+@on_postgres
+def test_a_url_the_server_refuses_is_one_line_and_exit_2(home: Home) -> None:
+    """A database or role the server does not have: it answered, so waiting will not help;
+    the URL must change (exit 2, as any unusable URL), never a "cannot be reached"."""
+    assert home.db_url is not None
+    base, _ = home.db_url.rsplit("/", 1)
+    for url, said in (
+        (f"{base}/no_such_db", 'database "no_such_db" does not exist'),
+        (base.replace("//postgres@", "//nobody@") + "/postgres", 'role "nobody" does not exist'),
+    ):
+        home.env["TUI_AGENT_DB_URL"] = url
+        for args in (("ls",), ("run", "x")):
+            out = home.cli(*args)
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 2, (args, out.stderr)
+            assert len(lines) == 1 and "refuses the connection" in lines[0], out.stderr
+            assert said in lines[0] and "TUI_AGENT_DB_URL" in lines[0], out.stderr

@@ -258,6 +258,13 @@ class PooledConnections:
                 self._open = False
 
 
+# What a server says when the URL names a database, role or password it does not accept.
+_REFUSAL = re.compile(
+    r"FATAL:\s+((?:database|role) \"[^\"]*\" does not exist|password authentication failed"
+    r"[^\n]*|no pg_hba\.conf entry[^\n]*)"
+)
+
+
 def translate(exc: BaseException, where: str) -> Exception | None:
     """psycopg's failures as the store's errors (None: not a database error)."""
     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the DB-API error
@@ -269,6 +276,12 @@ def translate(exc: BaseException, where: str) -> Exception | None:
     if isinstance(orig, psycopg.errors.ReadOnlySqlTransaction):
         return StoreUnavailable(f"{where} is read-only; nothing was written")
     if isinstance(orig, psycopg.OperationalError | psycopg.errors.AdminShutdown):
+        refused = _REFUSAL.search(str(orig))
+        if refused:  # the server answered: waiting will not help, the URL must change
+            return StoreError(
+                f"{where} refuses the connection: {refused.group(1).strip()} "
+                "(check TUI_AGENT_DB_URL)"
+            )
         if first.startswith("connection failed:"):  # libpq repeats host and port: once is enough
             return StoreUnavailable(f"{where} cannot be reached: {first.rsplit('failed: ', 1)[-1]}")
         return StoreUnavailable(f"{where} cannot be reached or is busy: {first}")
