@@ -257,15 +257,29 @@ async def keep_supervisor(service: AgentService) -> None:
         return not service.supervisor_state().running and service.needs_execution()
 
     backoff = 0.0
+    store_away: str | None = None
     while True:
         await asyncio.sleep(max(SUPERVISOR_CHECK_S, backoff))
         try:
-            if await to_thread.run_sync(wanted):
-                pid = await to_thread.run_sync(service.ensure_supervisor)
-                log.info("started the supervisor (pid %d): runs were waiting for one", pid)
+            want = await to_thread.run_sync(wanted)
+        except StoreUnavailable as exc:  # not the supervisor's fault: said once per outage
+            if store_away is None:
+                log.warning("the store cannot be read now: %s (checking again)", exc)
+            store_away = str(exc)
+            continue
+        except Exception as exc:
+            log.warning("cannot tell whether runs need the supervisor: %s", exc)
+            continue
+        if store_away is not None:
+            log.info("the store can be read again")
+            store_away = None
+        if not want:
             backoff = 0.0
-        except asyncio.CancelledError:
-            raise
+            continue
+        try:
+            pid = await to_thread.run_sync(service.ensure_supervisor)
+            log.info("started the supervisor (pid %d): runs were waiting for one", pid)
+            backoff = 0.0
         except Exception as exc:
             backoff = min(60.0, max(2.0, backoff * 2))
             log.warning("cannot start the supervisor: %s (again in %.0fs)", exc, backoff)

@@ -39,7 +39,13 @@ def serve(service: AgentService, host: str, port: int, *, keepalive_s: float = 1
         "(token: `tui-agent token`; Ctrl+C stops)\n"
     )
     sys.stderr.flush()
-    logging.getLogger("tui_agent.web").setLevel(logging.INFO)
+    ours = logging.getLogger("tui_agent.web")  # the keeper's lines, beside uvicorn's
+    ours.setLevel(logging.INFO)
+    if not ours.handlers:  # (without one, Python shows warnings only)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        ours.addHandler(handler)
+        ours.propagate = False
     logging.getLogger("uvicorn.access").addFilter(_no_query)
     server.run(sockets=[sock])
     return 0 if server.started else 1
