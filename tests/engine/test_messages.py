@@ -12,16 +12,13 @@ import pytest
 
 from tests.engine.test_worker import advance, start
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
+from tests.values import a_run
 from tui_agent.domain.models import (
-    AgentState,
-    Budget,
-    Policy,
     Run,
     RunStatus,
     Step,
     StepKind,
     StepStatus,
-    Usage,
 )
 from tui_agent.engine.conversation import build_messages, unheard_messages
 from tui_agent.store.journal import StepJournal
@@ -37,20 +34,7 @@ def store(tmp_path: Path) -> Iterator[RunStore]:
 
 
 def _run() -> Run:
-    return Run(
-        id="r",
-        status=RunStatus.RUNNING,
-        goal="the goal",
-        workspace="/ws",
-        model="m",
-        base_url=None,
-        budget=Budget(),
-        policy=Policy(),
-        usage=Usage(),
-        state=AgentState(),
-        created_at=0.0,
-        updated_at=0.0,
-    )
+    return a_run(workspace="/ws", model="m")
 
 
 def _reply(seq: int, seen: int | None, *calls: str) -> Step:

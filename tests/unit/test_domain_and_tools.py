@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.values import a_run
 from tui_agent.domain.models import (
     AgentState,
     Budget,
@@ -68,22 +69,7 @@ def test_policy_and_argument_hash() -> None:
 
 
 def _run(status: RunStatus, **kw: object) -> Run:
-    base = dict(
-        id="r",
-        status=status,
-        goal="g",
-        workspace="/",
-        model="demo",
-        base_url=None,
-        budget=Budget(),
-        policy=Policy(),
-        usage=Usage(),
-        state=AgentState(),
-        created_at=0.0,
-        updated_at=0.0,
-    )
-    base.update(kw)
-    return Run(**base)  # type: ignore[arg-type]
+    return a_run(status, **kw)
 
 
 def test_reasons_come_from_stored_facts() -> None:
