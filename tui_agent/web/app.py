@@ -33,6 +33,7 @@ from tui_agent.domain.errors import (
 )
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus
 from tui_agent.service.api import AgentService, StartRequest
+from tui_agent.service.fields import in_field_names
 from tui_agent.service.views import run_json, summary_json
 from tui_agent.web.events import ChangeHub, run_events
 from tui_agent.web.guard import Guard
@@ -278,7 +279,7 @@ def _error_handlers(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: TuiAgentError) -> JSONResponse:
         code = next((c for kind, c in _STATUS_OF if isinstance(exc, kind)), 500)
         headers = {"Retry-After": "5"} if code == 503 else None
-        return JSONResponse({"error": _in_field_names(str(exc))}, code, headers)
+        return JSONResponse({"error": in_field_names(str(exc))}, code, headers)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -298,27 +299,6 @@ def _error_handlers(app: FastAPI) -> None:
             return JSONResponse({"error": "the request holds text that is not valid"}, 400)
         log.exception("unexpected error")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
-
-
-# The service speaks the CLI's words (`--max-steps`); over HTTP they are the body's fields.
-_FIELDS = {
-    "--max-steps": "max_steps",
-    "--max-tokens": "max_llm_tokens",
-    "--max-wall-time": "max_wall_time_s",
-    "--auto-approve": "auto_approve",
-    "--sandbox": "sandbox",
-    "--queue": "queue",
-    "--model": "model",
-    "--workspace": "workspace",
-    "--callback-url": "callback_url",
-    "--key": "Idempotency-Key",
-}
-
-
-def _in_field_names(message: str) -> str:
-    for flag, name in _FIELDS.items():
-        message = message.replace(flag, name)
-    return message.replace("(leave it out for the default model)", "(leave it out for the default)")
 
 
 def _malformed_line(errors: Any) -> str:
