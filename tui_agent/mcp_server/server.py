@@ -24,7 +24,7 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ResourceError, ToolError
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.stdio import stdio_server
-from mcp.types import ContentBlock
+from mcp.types import ContentBlock, ToolAnnotations
 from pydantic import AnyUrl, ValidationError
 
 from tui_agent.domain.errors import BadInput, TuiAgentError
@@ -175,7 +175,7 @@ def create_server(service: AgentService) -> FastMCP:
 
         return await call(start)
 
-    @server.tool()
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
     async def get_run(run: str) -> dict[str, Any]:
         """The run as `tui-agent show --json` prints it (RUN: the id or a unique prefix)."""
         return await call(lambda: show(service.resolve_ref(run)))
@@ -204,7 +204,7 @@ def create_server(service: AgentService) -> FastMCP:
 
         return await call(decide)
 
-    @server.tool()
+    @server.tool(annotations=ToolAnnotations(destructiveHint=True, idempotentHint=True))
     async def cancel(run: str) -> dict[str, Any]:
         """Cancel the run (a run under way stops at its next step). Returns the run."""
 
@@ -241,6 +241,7 @@ def serve(service: AgentService) -> int:
     async def run() -> None:
         out = anyio.wrap_file(TextIOWrapper(protocol, encoding="utf-8", write_through=True))
         async with stdio_server(stdout=out) as (read_stream, write_stream):
+            # FastMCP's own run_stdio_async takes no streams: its low-level server, given ours.
             low = server._mcp_server
             await low.run(read_stream, write_stream, low.create_initialization_options())
 
