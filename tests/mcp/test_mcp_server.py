@@ -162,3 +162,21 @@ async def test_bad_input_is_a_one_line_tool_error_and_writes_nothing(home: Home)
             await session.read_resource("state://runs/ffffffff")  # type: ignore[arg-type]
         assert (await read(session, "state://runs")) == {"runs": []}
     assert _count(home, "runs") == 0 and _count(home, "approvals") == 0
+
+
+async def test_a_run_whose_supervisor_was_killed_goes_on_while_mcp_serves(home: Home) -> None:
+    home.env["TUI_AGENT_DEMO_DELAY"] = "0.5"  # slow enough to be killed mid-run
+    async with mcp_session(home) as session:
+        run = await call(
+            session,
+            "start_run",
+            goal="summarise",
+            workspace=str(home.workspace),
+            model="demo",
+            auto_approve=["write_local"],
+        )
+        await wait_status(home, run["id"], "running")
+        first = home.supervisor_pid()
+        await to_thread.run_sync(home.kill_all)  # supervisor and executors, not the server
+        done = await wait_status(home, run["id"], "completed")  # its keeper started another
+        assert done["result"] and home.supervisor_pid() not in (None, first)

@@ -3,9 +3,11 @@ run's agent state as resources, over the same service, so validation, status rul
 errors are the CLI's.
 
 The service's calls block on the store: each runs in a worker thread (as the HTTP API's
-routes do), never on the event loop that speaks the protocol. Stdout *is* the protocol:
-`serve` gives the SDK a private copy of it and points file descriptor 1 at stderr, so a
-stray print (or a child process) can never corrupt a message.
+routes do), never on the event loop that speaks the protocol. While it serves, it keeps a
+supervisor alive for the runs that want one, as `serve` and the open TUI do.
+
+Stdout *is* the protocol: `serve` gives the SDK a private copy of it and points file
+descriptor 1 at stderr, so a stray print (or a child process) can never corrupt a message.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pydantic import AnyUrl, ValidationError
 from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.service.api import AgentService, StartRequest
 from tui_agent.service.fields import in_field_names
+from tui_agent.service.keeper import keep_supervisor
 from tui_agent.service.views import run_json, summary_json
 
 RUNS_LISTED = 50
@@ -240,10 +243,15 @@ def serve(service: AgentService) -> int:
 
     async def run() -> None:
         out = anyio.wrap_file(TextIOWrapper(protocol, encoding="utf-8", write_through=True))
-        async with stdio_server(stdout=out) as (read_stream, write_stream):
+        async with (
+            stdio_server(stdout=out) as (read_stream, write_stream),
+            anyio.create_task_group() as tasks,
+        ):
+            tasks.start_soon(keep_supervisor, service, log)
             # FastMCP's own run_stdio_async takes no streams: its low-level server, given ours.
             low = server._mcp_server
             await low.run(read_stream, write_stream, low.create_initialization_options())
+            tasks.cancel_scope.cancel()  # the client is gone: so is the keeper
 
     try:
         anyio.run(run)

@@ -34,13 +34,13 @@ from tui_agent.domain.errors import (
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus
 from tui_agent.service.api import AgentService, StartRequest
 from tui_agent.service.fields import in_field_names
+from tui_agent.service.keeper import keep_supervisor
 from tui_agent.service.views import run_json, summary_json
 from tui_agent.web.events import ChangeHub, run_events
 from tui_agent.web.guard import Guard
 from tui_agent.web.metrics import metrics_text
 
 MAX_LIMIT = 500
-SUPERVISOR_CHECK_S = 1.0
 log = logging.getLogger("tui_agent.web")
 _STATUS_OF = (
     (UnknownRun, 404),
@@ -100,7 +100,7 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.start()
-        keeper = asyncio.create_task(keep_supervisor(service))
+        keeper = asyncio.create_task(keep_supervisor(service, log))
         try:
             yield
         finally:
@@ -247,29 +247,6 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
         )
 
     return app
-
-
-async def keep_supervisor(service: AgentService) -> None:
-    """As the open TUI does: when runs (or callbacks) want a supervisor and none is alive
-    (killed, or idle-exited), start one; a failing start is retried with backoff."""
-    from anyio import to_thread
-
-    def wanted() -> bool:
-        return not service.supervisor_state().running and service.needs_execution()
-
-    backoff = 0.0
-    while True:
-        await asyncio.sleep(max(SUPERVISOR_CHECK_S, backoff))
-        try:
-            if await to_thread.run_sync(wanted):
-                pid = await to_thread.run_sync(service.ensure_supervisor)
-                log.info("started the supervisor (pid %d): runs were waiting for one", pid)
-            backoff = 0.0
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            backoff = min(60.0, max(2.0, backoff * 2))
-            log.warning("cannot start the supervisor: %s (again in %.0fs)", exc, backoff)
 
 
 def _error_handlers(app: FastAPI) -> None:

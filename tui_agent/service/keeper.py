@@ -1,0 +1,35 @@
+"""A long-lived server's supervisor keeper: the runs it serves go on when the supervisor dies
+or idles out between requests, with no person there to start it again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tui_agent.service.api import AgentService
+
+SUPERVISOR_CHECK_S = 1.0
+
+
+async def keep_supervisor(service: AgentService, logger: logging.Logger) -> None:
+    """As the open TUI does: when runs (or callbacks) want a supervisor and none is alive
+    (killed, or idle-exited), start one; a failing start is retried with backoff. Runs
+    until cancelled."""
+    from anyio import to_thread
+
+    def wanted() -> bool:
+        return not service.supervisor_state().running and service.needs_execution()
+
+    backoff = 0.0
+    while True:
+        await asyncio.sleep(max(SUPERVISOR_CHECK_S, backoff))
+        try:
+            if await to_thread.run_sync(wanted):
+                pid = await to_thread.run_sync(service.ensure_supervisor)
+                logger.info("started the supervisor (pid %d): runs were waiting for one", pid)
+            backoff = 0.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            backoff = min(60.0, max(2.0, backoff * 2))
+            logger.warning("cannot start the supervisor: %s (again in %.0fs)", exc, backoff)
