@@ -205,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between keep-alive comments on an idle event stream (default 15)",
     )
+    mcp = sub.add_parser("mcp", help="tui-agent for MCP clients")
+    mcp_sub = mcp.add_subparsers(
+        dest="mcp_command", required=True, metavar="serve", parser_class=_Parser
+    )
+    mcp_sub.add_parser(
+        "serve",
+        help="an MCP server (stdio): tools to start, read and decide runs; resources "
+        "state://runs and state://runs/ID",
+        description="Speak MCP on stdin/stdout (for an MCP client to launch): tools "
+        "start_run, get_run, approve, deny, cancel and say; resources state://runs and "
+        "state://runs/ID (a run's agent state). Logs go to stderr.",
+    )
     sub.add_parser(
         "token",
         help="print the HTTP API's token (made on first use, 0600 in the home)",
@@ -715,6 +727,13 @@ def _cmd_serve(service: Any, args: argparse.Namespace) -> int:
     return serve(service, args.host, args.port, keepalive_s=args.keepalive)
 
 
+def _cmd_mcp(service: Any, args: argparse.Namespace) -> int:
+    from tui_agent.mcp_server.server import serve
+
+    service.who = f"{service.who} (MCP)"  # decisions made by an MCP client say so
+    return serve(service)
+
+
 def _cmd_token(service: Any, args: argparse.Namespace) -> int:
     sys.stdout.write(service.api_token() + "\n")
     return EXIT_OK
@@ -820,6 +839,7 @@ def _cmd_stats(service: Any, args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "serve": _cmd_serve,
+    "mcp": _cmd_mcp,
     "token": _cmd_token,
     "stats": _cmd_stats,
     "export": _cmd_export,

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Home, wait_for
 from tests.web.conftest import Api
-from tui_agent.web.app import SUPERVISOR_CHECK_S
+from tui_agent.service.keeper import SUPERVISOR_CHECK_S
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

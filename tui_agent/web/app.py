@@ -33,13 +33,14 @@ from tui_agent.domain.errors import (
 )
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus
 from tui_agent.service.api import AgentService, StartRequest
+from tui_agent.service.fields import in_field_names
+from tui_agent.service.keeper import keep_supervisor
 from tui_agent.service.views import run_json, summary_json
 from tui_agent.web.events import ChangeHub, run_events
 from tui_agent.web.guard import Guard
 from tui_agent.web.metrics import metrics_text
 
 MAX_LIMIT = 500
-SUPERVISOR_CHECK_S = 1.0
 log = logging.getLogger("tui_agent.web")
 _STATUS_OF = (
     (UnknownRun, 404),
@@ -99,7 +100,7 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.start()
-        keeper = asyncio.create_task(keep_supervisor(service))
+        keeper = asyncio.create_task(keep_supervisor(service, log))
         try:
             yield
         finally:
@@ -248,43 +249,6 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
     return app
 
 
-async def keep_supervisor(service: AgentService) -> None:
-    """As the open TUI does: when runs (or callbacks) want a supervisor and none is alive
-    (killed, or idle-exited), start one; a failing start is retried with backoff."""
-    from anyio import to_thread
-
-    def wanted() -> bool:
-        return not service.supervisor_state().running and service.needs_execution()
-
-    backoff = 0.0
-    store_away: str | None = None
-    while True:
-        await asyncio.sleep(max(SUPERVISOR_CHECK_S, backoff))
-        try:
-            want = await to_thread.run_sync(wanted)
-        except StoreUnavailable as exc:  # not the supervisor's fault: said once per outage
-            if store_away is None:
-                log.warning("the store cannot be read now: %s (checking again)", exc)
-            store_away = str(exc)
-            continue
-        except Exception as exc:
-            log.warning("cannot tell whether runs need the supervisor: %s", exc)
-            continue
-        if store_away is not None:
-            log.info("the store can be read again")
-            store_away = None
-        if not want:
-            backoff = 0.0
-            continue
-        try:
-            pid = await to_thread.run_sync(service.ensure_supervisor)
-            log.info("started the supervisor (pid %d): runs were waiting for one", pid)
-            backoff = 0.0
-        except Exception as exc:
-            backoff = min(60.0, max(2.0, backoff * 2))
-            log.warning("cannot start the supervisor: %s (again in %.0fs)", exc, backoff)
-
-
 def _error_handlers(app: FastAPI) -> None:
     """Every error is JSON with an `error` line a person can read; never a traceback."""
 
@@ -292,7 +256,7 @@ def _error_handlers(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: TuiAgentError) -> JSONResponse:
         code = next((c for kind, c in _STATUS_OF if isinstance(exc, kind)), 500)
         headers = {"Retry-After": "5"} if code == 503 else None
-        return JSONResponse({"error": _in_field_names(str(exc))}, code, headers)
+        return JSONResponse({"error": in_field_names(str(exc))}, code, headers)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -312,27 +276,6 @@ def _error_handlers(app: FastAPI) -> None:
             return JSONResponse({"error": "the request holds text that is not valid"}, 400)
         log.exception("unexpected error")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
-
-
-# The service speaks the CLI's words (`--max-steps`); over HTTP they are the body's fields.
-_FIELDS = {
-    "--max-steps": "max_steps",
-    "--max-tokens": "max_llm_tokens",
-    "--max-wall-time": "max_wall_time_s",
-    "--auto-approve": "auto_approve",
-    "--sandbox": "sandbox",
-    "--queue": "queue",
-    "--model": "model",
-    "--workspace": "workspace",
-    "--callback-url": "callback_url",
-    "--key": "Idempotency-Key",
-}
-
-
-def _in_field_names(message: str) -> str:
-    for flag, name in _FIELDS.items():
-        message = message.replace(flag, name)
-    return message.replace("(leave it out for the default model)", "(leave it out for the default)")
 
 
 def _malformed_line(errors: Any) -> str:
