@@ -327,10 +327,7 @@ class Step:
     tokens: int = 0
 
     def parsed_arguments(self) -> Any:
-        try:
-            return json.loads(self.arguments) if self.arguments is not None else None
-        except ValueError:
-            return self.arguments
+        return parsed_arguments(self.arguments)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -362,6 +359,14 @@ class Step:
             data.update(self.payload)
             data.setdefault("tool", self.tool)  # which call a decision was about
         return data
+
+
+def parsed_arguments(arguments: str | None) -> Any:
+    """A call's arguments as JSON when they are; as the model wrote them when not."""
+    try:
+        return json.loads(arguments) if arguments is not None else None
+    except ValueError:
+        return arguments
 
 
 @dataclass(frozen=True)

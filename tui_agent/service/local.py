@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from tui_agent.domain.models import (
     RunSpec,
     RunStatus,
     Step,
+    parsed_arguments,
 )
 from tui_agent.domain.reason import run_reason
 from tui_agent.engine.preflight import run_obstacle
@@ -473,7 +473,7 @@ class LocalService:
             for c in replies[-1].payload.get("tool_calls", []):
                 if c.get("id") not in answered:
                     open_calls[c.get("id")] = (replies[-1].seq, c.get("name"), c.get("arguments"))
-        found = [(seq, name, _parsed(args)) for seq, name, args in open_calls.values()]
+        found = [(seq, name, parsed_arguments(a)) for seq, name, a in open_calls.values()]
         for step in steps:
             if step.kind.value == "tool" and step.seq > at and step.call_id not in open_calls:
                 found.append((step.seq, step.tool, step.parsed_arguments()))
@@ -714,14 +714,6 @@ class LocalService:
 
 
 MAX_URL_CHARS = 2048
-
-
-def _parsed(arguments: Any) -> Any:
-    """A call's arguments as JSON when they are (as a tool step shows them)."""
-    try:
-        return json.loads(arguments) if isinstance(arguments, str) else arguments
-    except ValueError:
-        return arguments
 
 
 def _check_callback_url(url: str | None) -> str | None:
