@@ -5,12 +5,15 @@ hit of that point in a process writes a marker file holding its pid into
 `TUI_AGENT_FAILPOINT_DIR` and sleeps until it is killed. A point fires once per marker
 directory, so the process that replaces the killed one runs straight through.
 `NAME=exit@N` instead makes every process that reaches its N-th hit exit at once (code 70):
-a crash loop; `NAME=raise@N` raises there (a bug in our code, for the internal-error path).
+a crash loop; `NAME=raise@N` raises there (a bug in our code, for the internal-error path);
+`NAME=stop@N` writes the marker and stops the whole process (SIGSTOP) right there, every
+thread with it: a frozen machine, e.g. inside a write transaction.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -51,6 +54,9 @@ def hit(name: str, run_id: str = "") -> None:
         return
     with os.fdopen(fd, "w") as fh:
         fh.write(f"{os.getpid()} {run_id}\n")
+    if _VERBS[name] == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return  # thawed (SIGCONT): go on as if nothing happened
     while True:
         time.sleep(3600)
 

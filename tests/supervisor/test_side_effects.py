@@ -118,6 +118,25 @@ def test_a_frozen_executor_is_killed_after_lease_s_and_its_run_recovered(
     assert ledger(home) == ["start"]
 
 
+def test_an_executor_frozen_inside_a_write_is_killed_after_lease_s(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    """Frozen while it holds SQLite's write lock: every write of the supervisor waits behind
+    it (busy_timeout), so its death must not wait behind them (it once took 15 s)."""
+    home.configure("idle_exit_s = 60\nlease_s = 1.0\nheartbeat_s = 0.2\n")
+    home.arm("txn.finish_tool=stop@1")
+    home.use_server(llm)
+    slow_shell(llm, "echo start >> ledger")
+    run_id = home.start("go", "--auto-approve", "external_action")
+    executor = home.marker("txn.finish_tool")
+    frozen_at = time.monotonic()
+    wait_for(lambda: not pid_alive(executor), 10, "the supervisor to kill the frozen executor")
+    assert time.monotonic() - frozen_at < 1.0 + 2.0
+    view = home.wait_status(run_id, "needs_attention")
+    assert "call in doubt: run_shell" in view["reason"]
+    assert ledger(home) == ["start"]
+
+
 def test_supervisor_stop_ends_a_long_command_at_once_and_says_so(
     home: Home, llm: ScriptedLLM
 ) -> None:

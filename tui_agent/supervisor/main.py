@@ -58,7 +58,6 @@ class _Slot:
     started: float = 0.0
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     last_beat: tuple[tuple[int, float | None], float] | None = None
-    next_hang_check: float = 0.0
 
 
 class Supervisor:
@@ -114,6 +113,9 @@ class Supervisor:
             ready.say("ok")
             deliverer.start()
             threading.Thread(target=self._daily, args=(db,), name="daily", daemon=True).start()
+            threading.Thread(
+                target=self._watch_hangs, args=(leases,), name="hangs", daemon=True
+            ).start()
             self._loop(leases)
         finally:
             deliverer.stop()
@@ -195,14 +197,14 @@ class Supervisor:
         next_approval_check: float,
         next_deadline: float | None,
     ) -> tuple[float | None, float, float | None]:
-        """One round: the executors' health, deadlines, spawning, idleness.
+        """One round: the executors' exits, deadlines, spawning, idleness.
 
-        Health comes first and reads only: an executor frozen while it held SQLite's write
-        lock must still be seen and killed, though every write waits behind it."""
+        Hangs are watched by a thread of their own (`_watch_hangs`): this round writes, and
+        a write waits for busy_timeout behind an executor frozen while it held SQLite's
+        write lock."""
         now = time.time()
         for slot in self.slots:
             self._watch_executor(slot, leases)
-            self._kill_if_hung(slot, leases, now)
         if now >= next_approval_check:
             _, next_deadline = leases.expire_approvals()
             next_approval_check = now + APPROVAL_CHECK_S
@@ -284,13 +286,28 @@ class Supervisor:
         now = time.time()
         slot.backoff.died(lived_s=now - slot.started, clean=code == 0, now=now)
 
-    def _kill_if_hung(self, slot: _Slot, leases: Leases, now: float) -> None:
+    def _watch_hangs(self, leases: Leases) -> None:
+        """Reads only, never waits behind a write: an executor frozen inside a write
+        transaction is still killed after lease_s, which is what frees the store."""
+        outage = Outage(log, "the hang watch cannot read the store")
+        while not self.stopping.wait(HANG_CHECK_S):
+            try:
+                for slot in self.slots:
+                    self._kill_if_hung(slot, leases)
+            except StoreUnavailable as exc:
+                outage.failed(exc)
+                continue
+            except Exception:  # never let the watch die quietly
+                log.exception("the hang watch failed; it goes on")
+                continue
+            outage.ok()
+
+    def _kill_if_hung(self, slot: _Slot, leases: Leases) -> None:
         """An executor whose heartbeat is older than lease_s (stopped, hung) is killed; the
-        next tick sees it dead and recovers its runs like any other death."""
+        main loop then sees it dead and recovers its runs like any other death."""
         proc = slot.proc
-        if proc is None or now < slot.next_hang_check:
+        if proc is None:
             return
-        slot.next_hang_check = now + HANG_CHECK_S
         try:
             beat = leases.heartbeat_at(proc.pid)
         except StoreUnavailable:
@@ -313,9 +330,10 @@ class Supervisor:
             silent,
             self.settings.lease_s,
         )
+        # Only the signal: the main loop reaps it (poll) and frees its runs.
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        proc.wait()
+        slot.last_beat = None
 
     def _keep_standby(self, now: float) -> None:
         """A spare that dies (it has no runs) is replaced, but never in a tight loop."""
