@@ -705,6 +705,29 @@ async def test_fork_from_the_step_under_the_cursor_lists_the_calls_asked_again(
     assert home.show(original)["steps"] == shown["steps"]
 
 
+async def test_focusing_the_timeline_shows_the_newest_step_and_each_arrow_moves_one(
+    make_app: Any, home: Home
+) -> None:
+    """A stranger counted arrow presses from the newest step and forked one step late: the
+    first arrow only revealed the cursor. Now tab shows it on the newest step."""
+    _, shown = _completed_demo_run(home)
+    seqs = [s["seq"] for s in shown["steps"]]
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.run_status == "completed", what="selection")
+        timeline = app.query_one(Timeline)
+        for _ in range(6):
+            if app.focused is timeline:
+                break
+            await pilot.press("tab")
+        assert app.focused is timeline
+        assert timeline.cursor_line >= 0, "the cursor is shown"
+        assert timeline.step_under_cursor() == seqs[-1]
+        await pilot.press("up", "up")
+        await pilot.pause()
+        assert timeline.step_under_cursor() == seqs[-3]
+
+
 async def test_the_fork_form_follows_its_step_field_and_escape_writes_nothing(
     make_app: Any, home: Home
 ) -> None:

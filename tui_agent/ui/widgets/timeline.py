@@ -38,6 +38,13 @@ class Timeline(Tree[str]):
         """After a resize the newest steps stay in view (a shrink left the top shown)."""
         self.call_after_refresh(self.scroll_end, animate=False)
 
+    def on_focus(self) -> None:
+        """Focus shows the cursor where `f` would fork (the newest step): the first arrow
+        then moves from there, not merely reveal it."""
+        node = self._step_nodes.get(self.last_seq)
+        if self.cursor_line < 0 and node is not None:
+            self.move_cursor(node, animate=False)
+
     def reset(self) -> None:
         self.clear()
         self.cursor_line = -1  # another run: "the step under the cursor" is its newest again
