@@ -180,3 +180,53 @@ async def test_a_run_whose_supervisor_was_killed_goes_on_while_mcp_serves(home: 
         await to_thread.run_sync(home.kill_all)  # supervisor and executors, not the server
         done = await wait_status(home, run["id"], "completed")  # its keeper started another
         assert done["result"] and home.supervisor_pid() not in (None, first)
+
+
+def test_a_person_at_the_terminal_gets_one_line_for_garbage_and_ctrl_c_ends_it(
+    home: Home,
+) -> None:
+    """Typed by hand: a line that is not JSON-RPC is one line on stderr and the server goes
+    on; it names tui-agent's version; Ctrl+C (SIGINT) ends it at once, stdin still open."""
+    import signal
+    import subprocess
+    import time
+
+    from tui_agent import __version__
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui_agent", "mcp", "serve"],
+        env=home.env,
+        cwd=home.workspace,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        hello = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "a person", "version": "1"},
+            },
+        }
+        proc.stdin.write("hello there\n\n" + json.dumps(hello) + "\n")
+        proc.stdin.flush()
+        answer = json.loads(proc.stdout.readline())
+        assert answer["id"] == 1
+        assert answer["result"]["serverInfo"] == {"name": "tui-agent", "version": __version__}
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        assert time.monotonic() - began < 5
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in err, err
+    ignored = [line for line in err.splitlines() if "not a JSON-RPC message" in line]
+    assert len(ignored) == 1, err

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from io import TextIOWrapper
@@ -26,9 +27,10 @@ from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ResourceError, ToolError
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.stdio import stdio_server
-from mcp.types import ContentBlock, ToolAnnotations
+from mcp.types import ContentBlock, JSONRPCMessage, ToolAnnotations
 from pydantic import AnyUrl, ValidationError
 
+from tui_agent import __version__
 from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.service.api import AgentService, StartRequest
 from tui_agent.service.fields import in_field_names
@@ -100,6 +102,7 @@ def _one_line(text: str) -> str:
 def create_server(service: AgentService) -> FastMCP:
     """The server over `service`; decisions are recorded as the service's `who`."""
     server = _Server("tui-agent", instructions=INSTRUCTIONS, log_level="WARNING")
+    server._mcp_server.version = __version__  # the SDK would name its own version
 
     async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await to_thread.run_sync(lambda: fn(*args, **kwargs))
@@ -233,8 +236,55 @@ def create_server(service: AgentService) -> FastMCP:
     return server
 
 
+class _ProtocolLines:
+    """stdin's lines for the SDK's stdio transport, read when the event loop says they are
+    there, not by a thread blocked in read(): so Ctrl+C ends the server at once (the SDK's
+    thread held it until stdin closed). A line that is not a JSON-RPC message is told on
+    stderr in one line and skipped (the SDK logged a many-line validation error)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+        self.eof = False
+        # A regular file (stdin redirected from one) cannot be waited on; it never blocks.
+        self.pollable = not stat.S_ISREG(os.fstat(fd).st_mode)
+
+    def __aiter__(self) -> _ProtocolLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            line = await self._line()
+            if line is None:
+                raise StopAsyncIteration
+            if not line.strip():
+                continue
+            try:
+                JSONRPCMessage.model_validate_json(line)
+            except ValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                why = first.get("msg", "malformed")
+                sys.stderr.write(
+                    f"tui-agent mcp: ignored a line that is not a JSON-RPC message ({why})\n"
+                )
+                continue
+            return line
+
+    async def _line(self) -> str | None:
+        while b"\n" not in self.pending and not self.eof:
+            if self.pollable:
+                await anyio.wait_readable(self.fd)
+            chunk = os.read(self.fd, 65536)
+            self.eof = not chunk
+            self.pending += chunk
+        if not self.pending:
+            return None
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode("utf-8", errors="replace")
+
+
 def serve(service: AgentService) -> int:
-    """Speak MCP on stdin/stdout until the client closes stdin."""
+    """Speak MCP on stdin/stdout until the client closes stdin (or Ctrl+C, SIGTERM)."""
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray write lands in stderr
@@ -243,8 +293,9 @@ def serve(service: AgentService) -> int:
 
     async def run() -> None:
         out = anyio.wrap_file(TextIOWrapper(protocol, encoding="utf-8", write_through=True))
+        lines: Any = _ProtocolLines(sys.stdin.fileno())
         async with (
-            stdio_server(stdout=out) as (read_stream, write_stream),
+            stdio_server(stdin=lines, stdout=out) as (read_stream, write_stream),
             anyio.create_task_group() as tasks,
         ):
             tasks.start_soon(keep_supervisor, service, log)
