@@ -529,6 +529,7 @@ def test_stats_series_are_aggregated_by_the_database_on_either_engine(
     assert latency == {**dict.fromkeys(stats.LATENCY_BUCKETS, 0), 0.5: 1, 2.0: 1, 10.0: 1, None: 1}
     assert data["run"] == {"id": first, "points": [(0.0, 0, 0), (0.0, 1, 100), (0.0, 2, 200)]}
 
+
     now[0] = starts[2] + 100
     long = s.create_run(spec())[0].id
     assert j.claim(1, 10**6) == [long]
@@ -540,4 +541,14 @@ def test_stats_series_are_aggregated_by_the_database_on_either_engine(
     replies = stats.RUN_POINTS * 3 + 1
     assert points[-1] == (float(replies), replies, replies * 10)
     assert [p[1] for p in points] == sorted(p[1] for p in points)
+
+    # A fork's copies of replies were one call to the model each: not measured again.
+    from tui_agent.store.fork import fork_run
+
+    latency_before = stats.stats_series(Reader(s.db), starts, first)["llm_latency_s"]
+    before = stats.store_stats(Reader(s.db))["llm_latency_s"]
+    fork_run(s.db, first, 2, spec(), "f" * 32)
+    again = stats.stats_series(Reader(s.db), starts, first)
+    assert again["llm_latency_s"] == latency_before
+    assert stats.store_stats(Reader(s.db))["llm_latency_s"] == before
     s.close()

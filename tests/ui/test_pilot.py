@@ -773,6 +773,8 @@ async def test_g_plots_the_statistics_and_escape_goes_back(make_app: Any, home: 
         await until(pilot, lambda: isinstance(app.screen, StatsScreen), what="the statistics")
         caption = app.screen.query_one("#stats-run-caption")
         await until(pilot, lambda: "No run selected" in str(caption.render()), what="figures")
+        days = str(app.screen.query_one("#stats-per-day-caption").render())
+        assert "(the last 10 of 14 days)" in days, days  # all the room 80 columns have
         await pilot.press("escape")
         await until(pilot, lambda: len(app.screen_stack) == 1, what="the main screen")
     run_id, _ = _completed_demo_run(home)
@@ -790,6 +792,9 @@ async def test_g_plots_the_statistics_and_escape_goes_back(make_app: Any, home: 
         plots = list(screen.query(PlotextPlot))
         assert len(plots) == 4 and all("┤" in str(p.render()) for p in plots)
         assert "s" not in footer_keys(app) and "escape" in footer_keys(app)
+        home.cli("prune", "--older-than", "0", check=True)  # from another terminal
+        await pilot.press("r")
+        await until(pilot, lambda: "is gone" in str(caption.render()), what="the run gone")
         await pilot.press("escape")
         await until(pilot, lambda: len(app.screen_stack) == 1, what="the main screen")
         assert "s" in footer_keys(app)

@@ -137,13 +137,13 @@ def test_stats_screen_fits_80x24(snap_compare: Any, snap_home: Path) -> None:
 
 
 def test_fork_form_lists_the_calls_asked_again_at_80x24(snap_compare: Any, snap_home: Path) -> None:
-    """From step 8 (the cursor four rows up from the newest), the write at step 10 must be
-    approved again; the form's buttons stay on screen."""
+    """From step 8 (tab shows the cursor on the newest, step 11; three rows up), the write
+    at step 10 must be approved again; the form's buttons stay on screen."""
     workspace = snap_home.parent / f"{snap_home.name}-workspace"  # fixed, outside the home
     workspace.mkdir(exist_ok=True)
     try:
         ids = seed_stats(snap_home / "tui-agent.db", str(workspace))
-        keys = ("tab", "up", "up", "up", "up", "f")
+        keys = ("tab", "up", "up", "up", "f")
         assert snap_compare(
             frozen_app(snap_home),
             terminal_size=(80, 24),

@@ -87,6 +87,8 @@ class StatsSeries:
     """Each day's first second (local time), oldest first."""
     runs_per_day: dict[str, tuple[int, ...]]
     """Status → runs created on each of those days."""
+    run_gone: bool = False
+    """`run_id` is no longer in the store (pruned or deleted since it was selected)."""
 
 
 class AgentService(Protocol):

@@ -535,6 +535,7 @@ class LocalService:
             llm_latency_s=_histogram(data["llm_latency_s"]),
             day_starts=tuple(data["runs_per_day"]["days"]),
             runs_per_day={k: tuple(v) for k, v in data["runs_per_day"]["by_status"].items()},
+            run_gone=bool(run) and not run["points"],  # a run that exists starts at (0, 0, 0)
         )
 
     def metric_figures(self) -> dict[str, Any]:

@@ -39,9 +39,17 @@ def _latency_value(dialect: str) -> str:
     return "json_extract(payload_json, '$.latency_s')"
 
 
+# A reply measured in its own run: a fork's copies keep their first run's times (older than
+# the fork), and the one call to the model must not be counted once per copy.
+_OWN_REPLY = (
+    "kind = 'llm' AND payload_json LIKE '%latency_s%' "
+    "AND steps.created_at >= (SELECT r.created_at FROM runs r WHERE r.id = steps.run_id)"
+)
+
+
 def _latency_sql(dialect: str) -> str:
     value = _latency_value(dialect)
-    return f"SELECT {value} AS v FROM steps WHERE kind = 'llm' AND payload_json LIKE '%latency_s%'"
+    return f"SELECT {value} AS v FROM steps WHERE {_OWN_REPLY}"
 
 
 def _counts(cur: Any, column: str, table: str, since: float) -> dict[str, int]:
@@ -77,7 +85,7 @@ def store_stats(reader: Any, since: float | None = None) -> dict[str, Any]:
             f"WHERE status IN ({_FINAL_SQL}) AND created_at >= ?",
             t,
         )
-        latencies = _column(cur, _latency_sql(reader.db.dialect) + " AND created_at >= ?", t)
+        latencies = _column(cur, _latency_sql(reader.db.dialect) + " AND steps.created_at >= ?", t)
         retries = _value(
             cur, "SELECT count(*) AS v FROM events WHERE kind = 'retry' AND created_at >= ?", t
         )
@@ -198,8 +206,8 @@ def stats_series(reader: Any, starts: list[float], run_id: str | None = None) ->
         ).fetchall()
         latencies = cur.execute(
             f"SELECT b, count(*) AS n FROM (SELECT {_upper_bucket('v', LATENCY_BUCKETS)} AS b "
-            f"FROM (SELECT {latency} AS v FROM steps WHERE kind = 'llm' "
-            "AND payload_json LIKE '%latency_s%' AND run_id IN (SELECT id FROM runs "
+            f"FROM (SELECT {latency} AS v FROM steps WHERE {_OWN_REPLY} "
+            "AND run_id IN (SELECT id FROM runs "
             "WHERE created_at >= ? ORDER BY created_at DESC LIMIT ?)) r "
             "WHERE v IS NOT NULL) l GROUP BY b",
             (*LATENCY_BUCKETS, since, LATENCY_RUNS),

@@ -181,8 +181,13 @@ class StatsScreen(Screen[None]):
         if series is None:
             return
         durations, latency = series.run_duration_s, series.llm_latency_s
+        if self.query_one("#stats-per-day").size.width == 0:  # not laid out yet
+            self.call_after_refresh(self._show)
+            return
         if series.run_id is None:
             self._caption("run", "[b]No run selected[/b]: select one to see its steps and tokens")
+        elif series.run_gone:
+            self._caption("run", f"[b]Run {series.run_id[:8]}[/b] is gone (pruned or deleted)")
         elif len(series.run_points) < 2:
             self._caption("run", f"[b]Run {series.run_id[:8]}[/b]: no step yet")
         else:
@@ -200,7 +205,9 @@ class StatsScreen(Screen[None]):
         self._caption(
             "per-day",
             "[b]Runs per day[/b]"
-            + (f" (last {len(days[0])})" if days[0] != series.day_starts else ""),
+            + (
+                f" (the last {len(days[0])} of {DAYS} days)" if days[0] != series.day_starts else ""
+            ),
             "  ".join(keys),
         )
         drawings: dict[str, Callable[[FittedPlot], None]] = {
