@@ -529,7 +529,6 @@ def test_stats_series_are_aggregated_by_the_database_on_either_engine(
     assert latency == {**dict.fromkeys(stats.LATENCY_BUCKETS, 0), 0.5: 1, 2.0: 1, 10.0: 1, None: 1}
     assert data["run"] == {"id": first, "points": [(0.0, 0, 0), (0.0, 1, 100), (0.0, 2, 200)]}
 
-
     now[0] = starts[2] + 100
     long = s.create_run(spec())[0].id
     assert j.claim(1, 10**6) == [long]
