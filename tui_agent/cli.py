@@ -800,7 +800,12 @@ def _cmd_prune(service: Any, args: argparse.Namespace) -> int:
         verb = "would delete" if args.dry_run else "deleted"
         sys.stdout.write(
             f"{verb} {report['runs']} run(s) with {report['steps']} step(s); "
-            f"{report['bytes_freed']:,} bytes {'to free' if args.dry_run else 'freed'}\n"
+            + (
+                f"about {report['bytes_freed']:,} bytes of rows to free (what the database "
+                "file gives back is measured when it is done)\n"
+                if args.dry_run
+                else f"{report['bytes_freed']:,} bytes freed\n"
+            )
         )
     return EXIT_OK
 

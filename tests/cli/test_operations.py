@@ -60,6 +60,8 @@ def test_prune_deletes_only_old_final_runs_with_everything_of_theirs(home: Home)
     dry = home.json("prune", "--older-than", "5", "--dry-run")
     assert dry["runs"] == 1 and dry["steps"] == steps_of_old and dry["bytes_freed"] > 0
     assert len(home.json("ls")) == 3  # a dry run deletes nothing
+    said = home.cli("prune", "--older-than", "5", "--dry-run", check=True).stdout
+    assert said.startswith("would delete 1 run(s)") and "about " in said, said  # an estimate
     done = home.json("prune", "--older-than", "5")
     assert done["runs"] == 1 and done["steps"] == steps_of_old and done["bytes_freed"] >= 0
     ids = {r["id"] for r in home.json("ls")}

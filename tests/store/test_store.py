@@ -551,3 +551,15 @@ def test_stats_series_are_aggregated_by_the_database_on_either_engine(
     assert again["llm_latency_s"] == latency_before
     assert stats.store_stats(Reader(s.db))["llm_latency_s"] == before
     s.close()
+
+
+def test_the_status_bar_size_is_the_database_file_not_its_reused_log(tmp_path: Path) -> None:
+    """The write-ahead log grows to about 4 MB and is reused; counting it showed a store
+    of 143 KB as 4 MB that grew while idle (a stranger's walk)."""
+    from tui_agent.store.change_feed import SqliteChangeFeed
+
+    db = tmp_path / "tui-agent.db"
+    db.write_bytes(b"x" * 4096)
+    (tmp_path / "tui-agent.db-wal").write_bytes(b"w" * 4_000_000)
+    assert SqliteChangeFeed(db).size() == 4096
+    assert SqliteChangeFeed(tmp_path / "gone.db").size() == 0

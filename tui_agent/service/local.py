@@ -377,7 +377,7 @@ class LocalService:
         )
 
     def database_size(self) -> int:
-        """Bytes on disk of the store (database and write-ahead log)."""
+        """Bytes on disk of the store (SQLite: the database file, not its reused log)."""
         return self._feed.size()
 
     def store_label(self) -> str:
