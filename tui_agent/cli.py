@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from tui_agent.domain.compaction import compaction_line
 from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus, Step
 from tui_agent.domain.reason import describe_call, message_fate
@@ -83,6 +84,12 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=_positive_int, metavar="N")
     parser.add_argument("--max-tokens", type=_positive_int, metavar="N")
     parser.add_argument("--max-wall-time", type=_positive_float, metavar="S")
+    parser.add_argument(
+        "--max-context-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="what one model request may send; older turns are compacted to stay under it",
+    )
     parser.add_argument(
         "--auto-approve",
         action="append",
@@ -514,6 +521,8 @@ def step_line(step: Step) -> str:
     p = step.payload
     if d["kind"] == "user":
         return f"#{step.seq:<4} you   {_cut(' '.join(str(d.get('text')).split()), 70)}"
+    if d["kind"] == "compaction":
+        return f"#{step.seq:<4} ctx   {compaction_line(step)}"
     return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + (
         f": {p['reason']}" if p.get("reason") else ""
     )
@@ -531,6 +540,7 @@ def _cmd_run(service: Any, args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             max_llm_tokens=args.max_tokens,
             max_wall_time_s=args.max_wall_time,
+            max_context_tokens=args.max_context_tokens,
             auto_approve=tuple(args.auto_approve),
             key=args.key,
             sandbox=args.sandbox,
@@ -769,6 +779,7 @@ def _cmd_fork(service: Any, args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             max_llm_tokens=args.max_tokens,
             max_wall_time_s=args.max_wall_time,
+            max_context_tokens=args.max_context_tokens,
             auto_approve=tuple(args.auto_approve),
             sandbox=args.sandbox,
         ),

@@ -41,6 +41,7 @@ class Settings:
     max_artifact_bytes_in_context: int = 8000
     llm_timeout_s: float = 60.0
     tool_timeout_s: float = 60.0
+    max_context_tokens: int | None = None
     db_file: Path | None = None  # from TUI_AGENT_DB_URL; None: the database in the home
     # A PostgreSQL URL from TUI_AGENT_DB_URL (it may hold a password: never shown or logged).
     db_url: str | None = field(default=None, repr=False)
@@ -114,6 +115,7 @@ class Settings:
             max_artifact_bytes_in_context=self.max_artifact_bytes_in_context,
             llm_timeout_s=self.llm_timeout_s,
             tool_timeout_s=self.tool_timeout_s,
+            max_context_tokens=self.max_context_tokens,
         )
 
 
@@ -259,6 +261,7 @@ _POSITIVE = {
     "max_artifact_bytes_in_context",
     "llm_timeout_s",
     "tool_timeout_s",
+    "max_context_tokens",
     "approval_timeout_s",
     "retry_max_s",
     "executors",

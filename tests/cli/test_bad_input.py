@@ -34,6 +34,8 @@ def _runs(home: Home) -> int:
         (["run", "   "], "goal must not be empty"),
         (["run", "x", "--max-steps", "-3"], "must be greater than 0"),
         (["run", "x", "--max-steps", "0"], "must be greater than 0"),
+        (["run", "x", "--max-context-tokens", "200"], "must be at least 1000"),
+        (["run", "x", "--max-context-tokens", "0"], "must be greater than 0"),
         (["run", "x", "--max-steps", "ten"], "expected a whole number"),
         (["run", "x", "--max-tokens", "-1"], "must be greater than 0"),
         (["run", "x", "--max-wall-time", "-5"], "must be greater than 0"),

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tui_agent.domain.compaction import folded
+
 
 @dataclass
 class Fault:
@@ -95,7 +97,8 @@ class ScriptedLLM:
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes, float]:
         messages = body.get("messages", [])
-        turn = sum(1 for m in messages if m.get("role") == "assistant")
+        # Replies folded into a compaction's summary are turns of the conversation too.
+        turn = folded(messages).replies + sum(1 for m in messages if m.get("role") == "assistant")
         if self.on_request is not None:
             self.on_request(messages, turn)
         with self._lock:

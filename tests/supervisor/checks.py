@@ -54,7 +54,7 @@ def strict_check(home: Home, before: dict[tuple[str, int], tuple[object, ...]]) 
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     runs = home.query(
         "SELECT runs.id, usage_steps, usage_tokens, next_seq, "
-        "count(steps.seq) FILTER (WHERE kind NOT IN ('approval', 'user')), "
+        "count(steps.seq) FILTER (WHERE kind NOT IN ('approval', 'user', 'compaction')), "
         "coalesce(sum(tokens), 0), "
         "coalesce(max(seq), 0) FROM runs LEFT JOIN steps ON steps.run_id = runs.id "
         "GROUP BY runs.id, usage_steps, usage_tokens, next_seq"

@@ -61,6 +61,9 @@ class StepKind(enum.StrEnum):
     TOOL = "tool"
     APPROVAL = "approval"
     USER = "user"  # a person's follow-up or steering message (`say`): not a budget step
+    # Older turns folded into a summary (bounded context): requests start from the newest
+    # one. Not a budget step either.
+    COMPACTION = "compaction"
 
 
 class StepStatus(enum.StrEnum):
@@ -95,6 +98,8 @@ class Budget:
     max_artifact_bytes_in_context: int = 8000
     llm_timeout_s: float = 60.0
     tool_timeout_s: float = 60.0
+    # What one request may send (None: unbounded); older turns are compacted to stay under.
+    max_context_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,6 +360,13 @@ class Step:
             )
         elif self.kind is StepKind.USER:
             data.update(text=self.payload.get("text"), by=self.payload.get("by"))
+        elif self.kind is StepKind.COMPACTION:
+            keys = ("summary", "through_seq", "replies", "tool_calls", "limit")
+            data.update({k: self.payload.get(k) for k in keys})
+            data.update(
+                tokens_before=self.payload.get("tokens_before"),
+                tokens_after=self.payload.get("tokens_after"),
+            )
         else:
             data.update(self.payload)
             data.setdefault("tool", self.tool)  # which call a decision was about

@@ -31,8 +31,15 @@ def build_messages(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
     reply whose request held it (see `seen_through`), never between a reply's tool calls
     and their results; one that no reply saw yet goes last."""
     state = json.dumps(run.state.to_dict(), ensure_ascii=False)
+    system = SYSTEM_PROMPT.format(workspace=run.workspace, state=state)
+    compaction = newest_compaction(steps)
+    if compaction is not None:
+        # Older turns live on as the summary; the request starts after its cut.
+        system += "\n\n" + str(compaction.payload.get("summary") or "")
+        through = int(compaction.payload.get("through_seq") or 0)
+        steps = [s for s in steps if s.seq > through]
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": SYSTEM_PROMPT.format(workspace=run.workspace, state=state)},
+        {"role": "system", "content": system},
         {"role": "user", "content": run.goal},
     ]
     unseen: list[Step] = []
@@ -60,6 +67,13 @@ def build_messages(run: Run, steps: list[Step]) -> list[dict[str, Any]]:
                 {"role": "tool", "tool_call_id": step.call_id, "content": step.result or ""}
             )
     return messages + [_user_message(s) for s in unseen]
+
+
+def newest_compaction(steps: list[Step]) -> Step | None:
+    for step in reversed(steps):
+        if step.kind is StepKind.COMPACTION:
+            return step
+    return None
 
 
 def _user_message(step: Step) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tenacity import RetryCallState
 
@@ -33,6 +34,7 @@ from tui_agent.domain.models import (
     spent_budget,
 )
 from tui_agent.domain.reason import describe_call
+from tui_agent.engine.context import plan_compaction, request_tokens
 from tui_agent.engine.conversation import (
     build_messages,
     last_reply,
@@ -46,6 +48,8 @@ from tui_agent.store.protocols import ArtifactData, Journal
 from tui_agent.tools.processes import call_marker, end_call
 from tui_agent.tools.registry import ToolContext, ToolInputError, ToolRegistry, parse_arguments
 
+# A request over max_context_tokens is compacted at most this often before the run pauses.
+COMPACTIONS_PER_REQUEST = 3
 log = logging.getLogger(__name__)
 
 
@@ -240,6 +244,8 @@ class RunWorker:
         seen = self.steps[-1].seq if self.steps else 0
         messages = build_messages(self.run_obj, self.steps)
         budget = self.run_obj.budget
+        if budget.max_context_tokens:
+            messages = self._bounded(messages, budget.max_context_tokens)
         retrying = llm_retrying(
             attempts=self.retry.attempts,
             initial_s=self.retry.initial_s,
@@ -268,6 +274,35 @@ class RunWorker:
         self.journal.record_llm_reply(self.run_id, payload, reply.total_tokens, self.take_wall())
         failpoints.hit("llm.after_record", self.run_id)
         self._reload()
+
+    def _bounded(self, messages: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        """The request within `limit` tokens: older turns folded into compaction steps
+        (recorded, so never folded again), or the run paused when even that is too big."""
+        tools = self.tools.schemas()
+        size = request_tokens(messages, tools, self.steps)
+        for _ in range(COMPACTIONS_PER_REQUEST):
+            if size <= limit:
+                return messages
+            plan = plan_compaction(self.run_obj, self.steps, tools, limit)
+            if plan.payload["tokens_after"] >= size:
+                break  # folding more would not make it smaller: say so instead
+            payload = {**plan.payload, "tokens_before": size, "limit": limit}
+            self.journal.record_compaction(self.run_id, payload, self.take_wall())
+            self.run_obj, self.steps = self.journal.load(self.run_id)
+            self.usage = self.run_obj.usage
+            with self._wall_lock:
+                self._wall_total = 0.0
+            messages = build_messages(self.run_obj, self.steps)
+            size = request_tokens(messages, tools, self.steps)
+        if size <= limit:
+            return messages
+        why = (
+            f"the next request needs about {size:,} tokens even after compaction, over "
+            f"max_context_tokens {limit:,} (the system message with the agent state, the "
+            "tools and the newest turn)"
+        )
+        self._finish(RunStatus.PAUSED, f"paused: {why}", pause_reason=why)
+        raise AssertionError("unreachable")  # _finish raises
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from tui_agent.domain.compaction import folded
 from tui_agent.domain.models import ToolCall
 from tui_agent.llm.base import LLMReply
 
@@ -45,12 +46,18 @@ class DemoClient:
         else:
             # The script's own turns: the replies noting a message are not among them.
             script = [m for m in messages if not _noting(m)]
-            turn = sum(1 for m in script if m.get("role") == "assistant")
-            results = [m.get("content") or "" for m in script if m.get("role") == "tool"]
-            content, calls = self._script(turn, results, goal)
+            # Turns folded into a compaction's summary count too (bounded context).
+            earlier = folded(messages)
+            notes = sum(1 for text in earlier.texts if text.startswith(NOTED))
+            turn = earlier.replies - notes + sum(1 for m in script if m.get("role") == "assistant")
+            results = [r for _, args, r in earlier.results if NOTE_FACT not in args]
+            results += [m.get("content") or "" for m in script if m.get("role") == "tool"]
+            system = str(messages[0].get("content") or "") if messages else ""
+            content, calls = self._script(turn, results, goal, system)
             if not calls and said:
                 content = f"{content} You said: “{_short(said[-1])}” (noted in the facts)."
-        prompt = sum(_tokens(json.dumps(m)) for m in messages)
+        # Counted as a server does: the tools' descriptions are part of the prompt.
+        prompt = sum(_tokens(json.dumps(m)) for m in messages) + _tokens(json.dumps(tools))
         completion = _tokens((content or "") + json.dumps([c.arguments for c in calls]))
         return LLMReply(
             content=content,
@@ -63,7 +70,7 @@ class DemoClient:
         )
 
     def _script(
-        self, turn: int, results: list[str], goal: str
+        self, turn: int, results: list[str], goal: str, state: str = ""
     ) -> tuple[str | None, list[ToolCall]]:
         def call(name: str, args: dict[str, Any]) -> list[ToolCall]:
             return [ToolCall(id=f"demo_{turn}", name=name, arguments=json.dumps(args))]
@@ -132,12 +139,15 @@ class DemoClient:
                 },
             )
         write_result = results[-2] if len(results) >= 2 else last
-        if write_result.startswith("wrote"):
+        if write_result.startswith("wrote") or WRITTEN in state:
             return f"Done. I looked at the workspace and wrote {SUMMARY_FILE}.", []
         return f"Done. I looked at the workspace; the summary was not written ({write_result}).", []
 
 
 NOTE_ID = "demo_note_"
+NOTED = "Noted:"
+WRITTEN = '"key": "summary", "value": "written"'  # the fact, in the system message's state
+NOTE_FACT = '"key": "message '  # in the arguments of a call noting a message
 
 
 def _said(messages: list[dict[str, Any]]) -> list[str]:
@@ -171,7 +181,7 @@ def _note(texts: list[str], count: int) -> tuple[str, list[ToolCall]]:
     ]
     patch = {"patch": {"add_facts": facts}}
     call = ToolCall(id=f"{NOTE_ID}{count}", name="update_state", arguments=json.dumps(patch))
-    return f"Noted: “{_short(texts[-1])}”. I'll keep it in mind.", [call]
+    return f"{NOTED} “{_short(texts[-1])}”. I'll keep it in mind.", [call]
 
 
 def _noting(message: dict[str, Any]) -> bool:

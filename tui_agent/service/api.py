@@ -20,6 +20,7 @@ class StartRequest:
     max_wall_time_s: float | None = None
     auto_approve: tuple[str, ...] = ()
     key: str | None = None
+    max_context_tokens: int | None = None
     sandbox: str | None = None
     queue: str | None = None
     callback_url: str | None = None

@@ -56,6 +56,13 @@ def _step(step: dict[str, Any]) -> list[str]:
         return lines
     if kind == "user":
         return [f"### {seq}. Message from {step.get('by')}", "", str(step.get("text")).rstrip(), ""]
+    if kind == "compaction":
+        head = (
+            f"### {seq}. Compaction: steps 1 to {step.get('through_seq')} folded "
+            f"(about {step.get('tokens_before') or 0:,} → {step.get('tokens_after') or 0:,} "
+            "tokens)"
+        )
+        return [head, "", _block(str(step.get("summary") or "")), ""]
     decision = step.get("decision", kind)
     line = f"### {seq}. {str(decision).capitalize()}: `{step.get('tool')}` by {step.get('by')}"
     if step.get("reason"):

@@ -7,6 +7,7 @@ _FIELDS = {
     "--max-steps": "max_steps",
     "--max-tokens": "max_llm_tokens",
     "--max-wall-time": "max_wall_time_s",
+    "--max-context-tokens": "max_context_tokens",
     "--auto-approve": "auto_approve",
     "--sandbox": "sandbox",
     "--queue": "queue",

@@ -74,7 +74,15 @@ RISKS = [r.value for r in Risk]
 
 
 # Far beyond any real run, yet small enough that no budget sum can overflow SQLite's integers.
-BUDGET_CEILINGS = {"--max-steps": 1_000_000, "--max-tokens": 10**12, "--max-wall-time": 10**8}
+BUDGET_CEILINGS = {
+    "--max-steps": 1_000_000,
+    "--max-tokens": 10**12,
+    "--max-wall-time": 10**8,
+    "--max-context-tokens": 10**8,
+}
+# Below this a request cannot hold the system prompt, the tools' descriptions (about 500
+# tokens), the goal and a compaction's summary.
+MIN_CONTEXT_TOKENS = 1000
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -209,6 +217,15 @@ class LocalService:
         _positive("--max-steps", request.max_steps)
         _positive("--max-tokens", request.max_llm_tokens)
         _positive("--max-wall-time", request.max_wall_time_s)
+        _positive("--max-context-tokens", request.max_context_tokens)
+        if (
+            request.max_context_tokens is not None
+            and request.max_context_tokens < MIN_CONTEXT_TOKENS
+        ):
+            raise BadInput(
+                f"--max-context-tokens must be at least {MIN_CONTEXT_TOKENS}, "
+                f"not {request.max_context_tokens}"
+            )
         for risk in request.auto_approve:
             if risk not in RISKS:
                 raise BadInput(f"--auto-approve takes one of {', '.join(RISKS)}, not {risk!r}")
@@ -228,6 +245,7 @@ class LocalService:
             "max_steps": request.max_steps,
             "max_llm_tokens": request.max_llm_tokens,
             "max_wall_time_s": request.max_wall_time_s,
+            "max_context_tokens": request.max_context_tokens,
         }
         budget = replace(budget, **{k: v for k, v in changes.items() if v is not None})
         policy = Policy(
@@ -451,6 +469,7 @@ class LocalService:
                     ("max_steps", request.max_steps),
                     ("max_llm_tokens", request.max_llm_tokens),
                     ("max_wall_time_s", request.max_wall_time_s),
+                    ("max_context_tokens", request.max_context_tokens),
                 )
                 if v is not None
             },

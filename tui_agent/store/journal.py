@@ -90,6 +90,17 @@ _PG_LOAD = (
     "SELECT runs.*, (SELECT json_agg(s ORDER BY s.seq) FROM steps s "
     "WHERE s.run_id = runs.id AND s.seq > ?) AS steps_after FROM runs WHERE id = ?"
 )
+# The newest compaction's step (ix_steps_compactions): what a request starts from.
+_NEWEST_COMPACTION = (
+    "SELECT payload_json FROM steps WHERE run_id = ? AND kind = 'compaction' "
+    "ORDER BY seq DESC LIMIT 1"
+)
+# A compaction is a step (it takes the next seq) but no budget step.
+_COMPACTION_CHECKPOINT = (
+    "UPDATE runs SET usage_wall_s = usage_wall_s + ?, revision = revision + 1, "
+    "updated_at = ?, next_seq = next_seq + 1 WHERE id = ? AND owner = ? AND epoch = ? "
+    "RETURNING next_seq - 1"
+)
 _TAKE = (
     "UPDATE runs SET status = ?, owner = ?, owner_pid = ?, owner_node = ?, lease_until = ?, "
     "epoch = epoch + 1, revision = revision + 1, updated_at = ? WHERE id = ? RETURNING epoch"
@@ -268,8 +279,12 @@ class StepJournal:
             )
         return held
 
-    def load(self, run_id: str, *, after_seq: int = 0) -> tuple[Run, list[Step]]:
-        """The run and its steps after `after_seq` (all of them on a (re)start)."""
+    def load(self, run_id: str, *, after_seq: int | None = None) -> tuple[Run, list[Step]]:
+        """The run and its steps after `after_seq`; on a (re)start (None), those from its
+        newest compaction's cut on (all of them if it has none): resume reads a bounded
+        window, however many steps the run has done."""
+        if after_seq is None:
+            after_seq = self.compacted_through(run_id)
         if self._pg:
             with self.db.raw_statement() as cur:
                 row = cur.execute(_PG_LOAD, (after_seq, run_id)).fetchone()
@@ -283,6 +298,47 @@ class StepJournal:
                 (run_id, after_seq),
             ).fetchall()
             return run, [step_from_row(r) for r in rows]
+
+    def compacted_through(self, run_id: str) -> int:
+        """The last seq the run's newest compaction folded in (0: none)."""
+        with self.db.raw_read() as cur:
+            row = cur.execute(_NEWEST_COMPACTION, (run_id,)).fetchone()
+        if row is None:
+            return 0
+        return int(json.loads(row[0]).get("through_seq", 0))
+
+    def record_compaction(self, run_id: str, payload: dict[str, Any], wall: float) -> int:
+        """Older turns folded into a summary. Under the lease like every step: once this
+        commits, the same turns are never folded again (the next requests start here)."""
+        body = json.dumps(payload)
+        now = self.now()
+        with self.db.raw_write() as cur:
+            row = cur.execute(_COMPACTION_CHECKPOINT, (wall, now, *self._fence(run_id))).fetchone()
+            if row is None:
+                raise LeaseLost(run_id)
+            seq = int(row[0])
+            failpoints.hit("txn.compaction", run_id)  # crash tests: mid-transaction
+            cur.execute(
+                INSERT_STEP,
+                (
+                    run_id,
+                    seq,
+                    StepKind.COMPACTION.value,
+                    StepStatus.DONE.value,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    body,
+                    0,
+                    now,
+                    now,
+                ),
+            )
+        self._progressed(run_id)
+        return seq
 
     def restart_in_doubt(self, run_id: str, seq: int, why: str) -> None:
         """Consume a person's 'retry' before re-running, so a second crash asks again."""

@@ -154,6 +154,12 @@ CREATE INDEX ix_deliveries_due ON deliveries (status, next_at);
 CREATE INDEX ix_deliveries_run ON deliveries (run_id, created_at)
 """
 
+# v7: bounded context. A run's requests start from its newest compaction: found through
+# this small index whatever the number of steps (resume stays flat).
+_V7 = """
+CREATE INDEX ix_steps_compactions ON steps (run_id, seq) WHERE kind = 'compaction'
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", run_sql(_V1)),
     Migration(2, "waiting_tool_and_executors", run_sql(_V2)),
@@ -161,6 +167,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "held_runs_index", run_sql(_V4)),
     Migration(5, "queues_epochs_nodes", run_sql(_V5)),
     Migration(6, "callbacks", run_sql(_V6)),
+    Migration(7, "compactions_index", run_sql(_V7)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 assert PG_MIGRATIONS[-1][0] == LATEST_VERSION, "both engines' schemas move together"

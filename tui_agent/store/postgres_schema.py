@@ -98,10 +98,15 @@ CREATE INDEX ix_deliveries_due ON deliveries (status, next_at);
 CREATE INDEX ix_deliveries_run ON deliveries (run_id, created_at)
 """
 
+_PG_V7 = """
+CREATE INDEX ix_steps_compactions ON steps (run_id, seq) WHERE kind = 'compaction'
+"""
+
 # (version, name, SQL): applied in order by `migrations.migrate`.
 PG_MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (5, "postgresql_initial", _PG_V5),
     (6, "callbacks", _PG_V6),
+    (7, "compactions_index", _PG_V7),
 )
 
 

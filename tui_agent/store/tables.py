@@ -75,6 +75,15 @@ class RunRow(SQLModel, table=True):
 
 class StepRow(SQLModel, table=True):
     __tablename__ = "steps"
+    __table_args__ = (
+        Index(
+            "ix_steps_compactions",
+            "run_id",
+            "seq",
+            sqlite_where=text("kind = 'compaction'"),
+            postgresql_where=text("kind = 'compaction'"),
+        ),
+    )
     run_id: str = Field(primary_key=True, foreign_key="runs.id", ondelete="CASCADE")
     seq: int = Field(primary_key=True)
     kind: str

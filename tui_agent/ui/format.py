@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tui_agent.domain.compaction import compaction_line
 from tui_agent.domain.models import Event, RunStatus, Step, StepKind
 from tui_agent.domain.reason import describe_call
 
@@ -84,6 +85,8 @@ def step_label(step: Step) -> str:
     payload = step.payload
     if step.kind is StepKind.USER:
         return f"#{step.seq:<3} you  says: {one_line(payload.get('text'), 70)}"
+    if step.kind is StepKind.COMPACTION:
+        return f"#{step.seq:<3} ctx  {compaction_line(step)}"
     who = payload.get("by", "?")
     why = f": {payload['reason']}" if payload.get("reason") else ""
     always = " (always, for the rest of the run)" if payload.get("always") else ""
@@ -118,6 +121,9 @@ def step_details(step: Step) -> list[str]:
     elif step.kind is StepKind.USER:
         lines += str(step.payload.get("text") or "").splitlines() or [""]
         lines.append(f"from {step.payload.get('by', '?')} (no budget step)")
+    elif step.kind is StepKind.COMPACTION:
+        lines += str(step.payload.get("summary") or "").splitlines()
+        lines.append("(no budget step: written by tui-agent, no request to the model)")
     else:
         lines.append("arguments: " + _pretty(step.parsed_arguments()))
     return lines

@@ -61,6 +61,7 @@ class StartBody(BaseModel):
     max_steps: StrictInt | None = None
     max_llm_tokens: StrictInt | None = None
     max_wall_time_s: StrictFloat | None = None
+    max_context_tokens: StrictInt | None = None
     auto_approve: list[StrictStr] = Field(default_factory=list)
     sandbox: StrictStr | None = None
     queue: StrictStr | None = None
@@ -148,6 +149,7 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
                 max_steps=body.max_steps,
                 max_llm_tokens=body.max_llm_tokens,
                 max_wall_time_s=body.max_wall_time_s,
+                max_context_tokens=body.max_context_tokens,
                 auto_approve=tuple(body.auto_approve),
                 key=_header_text(idempotency_key),
                 sandbox=body.sandbox,

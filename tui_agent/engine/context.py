@@ -1,0 +1,147 @@
+"""Bounded context: how big the next request is, and what to fold when it is too big.
+
+A request's size is what the server said the last one took (its prompt and its answer, from
+the reported usage) plus an estimate of what was added since (tool results, messages); only
+when no reply has been measured yet is the whole request estimated. Estimates are the usual
+four characters a token.
+
+A compaction folds the oldest turns of the current window into a summary written here, from
+the recorded steps: it asks the model nothing, so it costs no request, cannot fail, and a
+crash before it commits simply folds the same turns again. The summary keeps what each
+folded step did and found; the agent state (plan, facts, open questions, artifact ids) is
+kept whole in every request's system message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tui_agent.domain.compaction import HEADER, NEWLINE, REPLY_LINE
+from tui_agent.domain.models import Run, Step, StepKind, StepStatus
+from tui_agent.engine.conversation import build_messages, newest_compaction
+
+CHARS_PER_TOKEN = 4
+KEEP_SHARE = 0.5  # the newest turns kept as they were: at most this share of the limit
+SUMMARY_SHARE = 0.25  # the summary: at most this share of the limit
+EXCERPT = 160  # characters of a step's text kept in the summary
+KEPT = (
+    "The plan, facts, open questions and artifacts (ids) are kept whole in the agent state above."
+)
+
+
+def estimate_tokens(data: Any) -> int:
+    """Tokens of a message list (or anything JSON), estimated from its characters."""
+    return len(json.dumps(data, ensure_ascii=False)) // CHARS_PER_TOKEN + 1
+
+
+def request_tokens(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], window: list[Step]
+) -> int:
+    """The next request's size: the newest measured reply's prompt and answer, plus the
+    estimated messages after it; all estimated when nothing was measured."""
+    # Only a reply after the newest compaction measured a request like the next one.
+    compaction = newest_compaction(window)
+    floor = compaction.seq if compaction is not None else 0
+    replies = [s for s in window if s.kind is StepKind.LLM and s.seq > floor]
+    usage = replies[-1].payload.get("usage") or {} if replies else {}
+    measured = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    if not measured:
+        return estimate_tokens(messages) + estimate_tokens(tools)
+    last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+    return measured + estimate_tokens(messages[last + 1 :])
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What to record: the summary and the last seq it folds in."""
+
+    through_seq: int
+    payload: dict[str, Any]
+
+
+def plan_compaction(
+    run: Run, window: list[Step], tools: list[dict[str, Any]], limit: int
+) -> Compaction:
+    """Fold everything but the newest turns that fit in KEEP_SHARE of `limit`. A turn starts
+    at a model reply (its calls and their results follow it), so a cut never separates a
+    call from its result; it always folds past the newest compaction."""
+    previous = newest_compaction(window)
+    floor = previous.seq if previous is not None else 0
+    starts = [s.seq for s in window if s.kind is StepKind.LLM and s.seq > floor]
+    # What every request holds (the system message with the state, the goal, the tools)
+    # is not the turns' to share: the kept turns and the summary share what is left.
+    free = max(0, limit - estimate_tokens(build_messages(run, [])) - estimate_tokens(tools))
+    room = int(free * KEEP_SHARE)
+    kept_from: int | None = None
+    for start in reversed(starts):
+        kept = [s for s in window if s.seq >= start]
+        if estimate_tokens(build_messages(run, kept)[2:]) > room:
+            break
+        kept_from = start
+    if kept_from is None:  # not even the newest turn fits beside the rest: fold it all
+        through = window[-1].seq
+    elif kept_from == starts[0]:  # all since the last compaction fits: fold its oldest turn
+        through = starts[1] - 1 if len(starts) > 1 else window[-1].seq
+    else:
+        through = kept_from - 1
+    folded = [s for s in window if s.seq <= through and s.kind is not StepKind.COMPACTION]
+    payload = _payload(previous, folded, through, int(free * SUMMARY_SHARE))
+    after = build_messages(run, [s for s in window if s.seq > through])
+    payload["tokens_after"] = (
+        estimate_tokens(after) + estimate_tokens(tools) + len(payload["summary"]) // CHARS_PER_TOKEN
+    )
+    return Compaction(through, payload)
+
+
+def _payload(
+    previous: Step | None, folded: list[Step], through: int, summary_tokens: int
+) -> dict[str, Any]:
+    """The summary: the header, a line per folded step (the previous summary's first), the
+    oldest lines dropped when they exceed `summary_tokens`. The agent state is not copied
+    into it: every request's system message holds it whole."""
+    before = previous.payload if previous is not None else {}
+    replies = int(before.get("replies", 0)) + sum(s.kind is StepKind.LLM for s in folded)
+    calls = int(before.get("tool_calls", 0)) + sum(s.kind is StepKind.TOOL for s in folded)
+    lines = list(before.get("lines", [])) + [line for s in folded if (line := _line(s))]
+    header = HEADER.format(first=1, last=through, replies=replies, calls=calls)
+    room = summary_tokens * CHARS_PER_TOKEN - len(header) - len(KEPT) - 40
+    dropped = 0
+    while lines and sum(len(x) + 1 for x in lines) > max(0, room):
+        lines.pop(0)
+        dropped += 1
+    total = int(before.get("dropped", 0)) + dropped
+    shown = [f"- … {total} earlier line(s) dropped to stay within the limit"] if total else []
+    return {
+        "summary": "\n".join([header, "What was done and found:", *shown, *lines, KEPT]),
+        "through_seq": through,
+        "replies": replies,
+        "tool_calls": calls,
+        "lines": lines,
+        "dropped": total,
+    }
+
+
+def _excerpt(text: object, size: int = EXCERPT) -> str:
+    """One line: newlines shown as ' | ' (a listing stays readable, and parseable)."""
+    flat = NEWLINE.join(line.strip() for line in str(text or "").splitlines() if line.strip())
+    return flat if len(flat) <= size else flat[: size - 1] + "…"
+
+
+def _line(step: Step) -> str | None:
+    if step.kind is StepKind.LLM:
+        calls = [c["name"] for c in step.payload.get("tool_calls", [])]
+        said = _excerpt(step.payload.get("content"))
+        asked = f" (calls {', '.join(calls)})" if calls else ""
+        return REPLY_LINE.format(seq=step.seq) + f"{said or '(no text)'}{asked}"
+    if step.kind is StepKind.TOOL:
+        args = _excerpt(step.arguments, 80)
+        outcome = step.status.value if step.status is not StepStatus.FINISHED else "ok"
+        return f"- step {step.seq}, {step.tool}({args}) → {outcome}: {_excerpt(step.result)}"
+    if step.kind is StepKind.USER:
+        return f"- step {step.seq}, the person said: {_excerpt(step.payload.get('text'), 400)}"
+    if step.kind is StepKind.APPROVAL:
+        decision = step.payload.get("decision", "decided")
+        return f"- step {step.seq}, the person {decision} {step.tool}"
+    return None
