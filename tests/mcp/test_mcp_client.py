@@ -140,6 +140,19 @@ def test_a_crash_retried_by_the_person_runs_once_more(home: Home, llm: ScriptedL
     assert len(lines(ledger)) == 2
 
 
+def test_an_idempotent_tool_cut_off_by_a_crash_runs_once_more_by_itself(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    ledger = configure(home, "\n[mcp.servers.calc.tools.crash]\nidempotent = true\n")
+    home.use_server(llm)
+    llm.script = [Reply("Crashing.", [call("calc__crash", {})]), Reply("Done.")]
+    run_id = home.start("crash", "--auto-approve", "external_action")
+    view = home.wait_status(run_id, "needs_attention")
+    # Run again at once (idempotent); the second crash asks a person: never a loop.
+    assert len(lines(ledger)) == 2
+    assert "calc crashed" in view["reason"]
+
+
 def test_a_killed_executor_takes_its_mcp_server_along_and_the_call_stays_in_doubt(
     home: Home, llm: ScriptedLLM
 ) -> None:
