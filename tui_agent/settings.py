@@ -15,11 +15,32 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from platformdirs import user_data_dir
 
 from tui_agent.domain.errors import TuiAgentError
-from tui_agent.domain.models import Budget
+from tui_agent.domain.models import Budget, Risk
 
 
 class ConfigError(TuiAgentError):
     exit_code = 2
+
+
+@dataclass(frozen=True)
+class McpToolConfig:
+    """How one MCP tool is treated (None: the default, `external_action`, not idempotent)."""
+
+    risk: Risk | None = None
+    idempotent: bool | None = None
+
+
+@dataclass(frozen=True)
+class McpServerConfig:
+    """One `[mcp.servers.NAME]` of config.toml: a stdio command, or a streamable HTTP url."""
+
+    name: str
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict, hash=False)
+    cwd: str | None = None
+    url: str | None = None
+    tools: dict[str, McpToolConfig] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,7 @@ class Settings:
     retention_days: float | None = None  # final runs older than this are pruned daily
     maintenance_delay_s: float = 60.0  # the supervisor's first daily pass, after its start
     node: str = ""  # this machine's name among the supervisors of a shared store
+    mcp_servers: tuple[McpServerConfig, ...] = ()  # `[mcp.servers.NAME]`: tools of MCP servers
 
     @property
     def db_path(self) -> Path:
@@ -327,9 +349,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    fixed = ("home", "db_file", "db_url", "node")
+    fixed = ("home", "db_file", "db_url", "node", "mcp_servers")
     types = {f.name: str(f.type) for f in fields(Settings) if f.name not in fixed}
     changes: dict[str, Any] = {}
+    if "mcp" in data:
+        changes["mcp_servers"] = parse_mcp(data.pop("mcp"))
     for name, value in data.items():
         if name not in types:
             raise ConfigError(f"config.toml: unknown setting {name!r}")
@@ -342,3 +366,82 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             f"lease_s ({settings.lease_s:g})"
         )
     return settings
+
+
+MCP_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")
+_MCP_SERVER_KEYS = {"command", "args", "env", "cwd", "url", "tools"}
+
+
+def parse_mcp(data: Any) -> tuple[McpServerConfig, ...]:
+    """The `[mcp]` table: `[mcp.servers.NAME]` with command/args/env/cwd (stdio) or url
+    (streamable HTTP), and `[mcp.servers.NAME.tools.TOOL]` with risk and idempotent."""
+    if not isinstance(data, dict) or set(data) - {"servers"}:
+        raise ConfigError("config.toml: [mcp] holds only [mcp.servers.NAME] tables")
+    servers = data.get("servers", {})
+    if not isinstance(servers, dict):
+        raise ConfigError("config.toml: mcp.servers must be tables [mcp.servers.NAME]")
+    return tuple(_mcp_server(name, spec) for name, spec in servers.items())
+
+
+def _mcp_server(name: str, spec: Any) -> McpServerConfig:
+    where = f"config.toml: mcp.servers.{name}"
+    # Tools are offered as NAME__TOOL: a function name allows letters, digits, '_' and '-'.
+    if not MCP_SERVER_NAME.fullmatch(name):
+        raise ConfigError(
+            f"config.toml: MCP server name {name!r} must be 1-32 letters, digits or '-'"
+        )
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(spec) - _MCP_SERVER_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    command, url = spec.get("command"), spec.get("url")
+    if command is not None and url is not None:
+        raise ConfigError(f"{where}: give command (a stdio server) or url, not both")
+    if command is None and url is None:
+        raise ConfigError(f"{where} needs command (a stdio server) or url (streamable HTTP)")
+    if url is not None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: url must be an http(s) URL")
+        for key in ("args", "env", "cwd"):
+            if key in spec:
+                raise ConfigError(f"{where}: {key} applies to a command, not to a url")
+    if command is not None and (not isinstance(command, str) or not command.strip()):
+        raise ConfigError(f"{where}: command must be a non-empty string")
+    args = spec.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ConfigError(f"{where}: args must be a list of strings")
+    env = spec.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise ConfigError(f"{where}: env must be a table of strings")
+    cwd = spec.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ConfigError(f"{where}: cwd must be a string")
+    tools = spec.get("tools", {})
+    if not isinstance(tools, dict):
+        raise ConfigError(f"{where}: tools must be tables [mcp.servers.{name}.tools.TOOL]")
+    return McpServerConfig(
+        name=name,
+        command=command,
+        args=tuple(args),
+        env=dict(env),
+        cwd=str(Path(cwd).expanduser()) if cwd else None,
+        url=url,
+        tools={tool: _mcp_tool(f"{where}.tools.{tool}", t) for tool, t in tools.items()},
+    )
+
+
+def _mcp_tool(where: str, spec: Any) -> McpToolConfig:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(spec) - {"risk", "idempotent"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    risk = spec.get("risk")
+    if risk is not None and risk not in {r.value for r in Risk}:
+        choices = ", ".join(r.value for r in Risk)
+        raise ConfigError(f"{where}: risk must be one of {choices}, not {risk!r}")
+    idempotent = spec.get("idempotent")
+    if idempotent is not None and not isinstance(idempotent, bool):
+        raise ConfigError(f"{where}: idempotent must be true or false")
+    return McpToolConfig(Risk(risk) if risk is not None else None, idempotent)

@@ -58,6 +58,8 @@ def run_reason(
     if status is RunStatus.NEEDS_ATTENTION:
         if in_doubt is None or run.quarantined:  # (a quarantine may leave a call open)
             return run.pause_reason or "needs attention"
+        if (run.pause_reason or "").startswith("call in doubt"):
+            return run.pause_reason  # it may say why (the MCP server NAME crashed)
         return (
             f"call in doubt: {describe_call(in_doubt.tool, in_doubt.arguments)} (step "
             f"{in_doubt.seq}) was interrupted; choose retry, skip or cancel"

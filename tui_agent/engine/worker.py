@@ -9,6 +9,7 @@ run again, others wait for a person (`needs_attention`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -46,7 +47,13 @@ from tui_agent.engine.retry import llm_retrying
 from tui_agent.llm.base import LLMClient, LLMReply, PermanentLLMError, TransientLLMError
 from tui_agent.store.protocols import ArtifactData, Journal
 from tui_agent.tools.processes import call_marker, end_call
-from tui_agent.tools.registry import ToolContext, ToolInputError, ToolRegistry, parse_arguments
+from tui_agent.tools.registry import (
+    CallInDoubt,
+    ToolContext,
+    ToolInputError,
+    ToolRegistry,
+    parse_arguments,
+)
 
 # A request over max_context_tokens is compacted at most this often before the run pauses.
 COMPACTIONS_PER_REQUEST = 3
@@ -342,7 +349,10 @@ class RunWorker:
                 why = "idempotent" if tool.idempotent else "retry chosen by the user"
                 self.journal.restart_in_doubt(self.run_id, step.seq, why)
                 self._execute(
-                    step.seq, step.tool or "", parse_arguments(tool, step.arguments or "")
+                    step.seq,
+                    step.tool or "",
+                    parse_arguments(tool, step.arguments or ""),
+                    rerun=True,
                 )
                 continue
             text = (
@@ -407,6 +417,22 @@ class RunWorker:
         failpoints.hit("tool.after_start", self.run_id)
         self._execute(seq, tool.name, args)
 
+    def _in_doubt_now(
+        self, seq: int, name: str, args: dict[str, object], why: str, *, again: bool
+    ) -> None:
+        """The call was cut off where it ran (its MCP server died): the in-doubt rules of a
+        killed executor's call, applied at once. An idempotent tool runs once more; any
+        other (or a second cut) waits for a person: its step stays open, for `resolve`."""
+        if again:
+            self.journal.restart_in_doubt(self.run_id, seq, f"idempotent ({why})")
+            self._execute(seq, name, args, rerun=True)
+            return
+        text = (
+            f"call in doubt: {describe_call(name, json.dumps(args))} (step {seq}) was "
+            f"interrupted ({why}); choose retry, skip or cancel"
+        )
+        self._finish(RunStatus.NEEDS_ATTENTION, text, pause_reason=text)
+
     def _answer(self, llm_seq: int, call: ToolCall, status: StepStatus, result: str) -> None:
         self.journal.record_tool_outcome(
             self.run_id,
@@ -420,7 +446,9 @@ class RunWorker:
         )
         self._reload()
 
-    def _execute(self, seq: int, name: str, args: dict[str, object]) -> None:
+    def _execute(
+        self, seq: int, name: str, args: dict[str, object], *, rerun: bool = False
+    ) -> None:
         tool = self.tools.get(name)
         assert tool is not None
         budget = self.run_obj.budget
@@ -447,6 +475,9 @@ class RunWorker:
                 state = _with_artifact(state or self.run_obj.state, output.produced)
         except ToolInputError as exc:
             status, text = StepStatus.ERROR, f"error: {exc}"
+        except CallInDoubt as exc:
+            self._in_doubt_now(seq, name, args, str(exc), again=tool.idempotent and not rerun)
+            return
         except TimeoutError:
             end_call(self.run_id, seq)  # the tool's thread may have left processes behind
             status, text = (

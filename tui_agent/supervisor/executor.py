@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui_agent import failpoints
 from tui_agent.domain.errors import StoreUnavailable
@@ -29,6 +30,9 @@ from tui_agent.store.journal import StepJournal
 from tui_agent.store.leases import LeaseStore
 from tui_agent.supervisor.logs import Outage
 from tui_agent.tools.builtin import builtin_registry
+
+if TYPE_CHECKING:
+    from tui_agent.tools.mcp_tools import McpServers
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
@@ -52,7 +56,8 @@ class Executor:
             queues=settings.queues,
         )
         self.leases = LeaseStore(self.db, node=settings.node, queues=settings.queues)
-        self.tools = builtin_registry()
+        self.mcp = _mcp_servers(settings, self.journal.owner)
+        self.tools = builtin_registry(self.mcp.tools if self.mcp is not None else None)
         self.clients = ClientPool()
         self.retry = RetryPolicy(
             settings.llm_max_attempts, settings.retry_initial_s, settings.retry_max_s
@@ -117,6 +122,8 @@ class Executor:
                 thread.join(timeout=30)
             self.leases.unregister_executor(self.pid)
             self.db.dispose()
+            if self.mcp is not None:
+                self.mcp.close()
 
     def _register(self) -> bool:
         """Appear in the store (retried while it cannot be reached: a standby promoted
@@ -202,6 +209,16 @@ class Executor:
             if not worker.lost.is_set():
                 log.warning("run %s: %s; ending its work here", run_id, why)
                 worker.lost.set()
+
+
+def _mcp_servers(settings: Settings, owner: str) -> McpServers | None:
+    """The configured MCP servers (started when their tools are first asked for); None
+    without any, and then the MCP SDK is not even loaded."""
+    if not settings.mcp_servers:
+        return None
+    from tui_agent.tools.mcp_tools import McpServers
+
+    return McpServers(settings.mcp_servers, owner=owner, log_dir=settings.log_dir)
 
 
 def _wait_for_promotion() -> bool:

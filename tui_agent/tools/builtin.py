@@ -171,7 +171,8 @@ def _update_state(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
     return ToolOutput("state updated", patch=patch)
 
 
-def builtin_registry() -> ToolRegistry:
+def builtin_registry(more: Callable[[], list[Tool]] | None = None) -> ToolRegistry:
+    """The built-in tools, with those `more` offers (MCP servers')."""
     path = {"type": "string", "description": "path relative to the workspace"}
     return ToolRegistry(
         [
@@ -251,5 +252,6 @@ def builtin_registry() -> ToolRegistry:
                 },
                 _update_state,
             ),
-        ]
+        ],
+        more,
     )

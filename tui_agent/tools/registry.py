@@ -16,6 +16,12 @@ class ToolInputError(Exception):
     """The call cannot run as written; the message goes back to the model as the result."""
 
 
+class CallInDoubt(Exception):
+    """The call may or may not have taken effect (an MCP server died during it): no result
+    is recorded, and its step is left open, as a killed executor leaves it. The message
+    says why (`the MCP server NAME crashed`)."""
+
+
 @dataclass
 class ToolContext:
     workspace: Path
@@ -84,13 +90,15 @@ def parse_arguments(tool: Tool, raw: str) -> dict[str, Any]:
         raise ToolInputError("arguments must be a JSON object")
     props: dict[str, Any] = tool.parameters.get("properties", {})
     unknown = sorted(set(args) - set(props))
-    if unknown:
+    if unknown and not tool.parameters.get("additionalProperties"):
         raise ToolInputError(f"unknown arguments for {tool.name}: {', '.join(unknown)}")
     for name in tool.parameters.get("required", []):
         if name not in args:
             raise ToolInputError(f"{tool.name} needs the argument {name!r}")
     for name, value in args.items():
-        spec = props[name]
+        spec = props.get(name)
+        if not isinstance(spec, dict) or not isinstance(spec.get("type", ""), str):
+            continue  # an MCP server's schema may say more than we check: the server does
         expected = _TYPES.get(spec.get("type", ""), (object,))
         wrong_bool = isinstance(value, bool) and spec.get("type") in ("integer", "number")
         if not isinstance(value, expected) or wrong_bool:
@@ -101,14 +109,24 @@ def parse_arguments(tool: Tool, raw: str) -> dict[str, Any]:
 
 
 class ToolRegistry:
-    def __init__(self, tools: list[Tool]) -> None:
+    """The built-in tools, and those `more` offers at each ask (MCP servers' tools, which
+    come and go with their servers)."""
+
+    def __init__(self, tools: list[Tool], more: Callable[[], list[Tool]] | None = None) -> None:
         self._tools = {t.name: t for t in tools}
+        self._more = more
+
+    def _all(self) -> dict[str, Tool]:
+        if self._more is None:
+            return self._tools
+        extra = {t.name: t for t in self._more() if t.name not in self._tools}
+        return {**self._tools, **extra}
 
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        return self._all().get(name)
 
     def schemas(self) -> list[dict[str, Any]]:
-        return [t.schema() for t in self._tools.values()]
+        return [t.schema() for t in self._all().values()]
 
     def names(self) -> list[str]:
-        return list(self._tools)
+        return list(self._all())
