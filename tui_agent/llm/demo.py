@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from tui_agent.domain.models import ToolCall
-from tui_agent.llm.base import LLMReply
+from tui_agent.llm.base import LLMReply, OnText
 
 DEMO_MODEL = "demo"
 SUMMARY_FILE = "tui-agent-demo-summary.md"
@@ -33,10 +33,16 @@ class DemoClient:
         self.delay_s = delay_s
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], timeout_s: float
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        timeout_s: float,
+        on_text: OnText | None = None,
     ) -> LLMReply:
+        streamed = on_text is not None and self.delay_s > 0
         if self.delay_s > 0:
-            time.sleep(min(self.delay_s, timeout_s))
+            # Streaming, half the delay is "thinking", then it writes word by word.
+            time.sleep(min(self.delay_s / 2 if streamed else self.delay_s, timeout_s))
         goal = next((m["content"] for m in messages if m.get("role") == "user"), "")
         said = _said(messages)
         new = _trailing_users(messages)[-len(said) :] if said else []
@@ -50,6 +56,8 @@ class DemoClient:
             content, calls = self._script(turn, results, goal)
             if not calls and said:
                 content = f"{content} You said: “{_short(said[-1])}” (noted in the facts)."
+        if streamed and content and on_text is not None:
+            _stream_words(content, self.delay_s / 10, on_text)
         prompt = sum(_tokens(json.dumps(m)) for m in messages)
         completion = _tokens((content or "") + json.dumps([c.arguments for c in calls]))
         return LLMReply(
@@ -138,6 +146,14 @@ class DemoClient:
 
 
 NOTE_ID = "demo_note_"
+
+
+def _stream_words(content: str, pause: float, on_text: OnText) -> None:
+    """Hand out the reply a word every `pause` seconds, as a streaming server would."""
+    words = content.split(" ")
+    for n in range(1, len(words) + 1):
+        time.sleep(pause)
+        on_text(" ".join(words[:n]))
 
 
 def _said(messages: list[dict[str, Any]]) -> list[str]:
