@@ -150,11 +150,12 @@ class OpenAIClient:
             with stream:
                 kind = stream.response.headers.get("content-type", "")
                 if "text/event-stream" not in kind:
-                    self.streams = False
                     data = json.loads(stream.response.read())
                     if not isinstance(data, dict):
                         raise ValueError("not a JSON object")
-                    return _to_reply(ChatCompletion.construct(**data), self.model)
+                    reply = _to_reply(ChatCompletion.construct(**data), self.model)
+                    self.streams = False  # (a proxy's error page says nothing of that)
+                    return reply
                 return _assembled(stream, self.model, on_text, deadline, timeout_s)
 
 
