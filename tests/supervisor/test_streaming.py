@@ -75,8 +75,7 @@ def test_a_stream_cut_half_way_is_asked_again_and_nothing_of_it_recorded(
     run_id = home.start()
     view = home.wait_status(run_id, "completed")
     assert llm.requests_for(0) == 2
-    (step,) = llm_steps(view)
-    assert view["result"] == LONG
+    assert len(llm_steps(view)) == 1 and view["result"] == LONG
     assert any(e["kind"] == "retry" for e in view["events"])
 
 
