@@ -14,6 +14,7 @@ BENCHMARKS = {
     "history_query": "bench.history_query",
     "tui_cold_start": "bench.cold_start",
     "commit_to_screen": "bench.commit_to_screen",
+    "first_token": "bench.first_token",
     "resume": "bench.resume",
     "concurrency": "bench.concurrency",
     "cli_run": "bench.cli_run",

@@ -72,6 +72,13 @@ class Settings:
     maintenance_delay_s: float = 60.0  # the supervisor's first daily pass, after its start
     node: str = ""  # this machine's name among the supervisors of a shared store
     mcp_servers: tuple[McpServerConfig, ...] = ()  # `[mcp.servers.NAME]`: tools of MCP servers
+    # Ask the model with stream=True and show its reply (and commands' output) as it comes.
+    stream: bool = True
+
+    @property
+    def live_dir(self) -> Path:
+        """The live channel's files (tui_agent/live.py): text under way, never recorded."""
+        return self.home / "live"
 
     @property
     def db_path(self) -> Path:
@@ -308,6 +315,10 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
         if not isinstance(value, list) or not value:
             raise ConfigError('config.toml: queues must be a list of names, e.g. ["default"]')
         return tuple(dict.fromkeys(check_queue(v, "config.toml: queues") for v in value))
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config.toml: {name} must be true or false")
+        return value
     if "str" in annotation:
         if not isinstance(value, str) or value.lower() not in ("full", "normal"):
             raise ConfigError(f'config.toml: {name} must be "full" or "normal"')

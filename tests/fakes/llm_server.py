@@ -26,6 +26,8 @@ class Fault:
     delay_s: float = 0.0  # sleep before answering (a timeout when > the client's)
     body: str | None = None  # raw body to send instead of an error object
     message: str = "injected fault"
+    # A streamed reply cut off (the connection closed) after this many content chunks.
+    cut_after_chunks: int | None = None
 
 
 @dataclass
@@ -61,6 +63,13 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self.turns: Counter[int] = Counter()
         self.latency_s = 0.0
+        # Streaming (a request with "stream": true): the pause before each chunk; a 400
+        # that says streaming is unsupported; or a plain JSON body all the same.
+        self.chunk_delay_s = 0.0
+        self.refuse_stream = False
+        self.ignore_stream = False
+        # time.monotonic() when each turn's first content chunk was sent (benchmarks).
+        self.first_chunk_at: dict[int, float] = {}
         # Called with each request's messages and turn before it is answered (the
         # multi-machine harness checks there that no recorded reply is asked for again).
         self.on_request: Callable[[list[dict[str, Any]], int], None] | None = None
@@ -106,7 +115,7 @@ class ScriptedLLM:
             self.turns[turn] += 1
             pending = self.faults.get(turn)
             fault = pending.pop(0) if pending else None
-        if fault is not None:
+        if fault is not None and fault.cut_after_chunks is None:
             if fault.body is not None:
                 return 200, {}, fault.body.encode(), fault.delay_s
             headers = {}
@@ -153,6 +162,14 @@ class ScriptedLLM:
             }
         elif reply.usage:
             data["usage"] = reply.usage
+        if body.get("stream") and not self.ignore_stream:
+            if self.refuse_stream:
+                error = {"error": {"message": "stream is not supported", "type": "test"}}
+                return 400, {}, json.dumps(error).encode(), 0.0
+            cut = fault.cut_after_chunks if fault is not None else None
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = _stream_events(data, turn, reply.content, usage, cut)
+            return 200, {"X-Stream": "1"}, events, reply.delay_s + self.latency_s  # type: ignore[return-value]
         return 200, {}, json.dumps(data).encode(), reply.delay_s + self.latency_s
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -173,6 +190,9 @@ class ScriptedLLM:
                 status, headers, payload, delay = owner._answer(body)
                 if delay:
                     time.sleep(delay)
+                if headers.pop("X-Stream", None):
+                    self._stream(payload)  # type: ignore[arg-type]
+                    return
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -184,4 +204,64 @@ class ScriptedLLM:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _stream(self, events: list[tuple[int | None, bytes | None]]) -> None:
+                """Server-sent events, chunked; `None` data: close the connection there."""
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for turn, event in events:
+                        if event is None:
+                            self.close_connection = True
+                            self.wfile.flush()
+                            self.connection.shutdown(2)
+                            return
+                        if owner.chunk_delay_s:
+                            time.sleep(owner.chunk_delay_s)
+                        if turn is not None:
+                            owner.first_chunk_at.setdefault(turn, time.monotonic())
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    self.close_connection = True
+
         return Handler
+
+
+def _stream_events(
+    data: dict[str, Any], turn: int, content: str | None, usage: bool, cut: int | None
+) -> list[tuple[int | None, bytes | None]]:
+    """The reply of `data` as chat.completion.chunk events: the content word by word, each
+    tool call in two pieces, the finish reason, the usage if asked for, then [DONE]. Each
+    event is paired with the turn when it carries content (the first one is timed)."""
+    base = {"id": data["id"], "object": "chat.completion.chunk", "created": data["created"]}
+    base["model"] = data["model"]
+
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        chunk = {**base, "choices": [choice], **extra}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    out: list[tuple[int | None, bytes | None]] = [(None, event({"role": "assistant"}))]
+    words = (content or "").split(" ") if content else []
+    for i, word in enumerate(words):
+        if cut is not None and i >= cut:
+            return [*out, (None, None)]
+        out.append((turn, event({"content": word if i == 0 else " " + word})))
+    message = data["choices"][0]["message"]
+    for index, tool_call in enumerate(message.get("tool_calls") or []):
+        args = tool_call["function"]["arguments"]
+        half = len(args) // 2
+        first = {"index": index, "id": tool_call["id"], "type": "function"}
+        first["function"] = {"name": tool_call["function"]["name"], "arguments": args[:half]}
+        out.append((None, event({"tool_calls": [first]})))
+        rest = {"index": index, "function": {"arguments": args[half:]}}
+        out.append((None, event({"tool_calls": [rest]})))
+    out.append((None, event({}, data["choices"][0]["finish_reason"])))
+    if usage and "usage" in data:
+        chunk = {**base, "choices": [], "usage": data["usage"]}
+        out.append((None, b"data: " + json.dumps(chunk).encode() + b"\n\n"))
+    out.append((None, b"data: [DONE]\n\n"))
+    return out

@@ -902,3 +902,30 @@ async def test_m_yields_the_full_footer_to_a_waiting_call_and_is_gone_once_cance
         await pilot.press("m")
         await pilot.pause(0.2)
         assert len(app.screen_stack) == 1
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_the_reply_shows_as_it_streams_then_gives_way_to_the_recorded_step(
+    make_app: Any, home: Home, llm: ScriptedLLM, size: tuple[int, int]
+) -> None:
+    home.use_server(llm)
+    text = "Reading the workspace first, then I will write a short and careful summary."
+    llm.script = [Reply(text)]
+    llm.chunk_delay_s = 0.12
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await start_from_form(pilot, "stream it")
+        box = app.query_one("#run-live")
+        timeline = app.query_one(Timeline)
+
+        def partial() -> bool:
+            shown = str(box.render())
+            return bool(box.display) and "writing…" in shown and "Reading the" in shown
+
+        await until(pilot, partial, what="the partial reply")
+        assert timeline.last_seq == 0, "the reply was recorded before it was shown"
+        assert "careful summary" not in str(box.render())
+        assert box.region.bottom <= app.size.height - 1 and box.region.width > 20
+        await until(pilot, lambda: app.run_status == "completed", what="completion")
+        await until(pilot, lambda: not box.display, what="the live box to go")
+        assert timeline.last_seq == 1

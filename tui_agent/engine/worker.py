@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from tui_agent.engine.conversation import (
 )
 from tui_agent.engine.preflight import run_obstacle
 from tui_agent.engine.retry import llm_retrying
+from tui_agent.live import LiveChannel, Publisher
 from tui_agent.llm.base import LLMClient, LLMReply, PermanentLLMError, TransientLLMError
 from tui_agent.store.protocols import ArtifactData, Journal
 from tui_agent.tools.processes import call_marker, end_call
@@ -96,8 +97,14 @@ class RunWorker:
         stopping: threading.Event,
         private: tuple[Path, ...] = (),
         obstacle: Callable[[Run], str | None] = run_obstacle,
+        live: LiveChannel | None = None,
+        stream: bool = True,
     ) -> None:
         self.journal = journal
+        # The live view (the reply as it streams, a command's output as it runs); None: none.
+        self.live = live
+        self.stream = stream
+        self._live_reply: Publisher | None = None
         self.private = private
         # Why the run cannot go on here (None: it can); the executor's also knows its
         # environment (engine/preflight.py).
@@ -180,6 +187,8 @@ class RunWorker:
         self.run_obj = run
         self.usage = run.usage
         self.steps = steps
+        if self.live is not None:
+            self.live.clear(self.run_id)  # what a dead executor left is not under way
         # Before anything is re-run or asked: a run that cannot go on waits for a person,
         # and says why, instead of failing step after step (or killing its executor). A
         # cancel asked for goes through all the same.
@@ -207,7 +216,28 @@ class RunWorker:
                 self._complete(found[1].content or "")
                 continue  # a person's message arrived meanwhile: the model answers it
             client = client or self.client_for(self.run_obj)
-            self._ask_model(client)
+            with self._streaming_reply():
+                self._ask_model(client)
+
+    @contextlib.contextmanager
+    def _streaming_reply(self) -> Iterator[None]:
+        """While the model is asked, its reply so far goes to the live view; gone once the
+        reply is recorded (or the ask ends otherwise)."""
+        if self.live is None or not self.stream:
+            yield
+            return
+        seen = self.steps[-1].seq if self.steps else 0
+        self._live_reply = self.live.publisher(self.run_id, "reply", seen)
+        try:
+            yield
+        finally:
+            if self._live_reply is not None:
+                self._live_reply.clear()
+            self._live_reply = None
+
+    def _streamed(self) -> dict[str, Publisher]:
+        """`complete`'s streaming argument, only when there is a live view to feed."""
+        return {"on_text": self._live_reply} if self._live_reply is not None else {}
 
     def _finish(self, status: RunStatus, message: str, **fields: str | None) -> None:
         self.journal.finish_run(
@@ -265,7 +295,9 @@ class RunWorker:
             for attempt in retrying:
                 with attempt:
                     asked = time.monotonic()  # the answer's latency (for stats and metrics)
-                    reply = client.complete(messages, self.tools.schemas(), budget.llm_timeout_s)
+                    reply = client.complete(
+                        messages, self.tools.schemas(), budget.llm_timeout_s, **self._streamed()
+                    )
                     latency = time.monotonic() - asked
             assert reply is not None
         except PermanentLLMError as exc:
@@ -321,6 +353,8 @@ class RunWorker:
     def _on_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
+        if self._live_reply is not None:
+            self._live_reply.clear()  # the next attempt writes its reply from the start
         self.journal.set_retry(
             self.run_id,
             attempt=state.attempt_number,
@@ -462,6 +496,8 @@ class RunWorker:
             call_mark=call_marker(self.journal.owner, self.run_id, seq),
             private=self.private,
         )
+        shown = self.live.publisher(self.run_id, "shell", seq) if self.live else None
+        ctx.on_output = shown
         status, state, patch_text = StepStatus.FINISHED, None, None
         try:
             output = _run_with_timeout(tool.run, ctx, args, budget.tool_timeout_s)
@@ -508,6 +544,8 @@ class RunWorker:
             artifact=artifact,
             state=state,
         )
+        if shown is not None:
+            shown.clear()
         failpoints.hit("tool.after_finish", self.run_id)
         self._reload()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,11 +63,22 @@ class PermanentLLMError(Exception):
     """Retrying will not help (400, 401, unknown model): the run fails with this message."""
 
 
+# Called with the reply's text so far while it streams (for the live view, never recorded).
+OnText = Callable[[str], None]
+
+
 class LLMClient(Protocol):
-    """One chat completion with tools. Implementations raise the two errors above."""
+    """One chat completion with tools. Implementations raise the two errors above.
+
+    Given `on_text`, a client that can stream calls it with the text so far as it arrives;
+    the reply returned is the same as without it (only a finished reply is returned)."""
 
     label: str
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], timeout_s: float
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        timeout_s: float,
+        on_text: OnText | None = None,
     ) -> LLMReply: ...

@@ -15,7 +15,7 @@ from typing import Any
 
 from tui_agent.domain.compaction import folded
 from tui_agent.domain.models import ToolCall
-from tui_agent.llm.base import LLMReply
+from tui_agent.llm.base import LLMReply, OnText
 
 DEMO_MODEL = "demo"
 SUMMARY_FILE = "tui-agent-demo-summary.md"
@@ -34,10 +34,16 @@ class DemoClient:
         self.delay_s = delay_s
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], timeout_s: float
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        timeout_s: float,
+        on_text: OnText | None = None,
     ) -> LLMReply:
+        streamed = on_text is not None and self.delay_s > 0
         if self.delay_s > 0:
-            time.sleep(min(self.delay_s, timeout_s))
+            # Streaming, half the delay is "thinking", then it writes word by word.
+            time.sleep(min(self.delay_s / 2 if streamed else self.delay_s, timeout_s))
         goal = next((m["content"] for m in messages if m.get("role") == "user"), "")
         said = _said(messages)
         new = _trailing_users(messages)[-len(said) :] if said else []
@@ -56,6 +62,8 @@ class DemoClient:
             content, calls = self._script(turn, results, goal, system)
             if not calls and said:
                 content = f"{content} You said: “{_short(said[-1])}” (noted in the facts)."
+        if streamed and content and on_text is not None:
+            _stream_words(content, self.delay_s / 10, on_text)
         # Counted as a server does: the tools' descriptions are part of the prompt.
         prompt = sum(_tokens(json.dumps(m)) for m in messages) + _tokens(json.dumps(tools))
         completion = _tokens((content or "") + json.dumps([c.arguments for c in calls]))
@@ -148,6 +156,14 @@ NOTE_ID = "demo_note_"
 NOTED = "Noted:"
 WRITTEN = '"key": "summary", "value": "written"'  # the fact, in the system message's state
 NOTE_FACT = '"key": "message '  # in the arguments of a call noting a message
+
+
+def _stream_words(content: str, pause: float, on_text: OnText) -> None:
+    """Hand out the reply a word every `pause` seconds, as a streaming server would."""
+    words = content.split(" ")
+    for n in range(1, len(words) + 1):
+        time.sleep(pause)
+        on_text(" ".join(words[:n]))
 
 
 def _said(messages: list[dict[str, Any]]) -> list[str]:

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tui_agent.domain.models import Approval, Event, Run, Step
+from tui_agent.live import LiveOutput
+
+__all__ = ["LiveOutput"]  # re-exported: the UI knows live text only through the service
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,16 @@ class AgentService(Protocol):
 
     def change_token(self) -> tuple[int, ...]:
         """A cheap fingerprint of the store, compared now and then as a safety net."""
+        ...
+
+    def live_output(self, run_id: str) -> LiveOutput | None:
+        """The step under way as it comes (the model's reply so far, or a running command's
+        output tail), never recorded; None when there is none here (a shared store's
+        executors on other machines write none)."""
+        ...
+
+    def live_changes(self) -> AsyncIterator[None]:
+        """Wakes (coalesced) each time some run's live text may have changed."""
         ...
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]: ...

@@ -31,6 +31,7 @@ from tui_agent.domain.models import (
 from tui_agent.domain.reason import run_reason
 from tui_agent.engine.preflight import run_obstacle
 from tui_agent.files import write_atomically
+from tui_agent.live import LiveOutput, read_live
 from tui_agent.llm.factory import default_model
 from tui_agent.service.api import (
     Histogram,
@@ -409,6 +410,28 @@ class LocalService:
     def change_token(self) -> tuple[int, ...]:
         """A cheap fingerprint of the store: the safety net where the feed is silent."""
         return self._feed.token()
+
+    def live_output(self, run_id: str) -> LiveOutput | None:
+        """The run's live text, read from the live channel's file (tui_agent/live.py)."""
+        return read_live(self.settings.live_dir, run_id)
+
+    async def live_changes(self) -> AsyncIterator[None]:
+        """inotify on the live directory (through watchfiles); silent where the directory
+        cannot be made (a read-only home: the safety tick still re-reads)."""
+        from watchfiles import awatch
+
+        try:
+            ensure_private_dir(self.settings.live_dir)
+        except TuiAgentError:
+            return
+        async for _ in awatch(
+            self.settings.live_dir,
+            watch_filter=lambda _change, path: not Path(path).name.startswith("."),
+            debounce=100,
+            step=10,
+            recursive=False,
+        ):
+            yield None
 
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
         return self.reader.events(run_id, after_id=after_id)

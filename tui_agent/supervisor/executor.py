@@ -22,6 +22,7 @@ from tui_agent.domain.errors import StoreUnavailable
 from tui_agent.domain.models import Run
 from tui_agent.engine.preflight import run_obstacle
 from tui_agent.engine.worker import RetryPolicy, RunWorker
+from tui_agent.live import LiveChannel
 from tui_agent.llm.base import LLMClient
 from tui_agent.llm.factory import ClientPool
 from tui_agent.settings import Settings
@@ -70,6 +71,7 @@ class Executor:
         )
         # What no command may see, even read-only: our home and the database wherever it is.
         self._private = (settings.home, *db_files)
+        self.live = LiveChannel(settings.live_dir)
         self.workers: dict[str, tuple[RunWorker, threading.Thread]] = {}
         self._claims_outage = Outage(log, "cannot claim runs")
         self._renewed = time.monotonic()  # when the last successful heartbeat began
@@ -149,6 +151,8 @@ class Executor:
             self.stopping,
             private=self._private,
             obstacle=self._obstacle,
+            live=self.live,
+            stream=self.settings.stream,
         )
         thread = threading.Thread(target=worker.run, name=f"run-{run_id[:8]}", daemon=True)
         with self._lock:

@@ -21,6 +21,8 @@ from tui_agent.tools.workspace import resolve_inside
 ARTIFACT_PREFIX = "artifact:"
 DEFAULT_READ_LIMIT = 8000
 MAX_SHELL_OUTPUT = 10 * 1024 * 1024
+LIVE_TAIL_BYTES = 64 * 1024  # of a running command's output, shown live
+LIVE_EVERY_S = 0.1
 
 
 def _list_dir(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
@@ -103,7 +105,11 @@ def _run_shell(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         )
         deadline = time.monotonic() + timeout
         outcome = ""
+        shown = 0.0
         while proc.poll() is None:
+            if ctx.on_output is not None and time.monotonic() - shown >= LIVE_EVERY_S:
+                shown = time.monotonic()
+                _show_output(out.fileno(), ctx.on_output)
             if ctx.cancel.is_set():
                 outcome = "cancelled"
             elif ctx.stop.is_set():
@@ -120,6 +126,15 @@ def _run_shell(ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         output = out.read(MAX_SHELL_OUTPUT).decode("utf-8", "replace")
     header = outcome or f"exit code {proc.returncode}"
     return ToolOutput(f"{header}\n{output}", failed=bool(outcome))
+
+
+def _show_output(fd: int, on_output: Callable[[str], None]) -> None:
+    """Hand the output's tail to the live view (it skips what did not change). pread: the
+    command writes through the same file offset, which a seek here would move."""
+    size = os.fstat(fd).st_size
+    if size:
+        start = max(0, size - LIVE_TAIL_BYTES)
+        on_output(os.pread(fd, size - start, start).decode("utf-8", "replace"))
 
 
 def _command_env(call_mark: str) -> dict[str, str]:

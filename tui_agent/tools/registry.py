@@ -35,6 +35,8 @@ class ToolContext:
     call_mark: str = ""
     # Never visible to a command: tui-agent's home and its database files.
     private: tuple[Path, ...] = ()
+    # Called with a command's output so far while it runs (the live view; never recorded).
+    on_output: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)

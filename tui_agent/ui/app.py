@@ -48,6 +48,8 @@ from tui_agent.ui.widgets.run_pane import RunPane
 from tui_agent.ui.widgets.status_bar import StatusBar
 from tui_agent.ui.widgets.timeline import Timeline
 
+LIVE_EVERY_S = 0.1  # the live text is re-read at most this often
+
 THEME = Theme(
     name="tui-agent",
     primary="#5fafd7",
@@ -196,6 +198,8 @@ class AgentApp(App[None]):
         self._supervisor_retry_at = 0.0
         self._store_problem: str | None = None  # set while the store cannot be read
         self._status_bar: StatusBar | None = None
+        self._live_read_at = 0.0  # when the live text was last read
+        self._live_due = False  # a read is scheduled
 
     def compose(self) -> ComposeResult:
         self._status_bar = StatusBar(id="status-bar")
@@ -233,6 +237,7 @@ class AgentApp(App[None]):
         self._warm_up()
         if self.live:
             self._watch_database()
+            self._watch_live()
             self.set_interval(1.0, self._safety_tick)
             self.set_interval(SUPERVISOR_CHECK_S, self._poll_supervisor)
 
@@ -328,6 +333,29 @@ class AgentApp(App[None]):
         async for _ in self.service.changes():
             self.refresh_live()
 
+    @work(exclusive=True, group="live-watch", exit_on_error=False)
+    async def _watch_live(self) -> None:
+        """The selected run's step under way, re-read as it comes (at most 10 times a
+        second: a wake inside that shows what came at the next one)."""
+        async for _ in self.service.live_changes():
+            wait = self._live_read_at + LIVE_EVERY_S - time.monotonic()
+            if wait > 0:
+                if not self._live_due:
+                    self._live_due = True
+                    self.set_timer(wait, self._show_live)
+                continue
+            self._show_live()
+
+    def _show_live(self) -> None:
+        self._live_due = False
+        if self._torn_down():
+            return
+        self._live_read_at = time.monotonic()
+        live = None
+        if self.selected and self.run_status == RunStatus.RUNNING.value:
+            live = self.service.live_output(self.selected)
+        self.query_one(RunPane).show_live(live)
+
     def _safety_tick(self) -> None:
         """Where file events do not arrive (network filesystems), a stat still notices."""
         if self._torn_down():
@@ -376,6 +404,8 @@ class AgentApp(App[None]):
         self.run_resumable = delta.run.resumable
         self.run_status = delta.run.status.value
         self._pending_tool = delta.pending.tool if delta.pending else None
+        if self.live:
+            self._show_live()  # a step recorded ends its live text; another run has its own
 
     # ---- selection and remembered state --------------------------------------------------
 

@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 from tui_agent.domain.models import Approval, Run, Step
 from tui_agent.domain.reason import describe_call
-from tui_agent.service.api import RunDelta
+from tui_agent.service.api import LiveOutput, RunDelta
 from tui_agent.ui.format import STATUS_ICONS, one_line
 from tui_agent.ui.sizes import NARROW, SHORT
 from tui_agent.ui.widgets.gauges import BudgetGauges
@@ -31,13 +31,16 @@ def _artifact_line(artifact: dict[str, object]) -> str:
 class RunPane(Vertical):
     # The run on screen, its reason, pending approval and call in doubt (re-cut on resize).
     _shown: tuple[Run, str | None, Approval | None, Step | None] | None = None
+    _live: LiveOutput | None = None  # the live text on screen (re-cut on resize)
 
     def compose(self) -> ComposeResult:
         yield Static("No run selected. Press [b]s[/b] to start one.", id="run-header")
         yield BudgetGauges(id="run-gauges")
         yield Static("", id="run-request")
         with Horizontal(id="run-body"):
-            yield Timeline(id="run-timeline")
+            with Vertical(id="run-steps"):
+                yield Timeline(id="run-timeline")
+                yield Static("", id="run-live")
             with VerticalScroll(id="run-state-box"):
                 yield Static("", id="run-state")
 
@@ -55,6 +58,7 @@ class RunPane(Vertical):
         self.query_one(Timeline).reset()
         self._shown = None
         self._request(None, None)
+        self.show_live(None)
 
     def show_delta(self, delta: RunDelta, *, first: bool) -> None:
         self.remove_class("-empty")
@@ -80,6 +84,38 @@ class RunPane(Vertical):
             run, reason, pending, in_doubt = self._shown
             self._header(run, reason)
             self._request(pending, in_doubt)
+        self.show_live(self._live)
+
+    def show_live(self, live: LiveOutput | None) -> None:
+        """The step under way as it comes: "▌ writing…" and the reply's tail, or a running
+        command's last lines. Hidden when the run is not running or the step is recorded."""
+        box = self.query_one("#run-live", Static)
+        run = self.shown_run
+        if (
+            live is None
+            or run is None
+            or run.status.value != "running"
+            or self.query_one(Timeline).supersedes(live.kind, live.seq)
+        ):
+            self._live = None
+            if box.display:
+                box.update("")
+                box.display = False
+            return
+        self._live = live
+        width = max(10, (box.size.width or self.size.width or 40) - 2)
+        lines = 1 if self.app.size.height < SHORT else 3
+        if live.kind == "shell":
+            head = "[b]▌ running…[/b] output so far"
+            tail = [one_line(line, width) for line in live.text.splitlines()[-lines:]]
+        else:
+            head = "[b]▌ writing…[/b]"
+            flat = " ".join(live.text.split())
+            room = width * lines
+            flat = flat if len(flat) <= room else "…" + flat[-(room - 1) :]
+            tail = [flat[i : i + width] for i in range(0, len(flat), width)] or [""]
+        box.update("\n".join([head, *(_escape(line) for line in tail)]))
+        box.display = True
 
     def _header(self, run: Run, reason: str | None) -> None:
         icon = STATUS_ICONS[run.status]

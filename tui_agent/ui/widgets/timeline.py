@@ -60,6 +60,14 @@ class Timeline(Tree[str]):
         ]
         return min(open_steps) - 1 if open_steps else self.last_seq
 
+    def supersedes(self, kind: str, seq: int) -> bool:
+        """The live text of this kind and seq is recorded already: a reply after step `seq`
+        is shown, or the command of step `seq` has its result."""
+        if kind == "shell":
+            step = self._steps.get(seq)
+            return step is not None and step.status is not StepStatus.STARTED
+        return any(s > seq and st.kind is StepKind.LLM for s, st in self._steps.items())
+
     def step_under_cursor(self) -> int | None:
         """The seq of the step the cursor is on (or on a detail line of); on an event, the
         step shown before it; with no cursor yet, the newest step. None: no step shown."""
