@@ -396,8 +396,9 @@ class LocalService:
         )
 
     def database_size(self) -> int:
-        """Bytes on disk of the store (SQLite: the database file, not its reused log)."""
-        return self._feed.size()
+        """Bytes of the store (SQLite: its pages, not the log's reused space)."""
+        size = self.reader.sqlite_bytes()
+        return self._feed.size() if size is None else size
 
     def store_label(self) -> str:
         """Where the runs are kept, for the status bar (never a URL: it may hold a password)."""

@@ -47,11 +47,12 @@ class SqliteChangeFeed:
         return tuple(parts)
 
     def size(self) -> int:
-        """Bytes of the database file. Not its write-ahead log: SQLite lets that grow to
-        about 4 MB and then reuses it (heartbeats write it even when nothing runs), so
-        counting it showed a store of 143 KB as 4 MB that grew while idle. New pages reach
-        the file at each checkpoint."""
-        try:
-            return os.stat(self.db_path).st_size
-        except OSError:
-            return 0
+        """Bytes on disk of the database and its write-ahead log (the service shows the
+        database's own size instead: `Reader.sqlite_bytes`)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.stat(f"{self.db_path}{suffix}").st_size
+            except OSError:
+                continue
+        return total

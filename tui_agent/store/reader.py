@@ -121,6 +121,17 @@ class Reader:
         with self.snapshot() as conn:
             return current_version(conn.cursor())
 
+    def sqlite_bytes(self) -> int | None:
+        """SQLite: the database's size as it stands, its pages still in the write-ahead log
+        included, the log's reused space not (None on PostgreSQL, whose feed asks the
+        server)."""
+        if self.db.dialect == "postgresql":
+            return None
+        with self.snapshot() as conn:
+            sql = "SELECT page_count * page_size AS v FROM pragma_page_count(), pragma_page_size()"
+            row = conn.cursor().execute(sql).fetchone()
+        return int(row["v"])
+
     # ---- runs --------------------------------------------------------------------------
 
     def resolve_id(self, prefix: str) -> str:
