@@ -69,6 +69,7 @@ def seed_run(
     model: str = "demo",
     base_url: str | None = None,
     max_steps: int = 50,
+    max_context_tokens: int | None = None,
 ) -> str:
     """A queued run with default policy, as the benchmarks need one."""
     from tui_agent.domain.models import Budget, Policy, RunSpec
@@ -78,7 +79,7 @@ def seed_run(
         workspace=str(workspace),
         model=model,
         base_url=base_url,
-        budget=Budget(max_steps=max_steps),
+        budget=Budget(max_steps=max_steps, max_context_tokens=max_context_tokens),
         policy=Policy(),
     )
     run, _ = store.create_run(spec)
