@@ -506,7 +506,7 @@ def step_line(step: Step) -> str:
     if d["kind"] == "llm":
         calls = ", ".join(c["name"] for c in d.get("tool_calls") or [])
         text = (d.get("content") or "").replace("\n", " ")
-        body = text[:70] + ("…" if len(text) > 70 else "")
+        body = text[:70] + ("…" if len(text) > 70 else "") or ("(calls a tool)" if calls else "")
         return (
             f"#{step.seq:<4} llm   {body}"
             + (f" → {calls}" if calls else "")
