@@ -145,6 +145,8 @@ def test_supervisor_stop_ends_a_long_command_at_once_and_says_so(
     out = home.cli("supervisor", "stop", check=True)
     assert time.monotonic() - began < 8, "stop waited for the command"
     assert "interrupted" in out.stdout and run_id[:8] in out.stdout, out.stdout
+    logged = (home.path / "logs" / "supervisor.log").read_text()
+    assert "asked to stop (SIGTERM)" in logged and " stopped" in logged, logged
     assert nothing_of(run_id)
     view = home.show(run_id)
     tool = next(s for s in view["steps"] if s["kind"] == "tool")

@@ -84,8 +84,9 @@ class Supervisor:
         except TuiAgentError as exc:
             ready.say(f"error: {exc}")
             raise
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGTERM, lambda *_: self._asked_to_stop("SIGTERM"))
+        signal.signal(signal.SIGINT, lambda *_: self._asked_to_stop("SIGINT"))
+        log.info("supervisor %d started for %s", os.getpid(), self.settings.store_label)
         # Start the executor before our own (slow) imports, so the two overlap: after a
         # crash of everything, `supervisor start` is about one Python start-up from work.
         self._promote_or_spawn(self.slots[0])  # no spare yet: spawns
@@ -122,7 +123,14 @@ class Supervisor:
             self._stop_executors(leases)
             db.dispose()
             self.lock.release()
+            log.info("supervisor %d stopped", os.getpid())
         return 0
+
+    def _asked_to_stop(self, how: str) -> None:
+        """`supervisor stop` (SIGTERM) or Ctrl+C: the log says when and why it ended."""
+        if not self.stopping.is_set():
+            log.info("asked to stop (%s): ending the executors' commands, handing back runs", how)
+        self.stopping.set()
 
     def _daily(self, db: object) -> None:
         """Once a day (first `maintenance_delay_s` after start, a minute unless told): rotate
