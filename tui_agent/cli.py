@@ -620,7 +620,7 @@ def _cmd_ls(service: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_show(service: Any, args: argparse.Namespace) -> int:
-    from tui_agent.service.views import run_json
+    from tui_agent.service.views import forked_from, run_json
 
     view = service.run_view(service.resolve_ref(args.run))
     if args.json:
@@ -635,6 +635,9 @@ def _cmd_show(service: Any, args: argparse.Namespace) -> int:
         f"budget: steps {u.steps}/{b.max_steps}, tokens {u.llm_tokens}/{b.max_llm_tokens}, "
         f"wall {u.wall_time_s:.1f}/{b.max_wall_time_s:g}s",
     ]
+    origin = forked_from(view)
+    if origin:
+        out.append(f"forked from run {origin['run'][:8]} at step {origin['step']}")
     if view.reason:
         out.append(f"reason: {view.reason}")
     if run.state.plan:

@@ -174,6 +174,10 @@ def test_fork_copies_steps_and_state_and_never_touches_the_original(home: Home) 
     home.wait_status(fork["id"], "waiting_approval")  # asked again: nothing was copied
     assert home.json("show", fork["id"])["forked_from"] == {"run": original, "step": at}
     assert shown["forked_from"] is None
+    said = f"forked from run {original[:8]} at step {at}"
+    assert said in home.cli("show", fork["id"], check=True).stdout
+    exported = home.cli("export", fork["id"], check=True).stdout
+    assert f"**Forked from:** run `{original}` at step {at}" in exported
     home.cli("approve", fork["id"], check=True)
     home.wait_status(fork["id"], "completed")
     assert _rows(home, original) == before

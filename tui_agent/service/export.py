@@ -85,6 +85,11 @@ def run_markdown(view: RunView, data: dict[str, Any]) -> str:
         f"{usage['llm_tokens']:,} of {budget['max_llm_tokens']:,} tokens, "
         f"{usage['wall_time_s']:.1f} of {budget['max_wall_time_s']:g} s",
         f"- **Id:** `{run.id}`",
+        *(
+            [f"- **Forked from:** run `{origin['run']}` at step {origin['step']}"]
+            if (origin := data.get("forked_from"))
+            else []
+        ),
         "",
         "## Goal",
         "",

@@ -33,7 +33,7 @@ def summary_json(run: Run, reason: str | None) -> dict[str, Any]:
     }
 
 
-def _forked_from(view: RunView) -> dict[str, Any] | None:
+def forked_from(view: RunView) -> dict[str, Any] | None:
     """The run and step a fork was made from (kept by its `created` event, so it stays
     known after the original is pruned); None for a run that was started."""
     for event in view.events:
@@ -69,7 +69,7 @@ def run_json(view: RunView) -> dict[str, Any]:
         "pending_approvals": [_iso_times(view.pending.to_dict())] if view.pending else [],
         "approvals": [_iso_times(a.to_dict()) for a in view.approvals],
         "events": [_iso_times(e.to_dict()) for e in view.events],
-        "forked_from": _forked_from(view),
+        "forked_from": forked_from(view),
         "in_doubt": _iso_times(view.in_doubt.to_dict()) if view.in_doubt else None,
         "reason": view.reason,
         "result": run.result,
