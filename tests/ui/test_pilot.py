@@ -689,6 +689,12 @@ async def test_fork_from_the_step_under_the_cursor_lists_the_calls_asked_again(
             what="the new run selected",
         )
         new_id = app.selected
+        header = app.query_one("#run-header")
+        await until(
+            pilot,
+            lambda: f"fork of {original[:8]}@{at}" in str(header.render()),
+            what="the header to say it is a fork",
+        )
         app.query_one("#history-table").move_cursor(row=1)  # back to the original
         await until(pilot, lambda: app.selected == original, what="the original again")
         await until(pilot, lambda: timeline.last_seq == shown["steps"][-1]["seq"], what="steps")

@@ -32,6 +32,7 @@ class RunPane(Vertical):
     # The run on screen, its reason, pending approval and call in doubt (re-cut on resize).
     _shown: tuple[Run, str | None, Approval | None, Step | None] | None = None
     _live: LiveOutput | None = None  # the live text on screen (re-cut on resize)
+    _origin = ""  # "fork of RUN@STEP" for a fork, from its `created` event
 
     def compose(self) -> ComposeResult:
         yield Static("No run selected. Press [b]s[/b] to start one.", id="run-header")
@@ -67,6 +68,14 @@ class RunPane(Vertical):
         if first:
             timeline.reset()
             timeline.add_all(delta.steps, delta.events)
+            self._origin = next(
+                (
+                    f"fork of {str(e.data['forked_from'])[:8]}@{e.data.get('at')}"
+                    for e in delta.events
+                    if e.kind == "created" and "forked_from" in e.data
+                ),
+                "",
+            )
             timeline.scroll_end(animate=False)
         else:
             timeline.add_delta(delta.steps, delta.events)
@@ -120,6 +129,9 @@ class RunPane(Vertical):
     def _header(self, run: Run, reason: str | None) -> None:
         icon = STATUS_ICONS[run.status]
         status = f"{icon} [b]{run.status.value}[/b]  ·  {run.id[:8]}  ·  model {_escape(run.model)}"
+        origin = self._origin
+        if origin:  # a fork says so: its goal may read like its original's
+            status += f"  ·  {origin}"
         # by the pane's own width too: a help panel or a narrow window squeezes it
         compact = (
             self.app.size.height < SHORT or self.app.size.width < NARROW or 0 < self.size.width < 70
@@ -138,6 +150,7 @@ class RunPane(Vertical):
         # Three lines at most, each cut to the width with …: the goal; status, id, model and
         # the workspace's tail; why it is not moving, else its result.
         plain = f"{icon} {run.status.value}  ·  {run.id[:8]}  ·  model {run.model}  ·  "
+        plain += f"{origin}  ·  " if origin else ""
         room = width - len(plain)
         where = (
             run.workspace
