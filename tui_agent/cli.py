@@ -794,7 +794,7 @@ def _cmd_fork(service: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     lines = [run.id, f"forked from run {source[:8]} at step {args.from_step}"]
     if again:
-        lines.append("these calls were made after that step and will be asked for again:")
+        lines.append("if the model makes these calls again, they wait for your approval again:")
         lines += [
             f"  step {a['seq']}: {describe_call(a['tool'], json.dumps(a['arguments']))} "
             f"[{a['risk']}]"

@@ -62,9 +62,13 @@ def check_fork_point_txn(cur: Any, source: Run, at: int) -> None:
         "SELECT kind FROM steps WHERE run_id = ? AND seq = ?", (source.id, at)
     ).fetchone()
     if kind is not None and kind["kind"] == StepKind.APPROVAL.value:
+        earlier = cur.execute(
+            "SELECT max(seq) AS seq FROM steps WHERE run_id = ? AND seq < ? AND kind <> ?",
+            (source.id, at, StepKind.APPROVAL.value),
+        ).fetchone()["seq"]
         raise BadInput(
             f"step {at} of run {source.id[:8]} is a decision, and decisions are never copied; "
-            f"fork at step {at - 1} (its call is asked again) or after the call it decided"
+            f"fork at step {earlier or 1} (its call is asked again) or after the call it decided"
         )
     if open_seq is not None:
         raise BadInput(
