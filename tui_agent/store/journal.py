@@ -36,6 +36,7 @@ from tui_agent.store.txn import (
     add_event_txn,
     deaths_in_a_row_txn,
     in_queues,
+    insert_note_step_txn,
     load_run_txn,
     locking,
 )
@@ -318,25 +319,7 @@ class StepJournal:
                 raise LeaseLost(run_id)
             seq = int(row[0])
             failpoints.hit("txn.compaction", run_id)  # crash tests: mid-transaction
-            cur.execute(
-                INSERT_STEP,
-                (
-                    run_id,
-                    seq,
-                    StepKind.COMPACTION.value,
-                    StepStatus.DONE.value,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    body,
-                    0,
-                    now,
-                    now,
-                ),
-            )
+            insert_note_step_txn(cur, run_id, seq, StepKind.COMPACTION.value, body, now)
         self._progressed(run_id)
         return seq
 

@@ -14,10 +14,10 @@ import json
 from typing import Any
 
 from tui_agent.domain.errors import InvalidTransition
-from tui_agent.domain.models import Run, RunStatus, StepKind, StepStatus
+from tui_agent.domain.models import Run, RunStatus, StepKind
 from tui_agent.store.db import Database
 from tui_agent.store.starts import live_run_with_key_txn
-from tui_agent.store.txn import INSERT_STEP, add_event_txn, load_run_txn
+from tui_agent.store.txn import add_event_txn, insert_note_step_txn, load_run_txn
 
 _ALLOC_SEQ = (
     "UPDATE runs SET next_seq = next_seq + 1, revision = revision + 1, updated_at = ?{extra} "
@@ -39,25 +39,8 @@ def add_message(db: Database, run_id: str, text: str, by: str) -> tuple[Run, int
         continues = run.status is RunStatus.COMPLETED
         extra, params = (_CONTINUE, (RunStatus.QUEUED.value,)) if continues else ("", ())
         seq = int(cur.execute(_ALLOC_SEQ.format(extra=extra), (now, *params, run_id)).fetchone()[0])
-        cur.execute(
-            INSERT_STEP,
-            (
-                run_id,
-                seq,
-                StepKind.USER.value,
-                StepStatus.DONE.value,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                json.dumps({"text": text, "by": by}),
-                0,
-                now,
-                now,
-            ),
-        )
+        body = json.dumps({"text": text, "by": by})
+        insert_note_step_txn(cur, run_id, seq, StepKind.USER.value, body, now)
         message = f"message from {by} (step {seq})" + ("; the run continues" if continues else "")
         becomes = RunStatus.QUEUED if continues else None
         add_event_txn(cur, run_id, "message", message, now, {"seq": seq}, becomes=becomes)

@@ -32,6 +32,17 @@ INSERT_STEP = (
     "artifact_id, llm_seq, payload_json, tokens, created_at, finished_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def insert_note_step_txn(cur: Any, run_id: str, seq: int, kind: str, body: str, now: float) -> None:
+    """A step that is done as it is written and calls nothing (a person's message, a
+    compaction): only its kind and payload differ."""
+    cur.execute(
+        INSERT_STEP,
+        (run_id, seq, kind, "done", None, None, None, None, None, None, body, 0, now, now),
+    )
+
+
 # Runs that want an executor: queued, or running with no live owner (see runnable_params).
 RUNNABLE = "(status = ? OR (status = ? AND (owner IS NULL OR lease_until < ?)))"
 # Runs left running by an executor that died or lost its lease (params: 'running', now).
