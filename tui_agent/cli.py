@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--max-steps", type=_positive_int, metavar="N")
     resume.add_argument("--max-tokens", type=_positive_int, metavar="N")
     resume.add_argument("--max-wall-time", type=_positive_float, metavar="S")
+    resume.add_argument("--max-context-tokens", type=_positive_int, metavar="N")
     resume.add_argument("--json", action="store_true")
     resolve = sub.add_parser(
         "resolve", help="decide an in-doubt tool call: retry, skip, or fail (fails the run)"
@@ -694,6 +695,7 @@ def _cmd_resume(service: Any, args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         max_llm_tokens=args.max_tokens,
         max_wall_time_s=args.max_wall_time,
+        max_context_tokens=args.max_context_tokens,
     )
     return _changed(service, args, run)
 

@@ -94,3 +94,30 @@ def test_kill_9_during_a_compaction_folds_nothing_twice_and_asks_nothing_again(
     _check_compactions(_compactions(home, run_id))
     assert view["usage"]["steps"] == TURNS * 2 + 1
     strict_check(home, before)
+
+
+def test_a_state_too_big_for_the_limit_pauses_the_run_and_resume_raises_it(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    """Every request holds the agent state whole: when it alone outgrows the limit, folding
+    cannot help; the run pauses and says why (nothing is sent over the limit), and
+    `resume --max-context-tokens` goes on."""
+    home.use_server(llm)
+    facts = [f"fact {n}: " + "many words " * 120 for n in range(4)]  # ~5,000 characters
+    llm.script = [
+        Reply("Noting.", [call("update_state", {"patch": {"add_facts": facts}})]),
+        Reply("Done."),
+    ]
+    run_id = home.start("remember it", "--max-context-tokens", "1000")
+    view = home.wait_status(run_id, "paused", "completed", "failed")
+    assert view["status"] == "paused", (view["status"], view["reason"], view["steps"][-2:])
+    assert "max_context_tokens 1,000" in view["reason"], view["reason"]
+    assert "resume it with a larger --max-context-tokens" in view["reason"]
+    assert len(llm.requests) == 1 and _sent_tokens(llm.requests[0]) <= 1000
+    refused = home.cli("resume", run_id, "--max-context-tokens", "200")
+    assert refused.returncode == 2 and "at least 1000" in refused.stderr
+    home.cli("resume", run_id, "--max-context-tokens", "8000", check=True)
+    view = home.wait_status(run_id, "completed")
+    assert view["budget"]["max_context_tokens"] == 8000 and view["result"] == "Done."
+    assert max(llm.turns.values()) == 1
+    strict_check(home, {})

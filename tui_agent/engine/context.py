@@ -23,6 +23,7 @@ from tui_agent.domain.models import Run, Step, StepKind, StepStatus
 from tui_agent.engine.conversation import build_messages, newest_compaction
 
 CHARS_PER_TOKEN = 4
+SYSTEM_TOKENS = "system_tokens"  # a reply's payload: the estimated system message it was sent
 KEEP_SHARE = 0.5  # the newest turns kept as they were: at most this share of the limit
 SUMMARY_SHARE = 0.25  # the summary: at most this share of the limit
 EXCERPT = 160  # characters of a step's text kept in the summary
@@ -45,12 +46,15 @@ def request_tokens(
     compaction = newest_compaction(window)
     floor = compaction.seq if compaction is not None else 0
     replies = [s for s in window if s.kind is StepKind.LLM and s.seq > floor]
-    usage = replies[-1].payload.get("usage") or {} if replies else {}
+    payload = replies[-1].payload if replies else {}
+    usage = payload.get("usage") or {}
     measured = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
     if not measured:
         return estimate_tokens(messages) + estimate_tokens(tools)
     last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
-    return measured + estimate_tokens(messages[last + 1 :])
+    # The system message holds the agent state, which may have grown since (update_state).
+    grown = estimate_tokens(messages[0]) - int(payload.get(SYSTEM_TOKENS) or 0)
+    return measured + max(0, grown) + estimate_tokens(messages[last + 1 :])
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,12 @@ from tui_agent.domain.models import (
     spent_budget,
 )
 from tui_agent.domain.reason import describe_call
-from tui_agent.engine.context import plan_compaction, request_tokens
+from tui_agent.engine.context import (
+    SYSTEM_TOKENS,
+    estimate_tokens,
+    plan_compaction,
+    request_tokens,
+)
 from tui_agent.engine.conversation import (
     build_messages,
     last_reply,
@@ -310,6 +315,8 @@ class RunWorker:
             )
         failpoints.hit("llm.before_record", self.run_id)
         payload = {**reply.to_payload(), "latency_s": round(latency, 4), "seen_seq": seen}
+        if budget.max_context_tokens:  # what the measured prompt held of the agent state
+            payload[SYSTEM_TOKENS] = estimate_tokens(messages[0])
         self.journal.record_llm_reply(self.run_id, payload, reply.total_tokens, self.take_wall())
         failpoints.hit("llm.after_record", self.run_id)
         self._reload()
@@ -338,7 +345,7 @@ class RunWorker:
         why = (
             f"the next request needs about {size:,} tokens even after compaction, over "
             f"max_context_tokens {limit:,} (the system message with the agent state, the "
-            "tools and the newest turn)"
+            "tools and the newest turn); resume it with a larger --max-context-tokens"
         )
         self._finish(RunStatus.PAUSED, f"paused: {why}", pause_reason=why)
         raise AssertionError("unreachable")  # _finish raises

@@ -186,6 +186,7 @@ class AgentService(Protocol):
         max_steps: int | None = None,
         max_llm_tokens: int | None = None,
         max_wall_time_s: float | None = None,
+        max_context_tokens: int | None = None,
     ) -> Run: ...
 
     def resolve(self, run_id: str, choice: str) -> Run: ...

@@ -86,6 +86,12 @@ BUDGET_CEILINGS = {
 MIN_CONTEXT_TOKENS = 1000
 
 
+def _context_limit(value: int | None) -> None:
+    _positive("--max-context-tokens", value)
+    if value is not None and value < MIN_CONTEXT_TOKENS:
+        raise BadInput(f"--max-context-tokens must be at least {MIN_CONTEXT_TOKENS}, not {value}")
+
+
 def _positive(name: str, value: float | None) -> None:
     if value is None:
         return
@@ -218,15 +224,7 @@ class LocalService:
         _positive("--max-steps", request.max_steps)
         _positive("--max-tokens", request.max_llm_tokens)
         _positive("--max-wall-time", request.max_wall_time_s)
-        _positive("--max-context-tokens", request.max_context_tokens)
-        if (
-            request.max_context_tokens is not None
-            and request.max_context_tokens < MIN_CONTEXT_TOKENS
-        ):
-            raise BadInput(
-                f"--max-context-tokens must be at least {MIN_CONTEXT_TOKENS}, "
-                f"not {request.max_context_tokens}"
-            )
+        _context_limit(request.max_context_tokens)
         for risk in request.auto_approve:
             if risk not in RISKS:
                 raise BadInput(f"--auto-approve takes one of {', '.join(RISKS)}, not {risk!r}")
@@ -633,10 +631,12 @@ class LocalService:
         max_steps: int | None = None,
         max_llm_tokens: int | None = None,
         max_wall_time_s: float | None = None,
+        max_context_tokens: int | None = None,
     ) -> Run:
         _positive("--max-steps", max_steps)
         _positive("--max-tokens", max_llm_tokens)
         _positive("--max-wall-time", max_wall_time_s)
+        _context_limit(max_context_tokens)
         run = self.get_run(run_id)
         if run.resumable:  # (any other status is told so by the store, in its words)
             self._check_can_go_on(run)
@@ -645,6 +645,7 @@ class LocalService:
             max_steps=max_steps,
             max_llm_tokens=max_llm_tokens,
             max_wall_time_s=max_wall_time_s,
+            max_context_tokens=max_context_tokens,
         )
         self._kick_supervisor()
         return run

@@ -268,6 +268,7 @@ class RunStore:
         max_steps: int | None = None,
         max_llm_tokens: int | None = None,
         max_wall_time_s: float | None = None,
+        max_context_tokens: int | None = None,
     ) -> Run:
         """Requeue a paused, failed or quarantined run, with a larger budget when one is
         spent (a quarantined run's open call, if any, is decided as after any crash)."""
@@ -292,6 +293,8 @@ class RunStore:
                 changes["max_llm_tokens"] = max_llm_tokens
             if max_wall_time_s is not None:
                 changes["max_wall_time_s"] = max_wall_time_s
+            if max_context_tokens is not None:
+                changes["max_context_tokens"] = max_context_tokens
             budget = replace(budget, **changes)  # type: ignore[arg-type]
             still_spent = spent_budget(budget, run.usage)
             if still_spent:

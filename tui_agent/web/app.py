@@ -83,6 +83,7 @@ class ResumeBody(BaseModel):
     max_steps: StrictInt | None = None
     max_llm_tokens: StrictInt | None = None
     max_wall_time_s: StrictFloat | None = None
+    max_context_tokens: StrictInt | None = None
 
 
 class SayBody(BaseModel):
@@ -203,6 +204,7 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
             max_steps=body.max_steps,
             max_llm_tokens=body.max_llm_tokens,
             max_wall_time_s=body.max_wall_time_s,
+            max_context_tokens=body.max_context_tokens,
         )
         return view(run_id)
 
