@@ -16,7 +16,7 @@ from tui_agent.live import LiveOutput
 from tui_agent.service.local import LocalService
 from tui_agent.settings import load_settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stores]
 
 LONG = "The workspace holds three files and a folder, and I will now read the first one."
 
