@@ -1,7 +1,7 @@
 """A real MCP server over stdio for tests (FastMCP): `add`, a side effect on a ledger file,
 a crash in the middle of a call, and a slow call.
 
-    python mcp_calc_server.py LEDGER
+    python mcp_calc_server.py LEDGER [--http PORT]
 """
 
 from __future__ import annotations
@@ -58,4 +58,9 @@ def fails() -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) > 3 and sys.argv[2] == "--http":  # streamable HTTP on 127.0.0.1:PORT/mcp
+        server.settings.port = int(sys.argv[3])
+        server.settings.log_level = "WARNING"
+        server.run("streamable-http")
+    else:
+        server.run("stdio")

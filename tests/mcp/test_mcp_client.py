@@ -207,3 +207,46 @@ def test_bad_mcp_config_is_one_clear_line_and_exit_2(home: Home, table: str, wor
     assert proc.returncode == 2
     assert words in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_streamable_http_server_gives_its_tools_too(home: Home, llm: ScriptedLLM) -> None:
+    """`url =`: the same tools over streamable HTTP, from a server that runs on its own."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ledger = home.path.parent / "http-ledger"
+    server = subprocess.Popen(
+        [sys.executable, str(SERVER), str(ledger), "--http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as conn:
+                return conn.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 20, "the MCP server to listen")
+        home.configure(
+            FAST_CONFIG
+            + f"""
+[mcp.servers.web]
+url = "http://127.0.0.1:{port}/mcp"
+
+[mcp.servers.web.tools.add]
+risk = "read_only"
+"""
+        )
+        home.use_server(llm)
+        llm.script = [Reply("Adding.", [call("web__add", {"a": 40, "b": 2})]), Reply("42.")]
+        run_id = home.start("add over http")
+        view = home.wait_status(run_id, "completed")
+        [step] = tools(view)
+        assert step["tool"] == "web__add" and step["result"] == "42"
+        assert {"web__add", "web__append"} <= offered(llm)
+    finally:
+        server.kill()
+        server.wait()
