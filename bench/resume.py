@@ -101,6 +101,7 @@ class Harness:
         run, steps = journal.load(run_id)
         tools = builtin_registry().schemas()
         plan = plan_compaction(run, steps, tools, CONTEXT_TOKENS)
+        assert plan is not None
         journal.record_compaction(run_id, {**plan.payload, "limit": CONTEXT_TOKENS}, 0.0)
         journal.release_to_queue(run_id, 0.0)
         store.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 from tui_agent.domain.compaction import HEADER, NEWLINE, REPLY_LINE
 from tui_agent.domain.models import Run, Step, StepKind, StepStatus
-from tui_agent.engine.conversation import build_messages, newest_compaction
+from tui_agent.engine.conversation import build_messages, newest_compaction, unheard_messages
 
 CHARS_PER_TOKEN = 4
 SYSTEM_TOKENS = "system_tokens"  # a reply's payload: the estimated system message it was sent
@@ -67,10 +67,12 @@ class Compaction:
 
 def plan_compaction(
     run: Run, window: list[Step], tools: list[dict[str, Any]], limit: int
-) -> Compaction:
+) -> Compaction | None:
     """Fold everything but the newest turns that fit in KEEP_SHARE of `limit`. A turn starts
     at a model reply (its calls and their results follow it), so a cut never separates a
-    call from its result; it always folds past the newest compaction."""
+    call from its result; it always folds past the newest compaction, and never a person's
+    message the model has not answered yet (unless nothing else is left to fold). None:
+    there is nothing to fold."""
     previous = newest_compaction(window)
     floor = previous.seq if previous is not None else 0
     starts = [s.seq for s in window if s.kind is StepKind.LLM and s.seq > floor]
@@ -84,13 +86,19 @@ def plan_compaction(
         if estimate_tokens(build_messages(run, kept)[2:]) > room:
             break
         kept_from = start
+    last = window[-1].seq if window else 0
     if kept_from is None:  # not even the newest turn fits beside the rest: fold it all
-        through = window[-1].seq
+        through = last
     elif kept_from == starts[0]:  # all since the last compaction fits: fold its oldest turn
-        through = starts[1] - 1 if len(starts) > 1 else window[-1].seq
+        through = starts[1] - 1 if len(starts) > 1 else last
     else:
         through = kept_from - 1
+    unheard = [m.seq for m in unheard_messages(window)]
+    if unheard and unheard[0] <= through and unheard[0] - 1 > floor:
+        through = unheard[0] - 1  # the model reads it as it was said
     folded = [s for s in window if s.seq <= through and s.kind is not StepKind.COMPACTION]
+    if not folded:
+        return None
     payload = _payload(previous, folded, through, int(free * SUMMARY_SHARE))
     after = build_messages(run, [s for s in window if s.seq > through])
     payload["tokens_after"] = (

@@ -330,7 +330,7 @@ class RunWorker:
             if size <= limit:
                 return messages
             plan = plan_compaction(self.run_obj, self.steps, tools, limit)
-            if plan.payload["tokens_after"] >= size:
+            if plan is None or plan.payload["tokens_after"] >= size:
                 break  # folding more would not make it smaller: say so instead
             payload = {**plan.payload, "tokens_before": size, "limit": limit}
             self.journal.record_compaction(self.run_id, payload, self.take_wall())
