@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from platformdirs import user_data_dir
 
+from tui_agent.domain.compaction import MIN_CONTEXT_TOKENS
 from tui_agent.domain.errors import TuiAgentError
 from tui_agent.domain.models import Budget, Risk
 
@@ -325,10 +326,14 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
         return value.lower()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"config.toml: {name} must be a number")
-    if annotation == "int" and not isinstance(value, int):
+    if annotation.split(" |")[0] == "int" and not isinstance(value, int):
         raise ConfigError(f"config.toml: {name} must be a whole number")
     if name in _POSITIVE and value <= 0:
         raise ConfigError(f"config.toml: {name} must be greater than 0")
+    if name == "max_context_tokens" and value < MIN_CONTEXT_TOKENS:
+        raise ConfigError(
+            f"config.toml: max_context_tokens must be at least {MIN_CONTEXT_TOKENS}, not {value}"
+        )
     if value < 0:
         raise ConfigError(f"config.toml: {name} must not be negative")
     return value

@@ -148,6 +148,8 @@ def test_newer_schema_is_refused(home: Home) -> None:
         ("max_concurrent_runs = 0", "must be greater than 0"),
         ("max_concurrent_runs = 'four'", "must be a number"),
         ("colour = 'red'", "unknown setting 'colour'"),
+        ("max_context_tokens = 200", "max_context_tokens must be at least 1000, not 200"),
+        ("max_context_tokens = 1200.5", "max_context_tokens must be a whole number"),
         ("synchronous = 'sometimes'", 'must be "full" or "normal"'),
         ("lease_s = 1\nheartbeat_s = 2", "heartbeat_s (2) must be shorter than lease_s (1)"),
     ],

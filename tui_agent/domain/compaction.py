@@ -17,6 +17,9 @@ _HEADER_RE = re.compile(r"compacted by tui-agent: steps \d+ to \d+ \((\d+) repli
 REPLY_LINE = "- step {seq}, the model: "
 _REPLY_RE = re.compile(r"^- step \d+, the model: (.*)$")
 _TOOL_RE = re.compile(r"^- step \d+, (\w+)\((.*)\) → (\w+): (.*)$")
+# Below this a request cannot hold the system prompt, the tools' descriptions (about 500
+# tokens), the goal and a compaction's summary.
+MIN_CONTEXT_TOKENS = 1000
 NEWLINE = " | "  # a folded text's line breaks, so each step keeps one line
 
 
