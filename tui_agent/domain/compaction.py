@@ -52,8 +52,10 @@ def folded(messages: list[dict[str, Any]]) -> Folded:
 def compaction_line(step: Step) -> str:
     """What a compaction did, in a line: the steps folded and the request's size."""
     p = step.payload
+    through = p.get("through_seq", "?")
+    first = p.get("from_seq", 1)
     return (
-        f"compacted steps 1 to {p.get('through_seq', '?')}: about "
+        f"folded steps {first} to {through} into the summary: about "
         f"{p.get('tokens_before', 0):,} → {p.get('tokens_after', 0):,} tokens "
         f"(limit {p.get('limit', 0):,})"
     )

@@ -128,6 +128,7 @@ def _payload(
     return {
         "summary": "\n".join([header, "What was done and found:", *shown, *lines, KEPT]),
         "through_seq": through,
+        "from_seq": folded[0].seq if folded else through,  # the steps new to this summary
         "replies": replies,
         "tool_calls": calls,
         "lines": lines,

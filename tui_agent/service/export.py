@@ -84,6 +84,11 @@ def run_markdown(view: RunView, data: dict[str, Any]) -> str:
         f"- **Usage:** {usage['steps']} of {budget['max_steps']} steps, "
         f"{usage['llm_tokens']:,} of {budget['max_llm_tokens']:,} tokens, "
         f"{usage['wall_time_s']:.1f} of {budget['max_wall_time_s']:g} s",
+        *(
+            [f"- **Context:** at most {budget['max_context_tokens']:,} tokens a request"]
+            if budget.get("max_context_tokens")
+            else []
+        ),
         f"- **Id:** `{run.id}`",
         *(
             [f"- **Forked from:** run `{origin['run']}` at step {origin['step']}"]
