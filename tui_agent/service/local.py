@@ -1,4 +1,7 @@
-"""The service over a local store and supervisor: validation lives here, once, for CLI and UI."""
+"""The service over a local store and supervisor, for CLI, UI, HTTP API and MCP alike.
+
+Input is checked once, here, with the checks of `validation.py`; the operations on whole
+runs (fork, say, prune, statistics) are its mixin `operations.RunOperations`."""
 
 from __future__ import annotations
 
@@ -21,12 +24,10 @@ from tui_agent.domain.models import (
     Approval,
     Event,
     Policy,
-    Risk,
     Run,
     RunSpec,
     RunStatus,
     Step,
-    parsed_arguments,
 )
 from tui_agent.domain.reason import run_reason
 from tui_agent.engine.preflight import run_obstacle
@@ -34,12 +35,20 @@ from tui_agent.files import write_atomically
 from tui_agent.live import LiveOutput, read_live
 from tui_agent.llm.factory import default_model
 from tui_agent.service.api import (
-    Histogram,
     RunDelta,
     RunView,
     StartRequest,
-    StatsSeries,
     SupervisorState,
+)
+from tui_agent.service.operations import RunOperations
+from tui_agent.service.validation import (
+    MAX_GOAL_CHARS,
+    MAX_REASON_CHARS,
+    RISKS,
+    check_callback_url,
+    check_context_limit,
+    check_positive,
+    check_storable_text,
 )
 from tui_agent.settings import QUEUE_NAME, Settings, ensure_private_dir
 from tui_agent.store.db import Database, check_database_file
@@ -53,54 +62,6 @@ if TYPE_CHECKING:
     from tui_agent.store.copy import CopyReport
     from tui_agent.store.run_store import RunStore
 
-MAX_GOAL_CHARS = 20_000
-MAX_MESSAGE_CHARS = 20_000
-MAX_REASON_CHARS = 2_000
-
-
-def _storable_text(name: str, value: str | None) -> None:
-    """Text a store can keep and a terminal can show: no NUL, no lone surrogate (JSON's
-    `\\ud800` decodes to one; it cannot be written as UTF-8)."""
-    if value is None:
-        return
-    if "\x00" in value:
-        raise BadInput(f"{name} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadInput(f"{name} contains characters that are not valid text") from None
-
-
-RISKS = [r.value for r in Risk]
-
-
-# Far beyond any real run, yet small enough that no budget sum can overflow SQLite's integers.
-BUDGET_CEILINGS = {
-    "--max-steps": 1_000_000,
-    "--max-tokens": 10**12,
-    "--max-wall-time": 10**8,
-    "--max-context-tokens": 10**8,
-}
-# Below this a request cannot hold the system prompt, the tools' descriptions (about 500
-# tokens), the goal and a compaction's summary.
-MIN_CONTEXT_TOKENS = 1000
-
-
-def _context_limit(value: int | None) -> None:
-    _positive("--max-context-tokens", value)
-    if value is not None and value < MIN_CONTEXT_TOKENS:
-        raise BadInput(f"--max-context-tokens must be at least {MIN_CONTEXT_TOKENS}, not {value}")
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if value != value or value <= 0:
-        raise BadInput(f"{name} must be greater than 0, not {value:g}")
-    if value > BUDGET_CEILINGS[name]:
-        raise BadInput(f"{name} must be at most {BUDGET_CEILINGS[name]:,}, not {value:,}")
-
-
 DEMO_README = """# The demo workspace
 
 The offline `demo` model works here when a run names no workspace, so it never writes into
@@ -109,7 +70,7 @@ your own files. It lists this folder, reads this file, and asks to write a summa
 """
 
 
-class LocalService:
+class LocalService(RunOperations):
     """Reads go through `Reader` (plain sqlite3); the writing store (SQLAlchemy and
     SQLModel, the slowest imports of a start) opens on the first write or `warm_up()`."""
 
@@ -200,7 +161,7 @@ class LocalService:
             ("--queue", request.queue),
             ("--callback-url", request.callback_url),
         ):
-            _storable_text(name, value)
+            check_storable_text(name, value)
         goal = request.goal.strip()
         if not goal:
             raise BadInput("the goal must not be empty")
@@ -221,10 +182,10 @@ class LocalService:
         model = (request.model or default_model()).strip()
         if not model or any(c.isspace() for c in model):
             raise BadInput(f"model name {request.model!r} is not valid")
-        _positive("--max-steps", request.max_steps)
-        _positive("--max-tokens", request.max_llm_tokens)
-        _positive("--max-wall-time", request.max_wall_time_s)
-        _context_limit(request.max_context_tokens)
+        check_positive("--max-steps", request.max_steps)
+        check_positive("--max-tokens", request.max_llm_tokens)
+        check_positive("--max-wall-time", request.max_wall_time_s)
+        check_context_limit(request.max_context_tokens)
         for risk in request.auto_approve:
             if risk not in RISKS:
                 raise BadInput(f"--auto-approve takes one of {', '.join(RISKS)}, not {risk!r}")
@@ -233,7 +194,7 @@ class LocalService:
             raise BadInput(f"--sandbox takes one of {', '.join(SANDBOX_MODES)}, not {sandbox!r}")
         if request.key is not None and not request.key.strip():
             raise BadInput("--key must not be empty")
-        callback_url = _check_callback_url(request.callback_url)
+        callback_url = check_callback_url(request.callback_url)
         queue = "default" if request.queue is None else request.queue
         if not QUEUE_NAME.fullmatch(queue):
             raise BadInput(
@@ -435,154 +396,8 @@ class LocalService:
     def events_since(self, run_id: str, after_id: int) -> list[Event]:
         return self.reader.events(run_id, after_id=after_id)
 
-    def fork(self, run_id: str, at: int, request: StartRequest) -> tuple[Run, list[dict[str, Any]]]:
-        """A new queued run from step `at` of `run_id` (which is only read), with the
-        request's goal, model, workspace, budgets, auto-approve and sandbox where given
-        (else the original's; an empty goal keeps it). Returns it and the risky calls
-        recorded after `at`, which it will have to have approved again (approvals are
-        never copied)."""
-        from tui_agent.store.fork import fork_run
-
-        spec = self._fork_spec(self.get_run(run_id), request)
-        run, _ = fork_run(self.db, run_id, at, spec, uuid.uuid4().hex)
-        again = self._will_ask_again(run_id, at, spec.policy)
-        self._kick_supervisor()
-        return run, again
-
-    def fork_preview(
-        self, run_id: str, at: int, request: StartRequest | None = None
-    ) -> list[dict[str, Any]]:
-        """What `fork` with these arguments would return as `will_ask_again`, writing
-        nothing; the same BadInput as `fork` where it would refuse."""
-        from tui_agent.store.fork import fork_point
-
-        source = fork_point(self.reader, run_id, at)
-        spec = self._fork_spec(source, request or StartRequest(goal=""))
-        return self._will_ask_again(run_id, at, spec.policy)
-
-    def _fork_spec(self, source: Run, request: StartRequest) -> RunSpec:
-        """The fork's spec: the request's values where given, else the original's."""
-        if source.policy.problem and not (request.auto_approve or request.sandbox):
-            raise BadInput(
-                f"run {source.id[:8]}'s recorded policy cannot be read "
-                f"({source.policy.problem}); give the fork its own (--auto-approve RISK, "
-                "--sandbox MODE)"
-            )
-        auto = request.auto_approve or tuple(
-            r for r in RISKS if r not in source.policy.approval_risks
-        )
-        spec = self.build_spec(
-            replace(
-                request,
-                goal=request.goal or source.goal,
-                workspace=request.workspace or source.workspace,
-                model=request.model or source.model,
-                auto_approve=auto,
-                sandbox=request.sandbox or source.policy.sandbox,
-                queue=request.queue or source.queue,
-                key=None,
-            )
-        )
-        budget = replace(
-            source.budget,
-            **{
-                k: v
-                for k, v in (
-                    ("max_steps", request.max_steps),
-                    ("max_llm_tokens", request.max_llm_tokens),
-                    ("max_wall_time_s", request.max_wall_time_s),
-                    ("max_context_tokens", request.max_context_tokens),
-                )
-                if v is not None
-            },
-        )
-        return replace(spec, budget=budget)
-
-    def _will_ask_again(self, run_id: str, at: int, policy: Policy) -> list[dict[str, Any]]:
-        """The risky calls recorded after step `at` that a run of `policy` must have
-        approved again if its model makes them."""
-        from tui_agent.tools.builtin import builtin_registry
-
-        registry = builtin_registry()
-        steps = self.reader.steps(run_id)
-        # The calls the last copied reply asked for and no copied step answered: the fork
-        # makes them first (the original may not have recorded them yet: it waits).
-        replies = [s for s in steps if s.kind.value == "llm" and s.seq <= at]
-        open_calls: dict[str, tuple[int, str, Any]] = {}
-        if replies:
-            answered = {s.call_id for s in steps if s.seq <= at and s.llm_seq == replies[-1].seq}
-            for c in replies[-1].payload.get("tool_calls", []):
-                if c.get("id") not in answered:
-                    open_calls[c.get("id")] = (replies[-1].seq, c.get("name"), c.get("arguments"))
-        found = [(seq, name, parsed_arguments(a)) for seq, name, a in open_calls.values()]
-        for step in steps:
-            if step.kind.value == "tool" and step.seq > at and step.call_id not in open_calls:
-                found.append((step.seq, step.tool, step.parsed_arguments()))
-        again = []
-        for seq, name, arguments in found:
-            tool = registry.get(name or "")
-            if tool is not None and policy.needs_approval(tool.name, tool.risk.value):
-                again.append(
-                    {"seq": seq, "tool": tool.name, "arguments": arguments, "risk": tool.risk.value}
-                )
-        return again
-
-    def prune(
-        self, *, older_than_days: float | None, statuses: list[str], dry_run: bool
-    ) -> dict[str, int]:
-        """Delete final runs older than that many days (default: `retention_days`)."""
-        from tui_agent.domain.models import FINAL_STATUSES
-        from tui_agent.store.prune import prune_runs
-
-        days = older_than_days if older_than_days is not None else self.settings.retention_days
-        if days is None:
-            raise BadInput("give --older-than DAYS (or set retention_days in config.toml)")
-        if days != days or days < 0:
-            raise BadInput(f"--older-than must be 0 or more days, not {days:g}")
-        final = sorted(s.value for s in FINAL_STATUSES)
-        for status in statuses:
-            if status not in final:
-                raise BadInput(f"only final runs are pruned ({', '.join(final)}), not {status!r}")
-        report = prune_runs(
-            self.db,
-            cutoff=self.now() - days * 86400,
-            statuses=tuple(statuses or final),
-            dry_run=dry_run,
-        )
-        return report.to_dict()
-
     def run_marks(self, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         return self.reader.run_marks(run_ids)
-
-    def stats(self, since_days: float | None = None) -> dict[str, Any]:
-        from tui_agent.store.stats import store_stats
-
-        since = None if since_days is None else self.now() - since_days * 86400
-        return store_stats(self.reader, since)
-
-    def stats_series(self, run_id: str | None = None, *, days: int = 14) -> StatsSeries:
-        from tui_agent.store.stats import day_starts, stats_series
-
-        if not 1 <= days <= 366:
-            raise BadInput(f"the statistics cover 1 to 366 days, not {days}")
-        data = stats_series(self.reader, day_starts(self.now(), days), run_id)
-        run = data["run"]
-        return StatsSeries(
-            run_id=run_id,
-            run_points=tuple((float(t), int(n), int(k)) for t, n, k in run["points"])
-            if run
-            else (),
-            run_duration_s=_histogram(data["run_duration_s"]),
-            llm_latency_s=_histogram(data["llm_latency_s"]),
-            day_starts=tuple(data["runs_per_day"]["days"]),
-            runs_per_day={k: tuple(v) for k, v in data["runs_per_day"]["by_status"].items()},
-            run_gone=bool(run) and not run["points"],  # a run that exists starts at (0, 0, 0)
-        )
-
-    def metric_figures(self) -> dict[str, Any]:
-        from tui_agent.store.stats import metric_figures
-
-        return metric_figures(self.reader)
 
     def api_token(self) -> str:
         from tui_agent.api_token import api_token
@@ -612,7 +427,7 @@ class LocalService:
         return approval
 
     def deny(self, run_id: str, *, reason: str | None = None) -> Approval:
-        _storable_text("the reason", reason)
+        check_storable_text("the reason", reason)
         if reason is not None and len(reason) > MAX_REASON_CHARS:
             raise BadInput(f"the reason is longer than {MAX_REASON_CHARS:,} characters")
         approval = self.store.decide_approval(
@@ -633,10 +448,10 @@ class LocalService:
         max_wall_time_s: float | None = None,
         max_context_tokens: int | None = None,
     ) -> Run:
-        _positive("--max-steps", max_steps)
-        _positive("--max-tokens", max_llm_tokens)
-        _positive("--max-wall-time", max_wall_time_s)
-        _context_limit(max_context_tokens)
+        check_positive("--max-steps", max_steps)
+        check_positive("--max-tokens", max_llm_tokens)
+        check_positive("--max-wall-time", max_wall_time_s)
+        check_context_limit(max_context_tokens)
         run = self.get_run(run_id)
         if run.resumable:  # (any other status is told so by the store, in its words)
             self._check_can_go_on(run)
@@ -649,28 +464,6 @@ class LocalService:
         )
         self._kick_supervisor()
         return run
-
-    def say(self, run_id: str, text: str) -> tuple[Run, int]:
-        """Add a person's message to the run (a `user` step); returns the run as it now
-        stands and the step's seq. A completed run continues with it (checked first, as
-        a resume is); any other run that is not final sees it at its next model call (a
-        paused or waiting one once a person lets it go on). Failed and cancelled runs take
-        none."""
-        from tui_agent.store.messages import add_message
-
-        _storable_text("the message", text)
-        text = text.strip()
-        if not text:
-            raise BadInput("the message must not be empty")
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise BadInput(f"the message is longer than {MAX_MESSAGE_CHARS:,} characters")
-        run = self.get_run(run_id)
-        if run.status is RunStatus.COMPLETED:
-            self._check_can_go_on(run)
-        run, seq = add_message(self.db, run_id, text, self.who)
-        if run.status is RunStatus.QUEUED:
-            self._kick_supervisor()
-        return run, seq
 
     def resolve(self, run_id: str, choice: str) -> Run:
         if choice in ("retry", "skip"):
@@ -756,36 +549,6 @@ class LocalService:
             return copy_store(self.db, target)
         finally:
             target.dispose()
-
-
-MAX_URL_CHARS = 2048
-
-
-def _check_callback_url(url: str | None) -> str | None:
-    """An absolute http(s) URL with a host, or nothing (checked before anything is written)."""
-    if url is None:
-        return None
-    from urllib.parse import urlsplit
-
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or len(url) > MAX_URL_CHARS
-        or any(c.isspace() for c in url)
-    ):
-        raise BadInput(f"--callback-url must be an http:// or https:// URL, not {url[:80]!r}")
-    return url
-
-
-def _histogram(data: dict[str, list[Any]]) -> Histogram:
-    return Histogram(bounds=tuple(data["bounds"]), counts=tuple(data["counts"]))
 
 
 def _username() -> str:
