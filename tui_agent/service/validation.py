@@ -3,6 +3,7 @@ before anything is written; `LocalService` and its run operations share them."""
 
 from __future__ import annotations
 
+from tui_agent.domain.compaction import MIN_CONTEXT_TOKENS
 from tui_agent.domain.errors import BadInput
 from tui_agent.domain.models import Risk
 
@@ -34,9 +35,6 @@ BUDGET_CEILINGS = {
     "--max-wall-time": 10**8,
     "--max-context-tokens": 10**8,
 }
-# Below this a request cannot hold the system prompt, the tools' descriptions (about 500
-# tokens), the goal and a compaction's summary.
-MIN_CONTEXT_TOKENS = 1000
 
 
 def check_context_limit(value: int | None) -> None:
