@@ -339,8 +339,9 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     return value
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Settings for this home; a malformed config.toml is one clear ConfigError."""
+def load_settings(env: dict[str, str] | None = None, *, read_config: bool = True) -> Settings:
+    """Settings for this home; a malformed config.toml is one clear ConfigError. Without
+    `read_config`, the defaults (what stopping a supervisor needs, whatever the file says)."""
     env = dict(os.environ) if env is None else env
     home = home_from_env(env)
     url = env.get("TUI_AGENT_DB_URL", "")
@@ -352,7 +353,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         node=(env.get("TUI_AGENT_NODE") or _node_name(home)) if postgres_url(url) else "",
     )
     path = settings.config_path
-    if not path.exists():
+    if not read_config or not path.exists():
         return settings
     try:
         if path.stat().st_mode & 0o077:

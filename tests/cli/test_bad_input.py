@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 
 import pytest
 
 from tests.conftest import Home
+from tui_agent.supervisor.lock import pid_alive
 
 
 def _one_line(stderr: str) -> None:
@@ -159,6 +161,21 @@ def test_corrupt_config_is_one_clear_line(home: Home, config: str, message: str)
     proc = home.cli("ls")
     assert proc.returncode == 2 and message in proc.stderr
     _one_line(proc.stderr)
+
+
+def test_a_broken_config_still_lets_the_supervisor_be_stopped(home: Home) -> None:
+    """The way out of a bad edit: `supervisor status` and `stop` work (and say what is
+    wrong); everything else refuses in one line."""
+    home.cli("supervisor", "start", check=True)
+    home.configure("max_steps = 'lots'")
+    status = home.cli("supervisor", "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
+    assert "max_steps must be a number (ignored for `supervisor status`)" in status.stderr
+    stopped = home.cli("supervisor", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert home.supervisor_pid() is None or not pid_alive(home.supervisor_pid() or 0)
+    refused = home.cli("ls")
+    assert refused.returncode == 2 and "max_steps must be a number" in refused.stderr
 
 
 def test_ls_with_nothing_to_list_says_so_and_version_prints(home: Home) -> None:

@@ -19,7 +19,7 @@ from tui_agent.cli.output import step_line
 from tui_agent.cli.parser import build_parser
 from tui_agent.cli.supervisor import cmd_supervisor
 from tui_agent.domain.errors import BadInput, TuiAgentError
-from tui_agent.settings import Settings, load_settings
+from tui_agent.settings import ConfigError, Settings, load_settings
 
 __all__ = ["build_parser", "main", "step_line"]
 
@@ -27,7 +27,7 @@ __all__ = ["build_parser", "main", "step_line"]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = _settings_for(args)
         return _dispatch(args, settings)
     except TuiAgentError as exc:
         sys.stderr.write(f"tui-agent: {exc}\n")
@@ -40,6 +40,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         sys.stderr.write(f"tui-agent: {exc.strerror or exc}{where}\n")
         return 1
+
+
+def _settings_for(args: argparse.Namespace) -> Settings:
+    """A broken config.toml refuses every command but stopping or asking after the running
+    supervisor: those are how a person gets out of it (they need only the home)."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        if args.command != "supervisor" or args.action not in ("stop", "status"):
+            raise
+        sys.stderr.write(f"tui-agent: {exc} (ignored for `supervisor {args.action}`)\n")
+        return load_settings(read_config=False)
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
