@@ -126,7 +126,12 @@ def cmd_show(service: Any, args: argparse.Namespace) -> int:
         f"goal: {run.goal}",
         f"model: {run.model}   workspace: {run.workspace}",
         f"budget: steps {u.steps}/{b.max_steps}, tokens {u.llm_tokens}/{b.max_llm_tokens}, "
-        f"wall {u.wall_time_s:.1f}/{b.max_wall_time_s:g}s",
+        f"wall {u.wall_time_s:.1f}/{b.max_wall_time_s:g}s"
+        + (
+            f", context at most {b.max_context_tokens:,} tokens a request"
+            if b.max_context_tokens
+            else ""
+        ),
     ]
     origin = forked_from(view)
     if origin:
