@@ -734,6 +734,33 @@ async def test_focusing_the_timeline_shows_the_newest_step_and_each_arrow_moves_
         assert timeline.step_under_cursor() == seqs[-3]
 
 
+async def test_o_opens_the_step_under_the_cursor_in_full(make_app: Any, home: Home) -> None:
+    """A row shows one line of a step; `o` shows all of it, wrapped (a stranger could not
+    read a whole reply or result in the app)."""
+    from textual.widgets import Static
+
+    from tui_agent.ui.screens.dialogs import CallScreen
+
+    _, shown = _completed_demo_run(home)
+    read = next(s for s in shown["steps"] if s.get("tool") == "write_file" and s["kind"] == "tool")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.run_status == "completed", what="selection")
+        timeline = app.query_one(Timeline)
+        timeline.focus()
+        await pilot.pause()
+        while timeline.step_under_cursor() != read["seq"]:
+            await pilot.press("up")
+        await pilot.press("o")
+        await until(pilot, lambda: isinstance(app.screen, CallScreen), what="the step's screen")
+        body = "\n".join(str(w.render()) for w in app.screen.query(Static))
+        assert f"Step {read['seq']}" in body and "write_file" in body
+        assert "Written by the tui-agent demo model" in body  # the end of a long argument
+        assert read["result"] in body
+        await pilot.press("escape")
+        await until(pilot, lambda: len(app.screen_stack) == 1, what="back to the run")
+
+
 async def test_the_fork_form_follows_its_step_field_and_escape_writes_nothing(
     make_app: Any, home: Home
 ) -> None:

@@ -96,8 +96,9 @@ def step_label(step: Step) -> str:
     return f"#{step.seq:<3} you  (no budget step) {decision} {step.tool}{always} by {who}{why}"
 
 
-def step_details(step: Step) -> list[str]:
-    """The lines shown when a step is expanded."""
+def step_details(step: Step, result_lines: int | None = 20) -> list[str]:
+    """The lines shown when a step is expanded (a tool's result cut to `result_lines`;
+    None: whole, for the step's own screen)."""
     lines: list[str] = []
     if step.kind is StepKind.LLM:
         if step.payload.get("content"):
@@ -112,10 +113,10 @@ def step_details(step: Step) -> list[str]:
         lines.append("arguments: " + _pretty(step.parsed_arguments()))
         if step.result is not None:
             result = step.result.splitlines() or [""]
-            shown = result[:20]
+            shown = result if result_lines is None else result[:result_lines]
             lines += ["result:"] + [f"  {line}" for line in shown]
-            if len(result) > 20:
-                lines.append(f"  … {len(result) - 20} more lines")
+            if len(result) > len(shown):
+                lines.append(f"  … {len(result) - len(shown)} more lines (o shows them all)")
         if step.artifact_id:
             lines.append(f"artifact: {step.artifact_id}")
     elif step.kind is StepKind.USER:

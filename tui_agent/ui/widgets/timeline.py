@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -14,6 +15,15 @@ MAX_SHOWN = 500  # a run with 10,000 steps shows its latest ones; `show` has the
 
 
 class Timeline(Tree[str]):
+    BINDINGS = [
+        Binding(
+            "o",
+            "open_step",
+            "Open step",
+            tooltip="The step under the cursor in full, wrapped (a row shows one line)",
+        ),
+    ]
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__("steps", **kwargs)  # type: ignore[arg-type]
         self.show_root = False
@@ -44,6 +54,20 @@ class Timeline(Tree[str]):
         node = self._step_nodes.get(self.last_seq)
         if self.cursor_line < 0 and node is not None:
             self.move_cursor(node, animate=False)
+
+    def action_open_step(self) -> None:
+        """Replies, arguments, results and summaries are longer than a row: read them here."""
+        from tui_agent.ui.screens.dialogs import CallScreen
+
+        seq = self.step_under_cursor()
+        step = self._steps.get(seq) if seq is not None else None
+        if step is None:
+            return
+        title = f"[b]Step {step.seq}[/b]: {step.kind.value}" + (
+            f" {step.tool} \\[{step.status.value}]" if step.tool else ""
+        )
+        body = "\n".join(step_details(step, result_lines=None))
+        self.app.push_screen(CallScreen(title, body, decidable=False))
 
     def reset(self) -> None:
         self.clear()
