@@ -55,6 +55,12 @@ class Timeline(Tree[str]):
         if self.cursor_line < 0 and node is not None:
             self.move_cursor(node, animate=False)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Not while a dialog covers the run (the footer beneath it must not offer it)."""
+        if action == "open_step":
+            return self.screen is self.app.screen and self.last_seq > 0
+        return True
+
     def action_open_step(self) -> None:
         """Replies, arguments, results and summaries are longer than a row: read them here."""
         from tui_agent.ui.screens.dialogs import CallScreen
