@@ -78,6 +78,7 @@ async def test_tools_and_resources_are_listed(home: Home) -> None:
         tools = {t.name: t for t in (await session.list_tools()).tools}
         assert {"start_run", "get_run", "approve", "deny", "cancel", "say"} <= set(tools)
         assert tools["start_run"].inputSchema["required"] == ["goal"]
+        assert all("\n    " not in (t.description or "") for t in tools.values())
         assert tools["get_run"].annotations and tools["get_run"].annotations.readOnlyHint
         assert tools["cancel"].annotations and tools["cancel"].annotations.destructiveHint
         resources = [str(r.uri) for r in (await session.list_resources()).resources]

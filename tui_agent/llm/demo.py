@@ -48,7 +48,11 @@ class DemoClient:
         said = _said(messages)
         new = _trailing_users(messages)[-len(said) :] if said else []
         if new:
-            content, calls = _note(new, len(said))
+            # Numbered after those already noted in the state (a compaction may have folded
+            # the earlier messages out of the conversation, never out of the facts).
+            system = str(messages[0].get("content") or "") if messages else ""
+            noted = system.count('"key": "message ')
+            content, calls = _note(new, noted + len(new))
         else:
             # The script's own turns: the replies noting a message are not among them.
             script = [m for m in messages if not _noting(m)]
@@ -123,7 +127,7 @@ class DemoClient:
             body = (
                 f"# Demo summary\n\nGoal: {goal}\n\nThe workspace holds {len(files)} file(s)"
                 + (f"; the first is `{files[0]}`" if files else "")
-                + ".\n\nWritten by the tui-agent demo model after your approval.\n"
+                + ".\n\nWritten by the tui-agent demo model.\n"
             )
             return (
                 f"I'd like to save a short summary as {SUMMARY_FILE}.",

@@ -12,6 +12,7 @@ descriptor 1 at stderr, so a stray print (or a child process) can never corrupt 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -104,6 +105,14 @@ def create_server(service: AgentService) -> FastMCP:
     server = _Server("tui-agent", instructions=INSTRUCTIONS, log_level="WARNING")
     server._mcp_server.version = __version__  # the SDK would name its own version
 
+    def tool(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """`server.tool` with the docstring as a client shows it (no source indentation)."""
+
+        def register(fn: Callable[..., Any]) -> Any:
+            return server.tool(description=inspect.cleandoc(fn.__doc__ or ""), **options)(fn)
+
+        return register
+
     async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await to_thread.run_sync(lambda: fn(*args, **kwargs))
 
@@ -147,7 +156,7 @@ def create_server(service: AgentService) -> FastMCP:
     async def run_state(run: str) -> str:
         return _dumps(await call(state_of, run))
 
-    @server.tool()
+    @tool()
     async def start_run(
         goal: str,
         workspace: str | None = None,
@@ -181,12 +190,12 @@ def create_server(service: AgentService) -> FastMCP:
 
         return await call(start)
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    @tool(annotations=ToolAnnotations(readOnlyHint=True))
     async def get_run(run: str) -> dict[str, Any]:
         """The run as `tui-agent show --json` prints it (RUN: the id or a unique prefix)."""
         return await call(lambda: show(service.resolve_ref(run)))
 
-    @server.tool()
+    @tool()
     async def approve(run: str, always: bool = False) -> dict[str, Any]:
         """Approve the run's pending tool call; `always` approves that tool for the rest of
         the run. Returns the run."""
@@ -198,7 +207,7 @@ def create_server(service: AgentService) -> FastMCP:
 
         return await call(decide)
 
-    @server.tool()
+    @tool()
     async def deny(run: str, reason: str | None = None) -> dict[str, Any]:
         """Deny the run's pending tool call (the model is told, with `reason` if given).
         Returns the run."""
@@ -210,7 +219,7 @@ def create_server(service: AgentService) -> FastMCP:
 
         return await call(decide)
 
-    @server.tool(annotations=ToolAnnotations(destructiveHint=True, idempotentHint=True))
+    @tool(annotations=ToolAnnotations(destructiveHint=True, idempotentHint=True))
     async def cancel(run: str) -> dict[str, Any]:
         """Cancel the run (a run under way stops at its next step). Returns the run."""
 
@@ -221,7 +230,7 @@ def create_server(service: AgentService) -> FastMCP:
 
         return await call(decide)
 
-    @server.tool()
+    @tool()
     async def say(run: str, text: str) -> dict[str, Any]:
         """A follow-up or steering message: a completed run continues with it, one under way
         sees it at its next model call. Returns the run with the message's `message_seq`."""
