@@ -10,12 +10,12 @@ from typing import Any
 
 from tui_agent.cli.exit_codes import EXIT_OK
 from tui_agent.cli.output import print_json
+from tui_agent.cli.parser import start_request
 from tui_agent.domain.errors import BadInput
 from tui_agent.domain.reason import describe_call
 
 
 def cmd_fork(service: Any, args: argparse.Namespace) -> int:
-    from tui_agent.service.api import StartRequest
     from tui_agent.service.views import run_json
 
     source = service.resolve_ref(args.run)
@@ -24,17 +24,7 @@ def cmd_fork(service: Any, args: argparse.Namespace) -> int:
     run, again = service.fork(
         source,
         args.from_step,
-        StartRequest(
-            goal=args.goal or "",
-            workspace=args.workspace,
-            model=args.model,
-            max_steps=args.max_steps,
-            max_llm_tokens=args.max_tokens,
-            max_wall_time_s=args.max_wall_time,
-            max_context_tokens=args.max_context_tokens,
-            auto_approve=tuple(args.auto_approve),
-            sandbox=args.sandbox,
-        ),
+        start_request(args, args.goal or ""),
     )
     if args.json:
         data = run_json(service.run_view(run.id))  # with its forked_from

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tui_agent.cli.exit_codes import EXIT_BAD_INPUT
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus
@@ -279,3 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("--json", action="store_true")
     return parser
+
+
+def start_request(args: argparse.Namespace, goal: str, **more: Any) -> Any:
+    """A StartRequest of what `_run_options` parsed (`run` and `fork` take the same), with
+    the command's own fields in `more`."""
+    from tui_agent.service.api import StartRequest
+
+    return StartRequest(
+        goal=goal,
+        workspace=args.workspace,
+        model=args.model,
+        max_steps=args.max_steps,
+        max_llm_tokens=args.max_tokens,
+        max_wall_time_s=args.max_wall_time,
+        max_context_tokens=args.max_context_tokens,
+        auto_approve=tuple(args.auto_approve),
+        sandbox=args.sandbox,
+        **more,
+    )

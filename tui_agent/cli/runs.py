@@ -17,28 +17,17 @@ from tui_agent.cli.output import (
     status_line,
     step_line,
 )
+from tui_agent.cli.parser import start_request
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus
 from tui_agent.domain.reason import message_fate
 
 
 def cmd_run(service: Any, args: argparse.Namespace) -> int:
-    from tui_agent.service.api import StartRequest
     from tui_agent.service.views import run_json
 
     run, created = service.start_run(
-        StartRequest(
-            goal=args.goal,
-            workspace=args.workspace,
-            model=args.model,
-            max_steps=args.max_steps,
-            max_llm_tokens=args.max_tokens,
-            max_wall_time_s=args.max_wall_time,
-            max_context_tokens=args.max_context_tokens,
-            auto_approve=tuple(args.auto_approve),
-            key=args.key,
-            sandbox=args.sandbox,
-            queue=args.queue,
-            callback_url=args.callback_url,
+        start_request(
+            args, args.goal, key=args.key, queue=args.queue, callback_url=args.callback_url
         )
     )
     if not args.wait:
