@@ -68,6 +68,8 @@ def test_the_cut_falls_between_turns_and_keeps_the_newest_ones() -> None:
     assert summary.startswith("Earlier work, compacted by tui-agent: steps 1 to ")
     assert "- step 1, the model: reply 1 (calls list_dir)" in summary
     assert "- step 2, list_dir({}) → ok: file.txt (1 bytes) | file.txt" in summary
+    assert "Kept from the agent state" in summary and "- open questions:" in summary
+    assert set(plan.payload["state"]) == {"plan", "facts", "open_questions", "artifacts"}
     # The request after it: the summary in the system message, then the kept turns.
     after = build_messages(run, [*window, _compaction(41, plan.payload)])
     assert "compacted by tui-agent" in after[0]["content"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_agent.domain.compaction import HEADER, NEWLINE, REPLY_LINE
-from tui_agent.domain.models import Run, Step, StepKind, StepStatus
+from tui_agent.domain.models import AgentState, Run, Step, StepKind, StepStatus
 from tui_agent.engine.conversation import build_messages, newest_compaction, unheard_messages
 
 CHARS_PER_TOKEN = 4
@@ -27,9 +27,8 @@ SYSTEM_TOKENS = "system_tokens"  # a reply's payload: the estimated system messa
 KEEP_SHARE = 0.5  # the newest turns kept as they were: at most this share of the limit
 SUMMARY_SHARE = 0.25  # the summary: at most this share of the limit
 EXCERPT = 160  # characters of a step's text kept in the summary
-KEPT = (
-    "The plan, facts, open questions and artifacts (ids) are kept whole in the agent state above."
-)
+KEPT = "Kept from the agent state (whole in the system message above):"
+MAX_FACTS = 20  # the newest facts listed in the summary (all are in the agent state)
 
 
 def estimate_tokens(data: Any) -> int:
@@ -99,7 +98,7 @@ def plan_compaction(
     folded = [s for s in window if s.seq <= through and s.kind is not StepKind.COMPACTION]
     if not folded:
         return None
-    payload = _payload(previous, folded, through, int(free * SUMMARY_SHARE))
+    payload = _payload(run.state, previous, folded, through, int(free * SUMMARY_SHARE))
     after = build_messages(run, [s for s in window if s.seq > through])
     payload["tokens_after"] = (
         estimate_tokens(after) + estimate_tokens(tools) + len(payload["summary"]) // CHARS_PER_TOKEN
@@ -108,17 +107,23 @@ def plan_compaction(
 
 
 def _payload(
-    previous: Step | None, folded: list[Step], through: int, summary_tokens: int
+    state: AgentState,
+    previous: Step | None,
+    folded: list[Step],
+    through: int,
+    summary_tokens: int,
 ) -> dict[str, Any]:
     """The summary: the header, a line per folded step (the previous summary's first), the
-    oldest lines dropped when they exceed `summary_tokens`. The agent state is not copied
-    into it: every request's system message holds it whole."""
+    oldest lines dropped when they exceed `summary_tokens`, and the agent state in short
+    (plan, facts, open questions, artifact ids: never dropped; the system message holds
+    it whole)."""
     before = previous.payload if previous is not None else {}
     replies = int(before.get("replies", 0)) + sum(s.kind is StepKind.LLM for s in folded)
     calls = int(before.get("tool_calls", 0)) + sum(s.kind is StepKind.TOOL for s in folded)
     lines = list(before.get("lines", [])) + [line for s in folded if (line := _line(s))]
     header = HEADER.format(first=1, last=through, replies=replies, calls=calls)
-    room = summary_tokens * CHARS_PER_TOKEN - len(header) - len(KEPT) - 40
+    kept, kept_lines = _kept(state)
+    room = summary_tokens * CHARS_PER_TOKEN - len(header) - sum(map(len, kept_lines)) - 40
     dropped = 0
     while lines and sum(len(x) + 1 for x in lines) > max(0, room):
         lines.pop(0)
@@ -126,7 +131,8 @@ def _payload(
     total = int(before.get("dropped", 0)) + dropped
     shown = [f"- … {total} earlier line(s) dropped to stay within the limit"] if total else []
     return {
-        "summary": "\n".join([header, "What was done and found:", *shown, *lines, KEPT]),
+        "summary": "\n".join([header, "What was done and found:", *shown, *lines, *kept_lines]),
+        "state": kept,
         "through_seq": through,
         "from_seq": folded[0].seq if folded else through,  # the steps new to this summary
         "replies": replies,
@@ -134,6 +140,30 @@ def _payload(
         "lines": lines,
         "dropped": total,
     }
+
+
+def _kept(state: AgentState) -> tuple[dict[str, Any], list[str]]:
+    """The agent state as the summary keeps it: the plan, the facts (each cut to a line),
+    the open questions and the artifacts' ids (or paths)."""
+    facts = [_fact(f) for f in state.known_facts][-MAX_FACTS:]
+    artifacts = [str(a.get("artifact_id") or a.get("path") or "?") for a in state.artifacts]
+    kept = {
+        "plan": list(state.plan),
+        "facts": facts,
+        "open_questions": list(state.open_questions),
+        "artifacts": artifacts,
+    }
+    lines = [KEPT]
+    for name, values in kept.items():
+        text = "; ".join(_excerpt(v, 200) for v in values) if values else "(none)"
+        lines.append(f"- {name.replace('_', ' ')}: {text}")
+    return kept, lines
+
+
+def _fact(fact: Any) -> str:
+    if isinstance(fact, dict):
+        return _excerpt(f"{fact.get('key', '')}: {fact.get('value', '')}".strip(": "), 120)
+    return _excerpt(fact, 120)
 
 
 def _excerpt(text: object, size: int = EXCERPT) -> str:
