@@ -122,3 +122,29 @@ def test_the_size_is_the_measured_request_plus_what_came_after() -> None:
     assert 1000 + 4000 // 4 <= size <= 1000 + 4000 // 4 + 150
     reply.payload.pop("usage")  # nothing measured: everything estimated
     assert request_tokens(messages, [], window) > 4000 // 4
+
+
+def test_the_newest_turn_is_never_folded_even_when_it_alone_is_too_big() -> None:
+    """The result the model just asked for stays whole: the older turns go, and when only
+    the newest is left there is nothing to fold (the run pauses, saying why)."""
+    run = _run()
+    window = [*_turns(3), _reply(7, "c7"), _tool(8, "c7", 7, size=20_000)]
+    plan = plan_compaction(run, window, [], LIMIT)
+    assert plan is not None and plan.through_seq == 6
+    assert plan_compaction(run, window[-2:], [], LIMIT) is None
+
+
+def test_a_message_not_yet_answered_is_never_folded_even_twice() -> None:
+    """Compaction after compaction folds what came before the message, never the message:
+    with nothing else left, it is None (a pause), not a message lost."""
+    run = _run()
+    said = Step("r", 7, StepKind.USER, StepStatus.DONE, 0.0, payload={"text": "x" * 5000})
+    window = [*_turns(3), said]
+    seq = 8
+    while (plan := plan_compaction(run, window, [], LIMIT)) is not None:
+        assert plan.through_seq < said.seq
+        window = [s for s in window if s.seq > plan.through_seq]
+        window.append(_compaction(seq, plan.payload))
+        seq += 1
+        assert seq < 20, "compaction never ends"
+    assert said in window

@@ -67,11 +67,11 @@ class Compaction:
 def plan_compaction(
     run: Run, window: list[Step], tools: list[dict[str, Any]], limit: int
 ) -> Compaction | None:
-    """Fold everything but the newest turns that fit in KEEP_SHARE of `limit`. A turn starts
-    at a model reply (its calls and their results follow it), so a cut never separates a
-    call from its result; it always folds past the newest compaction, and never a person's
-    message the model has not answered yet (unless nothing else is left to fold). None:
-    there is nothing to fold."""
+    """Fold the older turns, keeping the newest ones that fit in KEEP_SHARE of what
+    `limit` leaves free. A turn starts at a model reply (its calls and their results follow
+    it), so a cut never separates a call from its result. Never folded: the newest turn
+    (the result the model just asked for) and a person's message the model has not
+    answered yet. None: nothing else is left to fold (the run then pauses)."""
     previous = newest_compaction(window)
     floor = previous.seq if previous is not None else 0
     starts = [s.seq for s in window if s.kind is StepKind.LLM and s.seq > floor]
@@ -79,22 +79,18 @@ def plan_compaction(
     # is not the turns' to share: the kept turns and the summary share what is left.
     free = max(0, limit - estimate_tokens(build_messages(run, [])) - estimate_tokens(tools))
     room = int(free * KEEP_SHARE)
-    kept_from: int | None = None
-    for start in reversed(starts):
+    kept_from = starts[-1] if starts else (window[-1].seq + 1 if window else 1)
+    for start in reversed(starts[:-1]):
         kept = [s for s in window if s.seq >= start]
         if estimate_tokens(build_messages(run, kept)[2:]) > room:
             break
         kept_from = start
-    last = window[-1].seq if window else 0
-    if kept_from is None:  # not even the newest turn fits beside the rest: fold it all
-        through = last
-    elif kept_from == starts[0]:  # all since the last compaction fits: fold its oldest turn
-        through = starts[1] - 1 if len(starts) > 1 else last
-    else:
-        through = kept_from - 1
+    if starts and kept_from == starts[0] and len(starts) > 1:
+        kept_from = starts[1]  # all since the last compaction fits: fold its oldest turn
+    through = kept_from - 1
     unheard = [m.seq for m in unheard_messages(window)]
-    if unheard and unheard[0] <= through and unheard[0] - 1 > floor:
-        through = unheard[0] - 1  # the model reads it as it was said
+    if unheard:
+        through = min(through, unheard[0] - 1)  # the model reads it as it was said
     folded = [s for s in window if s.seq <= through and s.kind is not StepKind.COMPACTION]
     if not folded:
         return None
