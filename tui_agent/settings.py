@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from platformdirs import user_data_dir
 
-from tui_agent.domain.compaction import MIN_CONTEXT_TOKENS
+from tui_agent.domain.compaction import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 from tui_agent.domain.errors import TuiAgentError
 from tui_agent.domain.models import Budget, Risk
 
@@ -330,9 +330,10 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
         raise ConfigError(f"config.toml: {name} must be a whole number")
     if name in _POSITIVE and value <= 0:
         raise ConfigError(f"config.toml: {name} must be greater than 0")
-    if name == "max_context_tokens" and value < MIN_CONTEXT_TOKENS:
+    if name == "max_context_tokens" and not MIN_CONTEXT_TOKENS <= value <= MAX_CONTEXT_TOKENS:
         raise ConfigError(
-            f"config.toml: max_context_tokens must be at least {MIN_CONTEXT_TOKENS}, not {value}"
+            f"config.toml: max_context_tokens must be {MIN_CONTEXT_TOKENS:,} to "
+            f"{MAX_CONTEXT_TOKENS:,}, not {value:,}"
         )
     if value < 0:
         raise ConfigError(f"config.toml: {name} must not be negative")

@@ -114,6 +114,8 @@ def test_a_state_too_big_for_the_limit_pauses_the_run_and_resume_raises_it(
     assert "max_context_tokens 1,000" in view["reason"], view["reason"]
     assert "resume it with a larger --max-context-tokens" in view["reason"]
     assert len(llm.requests) == 1 and _sent_tokens(llm.requests[0]) <= 1000
+    same = home.cli("resume", run_id)  # it would only pause again: refused, said why
+    assert same.returncode == 2 and "with --max-context-tokens above 1,000" in same.stderr
     refused = home.cli("resume", run_id, "--max-context-tokens", "200")
     assert refused.returncode == 2 and "at least 1000" in refused.stderr
     home.cli("resume", run_id, "--max-context-tokens", "8000", check=True)

@@ -191,6 +191,31 @@ async def test_resume_after_budget_pause_extends_the_budget(
         assert "8/8" in str(app.query_one("#gauge-steps .gauge-value").render())
 
 
+async def test_r_on_a_run_paused_by_its_context_limit_offers_a_larger_one(
+    make_app: Any, home: Home, llm: ScriptedLLM
+) -> None:
+    """The limit is raised where the run is resumed (at 80x24, its field on screen): `r`
+    resuming with the same limit would only pause it again (a stranger's walk)."""
+    home.use_server(llm)
+    facts = [f"fact {n}: " + "many words " * 120 for n in range(4)]
+    llm.script = [
+        Reply("Noting.", [call("update_state", {"patch": {"add_facts": facts}})]),
+        Reply("Done."),
+    ]
+    run_id = home.start("remember it", "--max-context-tokens", "1000")
+    home.wait_status(run_id, "paused")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.run_status == "paused", what="selection")
+        await pilot.press("r")
+        await until(pilot, lambda: bool(app.screen.query("#resume-context")), what="the dialog")
+        field = app.screen.query_one("#resume-context")
+        assert field.value == "2000" and field.region.bottom <= 24  # doubled, on screen
+        await pilot.press("enter")
+        await until(pilot, lambda: app.run_status == "completed", what="the run to go on")
+    assert home.show(run_id)["budget"]["max_context_tokens"] == 2000
+
+
 async def test_the_resume_dialog_keeps_a_too_small_budget_open_with_the_reason(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:

@@ -20,6 +20,10 @@ _TOOL_RE = re.compile(r"^- step \d+, (\w+)\((.*)\) → (\w+): (.*)$")
 # Below this a request cannot hold the system prompt, the tools' descriptions (about 500
 # tokens), the goal and a compaction's summary.
 MIN_CONTEXT_TOKENS = 1000
+MAX_CONTEXT_TOKENS = 10**8  # the CLI's ceiling too
+# How the pause reason of a run whose limit is too small starts (the worker writes it; a
+# resume and the TUI's resume dialog recognise it).
+CONTEXT_TOO_SMALL = "the next request needs about"
 NEWLINE = " | "  # a folded text's line breaks, so each step keeps one line
 
 

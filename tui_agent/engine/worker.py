@@ -23,6 +23,7 @@ from typing import Any
 from tenacity import RetryCallState
 
 from tui_agent import failpoints
+from tui_agent.domain.compaction import CONTEXT_TOO_SMALL
 from tui_agent.domain.errors import LeaseLost, StoreUnavailable
 from tui_agent.domain.models import (
     AgentState,
@@ -343,7 +344,7 @@ class RunWorker:
         if size <= limit:
             return messages
         why = (
-            f"the next request needs about {size:,} tokens even after compaction, over "
+            f"{CONTEXT_TOO_SMALL} {size:,} tokens even after compaction, over "
             f"max_context_tokens {limit:,} (the system message with the agent state, the "
             "tools and the newest turn); resume it with a larger --max-context-tokens"
         )

@@ -299,6 +299,11 @@ def serve(service: AgentService) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray write lands in stderr
     server = create_server(service)
     service.warm_up()
+    if sys.stdin.isatty():  # a person at a terminal, not a client: say it is listening
+        sys.stderr.write(
+            "tui-agent mcp: serving MCP on stdin/stdout for an MCP client "
+            "(Ctrl+C or end of input stops it)\n"
+        )
 
     async def run() -> None:
         out = anyio.wrap_file(TextIOWrapper(protocol, encoding="utf-8", write_through=True))

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tui_agent.domain.compaction import CONTEXT_TOO_SMALL
 from tui_agent.domain.errors import ApprovalTimedOut, BadInput, HomeUnwritable, TuiAgentError
 from tui_agent.domain.models import (
     DEFAULT_APPROVAL_RISKS,
@@ -455,6 +456,16 @@ class LocalService(RunOperations):
         run = self.get_run(run_id)
         if run.resumable:  # (any other status is told so by the store, in its words)
             self._check_can_go_on(run)
+        limit = run.budget.max_context_tokens
+        if (
+            limit
+            and (run.pause_reason or "").startswith(CONTEXT_TOO_SMALL)
+            and (max_context_tokens or 0) <= limit
+        ):
+            raise BadInput(
+                f"run {run_id[:8]} paused because {run.pause_reason.split(' (')[0]}; resume it "
+                f"with --max-context-tokens above {limit:,}"
+            )
         run = self.store.resume(
             run_id,
             max_steps=max_steps,

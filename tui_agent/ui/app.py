@@ -24,6 +24,7 @@ from textual.theme import Theme
 from textual.widgets import Footer
 
 from tui_agent import failpoints
+from tui_agent.domain.compaction import CONTEXT_TOO_SMALL
 from tui_agent.domain.errors import TuiAgentError, UnknownRun
 from tui_agent.domain.models import STATUS_GROUPS, RunStatus
 from tui_agent.domain.reason import message_fate
@@ -615,7 +616,8 @@ class AgentApp(App[None]):
             return
         run = self.service.get_run(run_id)
         reason = self.service.reason(run)
-        if run.status.value == "paused" and reason and reason.startswith("budget spent"):
+        spent = ("budget spent", CONTEXT_TOO_SMALL)
+        if run.status.value == "paused" and reason and reason.startswith(spent):
 
             def chosen(change: BudgetChange | None) -> None:
                 if change is not None:
@@ -626,6 +628,7 @@ class AgentApp(App[None]):
                         max_steps=change.max_steps,
                         max_llm_tokens=change.max_llm_tokens,
                         max_wall_time_s=change.max_wall_time_s,
+                        max_context_tokens=change.max_context_tokens,
                     )
 
             self.push_screen(ResumeScreen(run.budget, run.usage, reason), chosen)

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from tui_agent.domain.compaction import CONTEXT_TOO_SMALL
 from tui_agent.domain.models import Budget, Usage
 
 
@@ -102,6 +103,7 @@ class BudgetChange:
     max_steps: int | None
     max_llm_tokens: int | None
     max_wall_time_s: float | None
+    max_context_tokens: int | None = None
 
 
 class ResumeScreen(ModalScreen[BudgetChange | None]):
@@ -128,6 +130,11 @@ class ResumeScreen(ModalScreen[BudgetChange | None]):
             yield Input(str(toks), id="resume-tokens", type="integer")
             yield Label(f"max wall time s (used {u.wall_time_s:.0f})")
             yield Input(f"{wall:g}", id="resume-wall", type="number")
+            if b.max_context_tokens:  # a bounded run: its limit can be raised here too
+                short = (self.reason or "").startswith(CONTEXT_TOO_SMALL)
+                limit = b.max_context_tokens * 2 if short else b.max_context_tokens
+                yield Label("max context tokens a request")
+                yield Input(str(limit), id="resume-context", type="integer")
             yield Static("", id="resume-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Resume", variant="primary", id="resume-go", compact=True)
@@ -145,6 +152,11 @@ class ResumeScreen(ModalScreen[BudgetChange | None]):
                 max_steps=int(self.query_one("#resume-steps", Input).value),
                 max_llm_tokens=int(self.query_one("#resume-tokens", Input).value),
                 max_wall_time_s=float(self.query_one("#resume-wall", Input).value),
+                max_context_tokens=(
+                    int(self.query_one("#resume-context", Input).value)
+                    if self.budget.max_context_tokens
+                    else None
+                ),
             )
         except ValueError:
             self.query_one("#resume-error", Static).update("⚠ budgets must be numbers")
