@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -102,7 +102,9 @@ class Budget:
     max_context_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not `asdict`: its recursion and deep copies are most of a run's JSON (every
+        # `show --json` and HTTP answer), and every field here is a plain value.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Budget:
@@ -219,7 +221,14 @@ class AgentState:
     risk_flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A copy down to the facts' and artifacts' own dicts (what callers may change)."""
+        return {
+            "plan": list(self.plan),
+            "known_facts": [dict(fact) for fact in self.known_facts],
+            "open_questions": list(self.open_questions),
+            "artifacts": [dict(artifact) for artifact in self.artifacts],
+            "risk_flags": list(self.risk_flags),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgentState:

@@ -5,6 +5,7 @@ runs (fork, say, prune, statistics) are its mixin `operations.RunOperations`."""
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import threading
@@ -29,6 +30,7 @@ from tui_agent.domain.models import (
     RunSpec,
     RunStatus,
     Step,
+    StepStatus,
 )
 from tui_agent.domain.reason import run_reason
 from tui_agent.engine.preflight import run_obstacle
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from tui_agent.store.copy import CopyReport
     from tui_agent.store.run_store import RunStore
 
+KICK_EVERY_S = 1.0
 DEMO_README = """# The demo workspace
 
 The offline `demo` model works here when a run names no workspace, so it never writes into
@@ -93,6 +96,7 @@ class LocalService(RunOperations):
         self._store: RunStore | None = None
         self._store_lock = threading.Lock()
         self._served: tuple[float, bool] | None = None  # (when asked, the answer)
+        self._kicked_at: float | None = None  # when a supervisor was last seen or started
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> LocalService:
@@ -177,7 +181,8 @@ class LocalService(RunOperations):
             raise BadInput(f"workspace {workspace} does not exist")
         if not workspace.is_dir():
             raise BadInput(f"workspace {workspace} is not a directory")
-        self._check_not_ours(workspace)
+        resolved = os.path.realpath(workspace)
+        self._check_not_ours(workspace, resolved)
         if request.model is not None and not request.model.strip():
             raise BadInput("--model must not be empty (leave it out for the default model)")
         model = (request.model or default_model()).strip()
@@ -219,7 +224,7 @@ class LocalService(RunOperations):
         base_url = None if model == "demo" else os.environ.get("OPENAI_BASE_URL") or None
         return RunSpec(
             goal=goal,
-            workspace=str(workspace.resolve()),
+            workspace=resolved,
             model=model,
             budget=budget,
             policy=policy,
@@ -229,23 +234,28 @@ class LocalService(RunOperations):
             callback_url=callback_url,
         )
 
-    def _check_not_ours(self, workspace: Path) -> None:
+    def _check_not_ours(self, workspace: Path, resolved: str) -> None:
         """A run's tools may read and write its whole workspace: it must not be, or lie
         within, tui-agent's own data (its API token, its database). A workspace that holds
         it (your home folder) is fine: the tools and the sandbox keep out of it."""
-        root = workspace.resolve()
-        demo = self.settings.demo_workspace.resolve()
-        if root == demo or demo in root.parents:
+        demo, *ours = self._own_paths
+        if _within(resolved, demo):
             return  # the demo's own scratch folder: the one place of ours a run may use
-        ours = [self.settings.home.resolve()]
-        if not self.settings.shared:
-            ours.append(self.settings.db_path.resolve())
         for path in ours:
-            if root == path or path in root.parents:
+            if _within(resolved, path):
                 raise BadInput(
                     f"workspace {workspace} holds tui-agent's own data ({path}); "
                     "choose a folder of your project"
                 )
+
+    @functools.cached_property
+    def _own_paths(self) -> list[str]:
+        """The demo's folder, then the home and (on SQLite) the database file, resolved
+        once: every start checks its workspace against them."""
+        paths = [self.settings.demo_workspace, self.settings.home]
+        if not self.settings.shared:
+            paths.append(self.settings.db_path)
+        return [os.path.realpath(path) for path in paths]
 
     def demo_workspace(self) -> Path:
         """The demo model's scratch folder in the home, with a few files for it to read."""
@@ -318,13 +328,10 @@ class LocalService(RunOperations):
         return self.reader.get_run(run_id)
 
     def run_view(self, run_id: str) -> RunView:
-        with self.reader.snapshot():
-            run = self.reader.get_run(run_id)
-            approvals = self.reader.approvals(run_id)
-            pending = next((a for a in approvals if a.status == "pending"), None)
-            in_doubt = self.reader.in_doubt_step(run_id)
-            steps = self.reader.steps(run_id)
-            events = self.reader.events(run_id)
+        run, steps, events, approvals = self.reader.history(run_id)
+        pending = next((a for a in approvals if a.status == "pending"), None)
+        # The call journaled as started but never finished (the first, should there be two).
+        in_doubt = next((s for s in steps if s.status is StepStatus.STARTED), None)
         return RunView(
             run=run,
             steps=steps,
@@ -517,14 +524,23 @@ class LocalService(RunOperations):
     def _kick_supervisor(self) -> None:
         """After a committed change: start the supervisor if none runs. Its failure must not
         make the change look undone (a person would start the run a second time): it is kept
-        in `supervisor_problem` for the caller to say, and the change stands."""
+        in `supervisor_problem` for the caller to say, and the change stands.
+
+        A long-lived caller (the HTTP API, the TUI) looks at most once a second: its many
+        changes find the supervisor it just saw (and its keeper starts one that died)."""
+        now = time.monotonic()
+        if self._kicked_at is not None and now - self._kicked_at < KICK_EVERY_S:
+            return
         try:
             self.ensure_supervisor()
             self.supervisor_problem = None
+            self._kicked_at = now
         except TuiAgentError as exc:
             self.supervisor_problem = str(exc)
+            self._kicked_at = None
 
     def stop_supervisor(self) -> int | None:
+        self._kicked_at = None
         return spawn.stop_supervisor(self.settings)
 
     def interrupted_calls(self, since: float) -> list[Step]:
@@ -567,3 +583,8 @@ def _username() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "user"
+
+
+def _within(path: str, folder: str) -> bool:
+    """`path` is `folder` or lies inside it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

@@ -41,6 +41,15 @@ COMMON_MATCHES = 2000
 WAITING = STATUS_GROUPS["waiting"]
 _HEX = set("0123456789abcdef")
 _SUMMARY = ", ".join(SUMMARY_NAMES)
+# PostgreSQL: a run with its steps, events and approvals in one round trip (one statement
+# is one consistent snapshot; a BEGIN, five selects and a ROLLBACK were seven).
+_PG_HISTORY = (
+    "SELECT runs.*, "
+    "(SELECT json_agg(s ORDER BY s.seq) FROM steps s WHERE s.run_id = runs.id) AS h_steps, "
+    "(SELECT json_agg(e ORDER BY e.id) FROM events e WHERE e.run_id = runs.id) AS h_events, "
+    "(SELECT json_agg(a ORDER BY a.created_at) FROM approvals a WHERE a.run_id = runs.id) "
+    "AS h_approvals FROM runs WHERE id = ?"
+)
 
 
 def _pg_errors() -> tuple[type[BaseException], ...]:
@@ -110,6 +119,19 @@ class Reader:
         with self.snapshot() as conn:
             return conn.execute(sql, params).fetchall()
 
+    def _statement_row(self, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+        """One statement, its own transaction on PostgreSQL's autocommit connection: no
+        BEGIN and ROLLBACK to wait for (inside a snapshot, part of it)."""
+        conn = self._connections.get()
+        if conn.in_transaction:
+            rows = conn.execute(sql, params).fetchall()
+            return rows[0] if rows else None
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except (sqlite3.Error, *_pg_errors()) as exc:
+            raise self._translate(conn, exc) from None
+        return rows[0] if rows else None
+
     def _one_row(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         rows = self._all_rows(sql, params)
         return rows[0] if rows else None
@@ -155,6 +177,26 @@ class Reader:
         if row is None:
             raise UnknownRun(f"no run {run_id}")
         return run_from_row(row)
+
+    def history(self, run_id: str) -> tuple[Run, list[Step], list[Event], list[Approval]]:
+        """A run with all its steps, events and approvals, as of one moment."""
+        if self.db.dialect == "postgresql":
+            row = self._statement_row(_PG_HISTORY, (run_id,))
+            if row is None:
+                raise UnknownRun(f"no run {run_id}")
+            return (
+                run_from_row(row),
+                [step_from_row(r) for r in row["h_steps"] or ()],
+                [event_from_row(r) for r in row["h_events"] or ()],
+                [approval_from_row(r) for r in row["h_approvals"] or ()],
+            )
+        with self.snapshot():
+            return (
+                self.get_run(run_id),
+                self.steps(run_id),
+                self.events(run_id),
+                self.approvals(run_id),
+            )
 
     def list_runs(
         self,

@@ -21,6 +21,15 @@ _INSERT_RUN = (
 )
 
 
+# PostgreSQL, a start without a key: the run, its event and the commit in one round trip
+# (a new run's row is nobody else's yet, so its events keep their order; see add_event_txn).
+_PG_CREATE = (
+    f"WITH r AS ({_INSERT_RUN} RETURNING *), "
+    "e AS (INSERT INTO events (run_id, kind, message, data_json, created_at) "
+    "SELECT id, 'created', ?, ?, created_at FROM r) SELECT * FROM r"
+)
+
+
 def live_run_with_key_txn(cur: Any, key: str | None) -> Run | None:
     """The run holding an idempotency key, while it is not final."""
     if not key:
@@ -34,24 +43,25 @@ def live_run_with_key_txn(cur: Any, key: str | None) -> Run | None:
 
 def insert_run_txn(cur: Any, spec: RunSpec, run_id: str, now: float, state: dict[str, Any]) -> None:
     """The row of a new queued run (its event is the caller's: created, forked …)."""
-    cur.execute(
-        _INSERT_RUN,
-        (
-            run_id,
-            spec.idem_key,
-            RunStatus.QUEUED.value,
-            spec.goal,
-            spec.workspace,
-            spec.model,
-            spec.base_url,
-            json.dumps(spec.budget.to_dict()),
-            json.dumps(spec.policy.to_dict()),
-            json.dumps(state),
-            now,
-            now,
-            spec.queue,
-            spec.callback_url,
-        ),
+    cur.execute(_INSERT_RUN, _run_values(spec, run_id, now, state))
+
+
+def _run_values(spec: RunSpec, run_id: str, now: float, state: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        run_id,
+        spec.idem_key,
+        RunStatus.QUEUED.value,
+        spec.goal,
+        spec.workspace,
+        spec.model,
+        spec.base_url,
+        json.dumps(spec.budget.to_dict()),
+        json.dumps(spec.policy.to_dict()),
+        json.dumps(state),
+        now,
+        now,
+        spec.queue,
+        spec.callback_url,
     )
 
 
@@ -59,6 +69,14 @@ def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
     """Insert a queued run; with an idempotency key, return the live run holding it."""
     now = float(db.clock())
     state = {"risk_flags": [UNCONFINED_FLAG]} if spec.policy.sandbox == "none" else {}
+    created = f"run created with model {spec.model}"
+    if db.dialect == "postgresql" and not spec.idem_key:
+        status = json.dumps({"status": RunStatus.QUEUED.value})
+        with db.raw_statement() as cur:
+            row = cur.execute(
+                _PG_CREATE, (*_run_values(spec, run_id, now, state), created, status)
+            ).fetchone()
+        return run_from_row(row), True
     try:
         with db.raw_write() as cur:
             existing = live_run_with_key_txn(cur, spec.idem_key)
@@ -69,7 +87,7 @@ def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
                 cur,
                 run_id,
                 "created",
-                f"run created with model {spec.model}",
+                created,
                 now,
                 becomes=RunStatus.QUEUED,
             )

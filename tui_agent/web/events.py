@@ -29,6 +29,7 @@ from tui_agent.service.views import iso
 
 SPAN = 1_000_000_000  # events a run may have; the step cursor is counted above it
 SAFETY_NET_S = 1.0  # the feed's safety net: a cheap store fingerprint, compared each second
+IDLE_FEED_S = 30.0  # the feed is let go this long after the last stream ended
 _EVENT_TYPES = {"approval": "approval", "retry": "retry"}
 
 
@@ -71,32 +72,47 @@ def _event_data(run_id: str, event: Event) -> dict[str, Any]:
 
 
 class ChangeHub:
-    """Wakes the followers of runs that changed; one feed and one query for all."""
+    """Wakes the followers of runs that changed; one feed and one query for all.
+
+    The feed is followed only while someone streams (and for `IDLE_FEED_S` after the last
+    one left, for a reconnect): a server nobody follows spends nothing on the store's
+    commits, so it answers the requests that make them sooner."""
 
     def __init__(self, service: AgentService) -> None:
         self.service = service
         self._followers: dict[str, set[asyncio.Event]] = {}
         self._marks: dict[str, tuple[Any, ...]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._idle: asyncio.TimerHandle | None = None
         self._checking = asyncio.Lock()
         self._again = False
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._follow_feed()),
-            asyncio.create_task(self._safety_net()),
-        ]
+        """Nothing to follow yet: the feed starts with the first follower."""
+
+    @property
+    def following(self) -> bool:
+        """Whether the store's feed is followed now."""
+        return bool(self._tasks)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._cancel_idle()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     def follow(self, run_id: str) -> asyncio.Event:
         wake = asyncio.Event()
         self._followers.setdefault(run_id, set()).add(wake)
+        self._cancel_idle()
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._follow_feed()),
+                asyncio.create_task(self._safety_net()),
+            ]
         return wake
 
     def unfollow(self, run_id: str, wake: asyncio.Event) -> None:
@@ -106,6 +122,21 @@ class ChangeHub:
             if not followers:
                 del self._followers[run_id]
                 self._marks.pop(run_id, None)
+        if not self._followers and self._tasks and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(IDLE_FEED_S, self._let_go)
+
+    def _let_go(self) -> None:
+        """Nobody followed for `IDLE_FEED_S`: stop following the feed."""
+        self._idle = None
+        if not self._followers:
+            tasks, self._tasks = self._tasks, []
+            for task in tasks:
+                task.cancel()
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
 
     async def _follow_feed(self) -> None:
         while True:
@@ -119,8 +150,12 @@ class ChangeHub:
 
     async def _safety_net(self) -> None:
         token: tuple[int, ...] | None = None
+        # The first round comes soon: a commit made while the feed was being set up (it
+        # starts with its first follower) has woken nobody.
+        wait = 0.25
         while True:
-            await asyncio.sleep(SAFETY_NET_S)
+            await asyncio.sleep(wait)
+            wait = SAFETY_NET_S
             with contextlib.suppress(Exception):
                 now = await to_thread.run_sync(self.service.change_token)
                 if now != token:
