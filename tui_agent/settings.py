@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import re
@@ -367,6 +368,13 @@ def load_settings(env: dict[str, str] | None = None, *, read_config: bool = True
         raise ConfigError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    try:
+        return _apply_config(settings, data)
+    except ConfigError as exc:  # said with the file's whole path, as a syntax error is
+        raise ConfigError(str(exc).replace("config.toml:", f"{path}:", 1)) from None
+
+
+def _apply_config(settings: Settings, data: dict[str, Any]) -> Settings:
     fixed = ("home", "db_file", "db_url", "node", "mcp_servers")
     types = {f.name: str(f.type) for f in fields(Settings) if f.name not in fixed}
     changes: dict[str, Any] = {}
@@ -374,7 +382,9 @@ def load_settings(env: dict[str, str] | None = None, *, read_config: bool = True
         changes["mcp_servers"] = parse_mcp(data.pop("mcp"))
     for name, value in data.items():
         if name not in types:
-            raise ConfigError(f"config.toml: unknown setting {name!r}")
+            near = difflib.get_close_matches(name, [*types, "mcp"], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"config.toml: unknown setting {name!r}{hint}")
         changes[name] = _coerce(name, value, types[name])
     settings = replace(settings, **changes)
     if settings.heartbeat_s >= settings.lease_s:

@@ -159,14 +159,26 @@ def test_newer_schema_is_refused(home: Home) -> None:
 )
 def test_corrupt_config_is_one_clear_line(home: Home, config: str, message: str) -> None:
     home.configure(config)
-    proc = home.cli("ls")
+    proc = home.cli("run", "x", "--workspace", str(home.workspace))
     assert proc.returncode == 2 and message in proc.stderr
+    assert f"{home.path / 'config.toml'}:" in proc.stderr  # which file, wholly
     _one_line(proc.stderr)
+    assert home.json("ls") == []  # nothing written (and the history can still be read)
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_resembles(home: Home) -> None:
+    home.configure("max_concurent_runs = 4")
+    proc = home.cli("run", "x", "--workspace", str(home.workspace))
+    assert proc.returncode == 2
+    assert (
+        "unknown setting 'max_concurent_runs' (did you mean 'max_concurrent_runs'?)" in proc.stderr
+    )
 
 
 def test_a_broken_config_still_lets_the_supervisor_be_stopped(home: Home) -> None:
-    """The way out of a bad edit: `supervisor status` and `stop` work (and say what is
-    wrong); everything else refuses in one line."""
+    """The way out of a bad edit: `supervisor status` and `stop` work, and the history can
+    be read (each says what is wrong); what starts or changes runs refuses in one line."""
+    run_id = home.start("before the edit")
     home.cli("supervisor", "start", check=True)
     home.configure("max_steps = 'lots'")
     status = home.cli("supervisor", "status", "--json")
@@ -175,8 +187,43 @@ def test_a_broken_config_still_lets_the_supervisor_be_stopped(home: Home) -> Non
     stopped = home.cli("supervisor", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert home.supervisor_pid() is None or not pid_alive(home.supervisor_pid() or 0)
-    refused = home.cli("ls")
-    assert refused.returncode == 2 and "max_steps must be a number" in refused.stderr
+    for args in (("ls",), ("show", run_id), ("export", run_id), ("stats",)):
+        read = home.cli(*args)
+        assert read.returncode == 0, (args, read.stderr)
+        assert f"max_steps must be a number (ignored for `{args[0]}`)" in read.stderr
+    for args in (("run", "x"), ("cancel", run_id), ("prune", "--dry-run")):
+        refused = home.cli(*args)
+        assert refused.returncode == 2 and "max_steps must be a number" in refused.stderr, args
+
+
+@pytest.mark.both_stores
+def test_a_supervisor_its_config_stops_says_why_to_whoever_started_it(home: Home) -> None:
+    """A long-lived TUI or server read a good config.toml; a supervisor started after an
+    edit broke it cannot run: the starter hears the file's own error (not "exited, see the
+    log"), and the queued run's reason says it instead of "start one"."""
+    from tui_agent.service.api import StartRequest
+    from tui_agent.service.local import LocalService
+    from tui_agent.settings import load_settings
+
+    home.configure()
+    service = LocalService.open(load_settings(home.env))
+    try:
+        home.configure("max_concurent_runs = 4")
+        run, _ = service.start_run(StartRequest(goal="x", workspace=str(home.workspace)))
+        said = f"{home.path / 'config.toml'}: unknown setting 'max_concurent_runs'"
+        assert service.supervisor_problem is not None and said in service.supervisor_problem
+        assert service.supervisor_problem.startswith("the supervisor cannot run: ")
+        assert service.supervisor_state().problem == service.supervisor_problem
+        assert service.reason(service.get_run(run.id)) == f"queued: {service.supervisor_problem}"
+        stamp = service.config_stamp()
+        home.configure()  # fixed: the next start works and the reason is the usual one
+        assert service.config_stamp() != stamp
+        service.ensure_supervisor()
+        assert service.supervisor_problem is None
+        home.wait_status(run.id, "waiting_approval", "completed", "failed")
+    finally:
+        service.stop_supervisor()
+        service.close()
 
 
 def test_ls_with_nothing_to_list_says_so_and_version_prints(home: Home) -> None:

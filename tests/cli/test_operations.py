@@ -191,10 +191,14 @@ def test_fork_copies_steps_and_state_and_never_touches_the_original(home: Home) 
 def test_fork_refuses_steps_it_does_not_have_in_one_line(home: Home) -> None:
     run_id = _completed(home)
     last = len(home.json("show", run_id)["steps"])
+    copied = sum(s["kind"] in ("llm", "tool") for s in home.json("show", run_id)["steps"][:5])
     for args, said in (
         (("--from-step", str(last + 1)), f"has steps 1 to {last}"),
         (("--from-step", "0"), "greater than 0"),
         (("--from-step", "1", "--goal", "  "), "--goal must not be empty"),
+        # A budget the copied steps have spent: the fork would pause at once (a walk).
+        (("--from-step", "5", "--max-steps", str(copied)), f"give --max-steps above {copied}"),
+        (("--from-step", "5", "--max-tokens", "1"), "give --max-tokens above"),
     ):
         proc = home.cli("fork", run_id, *args)
         assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)

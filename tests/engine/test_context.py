@@ -88,7 +88,9 @@ def test_a_second_compaction_folds_the_first_and_what_it_kept() -> None:
     window = [s for s in window if s.seq > first.through_seq] + [_compaction(41, first.payload)]
     window += _turns(10, first=42)
     second = plan_compaction(run, window, [], LIMIT)
-    assert second is not None and second.through_seq > 41
+    # It folds on from the first's cut (the turns the first kept may go, or some of them).
+    assert second is not None and second.through_seq > first.through_seq
+    assert second.payload["from_seq"] == first.through_seq + 1
     assert second.payload["replies"] > first.payload["replies"]
     lines = second.payload["lines"]
     assert len(lines) == len(set(lines))  # no step is listed twice
@@ -132,6 +134,11 @@ def test_the_newest_turn_is_never_folded_even_when_it_alone_is_too_big() -> None
     plan = plan_compaction(run, window, [], LIMIT)
     assert plan is not None and plan.through_seq == 6
     assert plan_compaction(run, window[-2:], [], LIMIT) is None
+    # Nor by a second compaction right after the first kept it (the request still too
+    # big): the turn before that compaction step is still the newest one (a stranger's
+    # walk saw "folded steps 25 to 27" right after "folded steps 18 to 24").
+    after_first = [*window[-2:], _compaction(9, plan.payload)]
+    assert plan_compaction(run, after_first, [], LIMIT) is None
 
 
 def test_a_message_not_yet_answered_is_never_folded_even_twice() -> None:

@@ -20,6 +20,7 @@ from tui_agent.cli.parser import build_parser
 from tui_agent.cli.supervisor import cmd_supervisor
 from tui_agent.domain.errors import BadInput, TuiAgentError
 from tui_agent.settings import ConfigError, Settings, load_settings
+from tui_agent.supervisor.spawn import tell_starter
 
 __all__ = ["build_parser", "main", "step_line"]
 
@@ -31,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, settings)
     except TuiAgentError as exc:
         sys.stderr.write(f"tui-agent: {exc}\n")
+        if args.command == "supervisor" and args.action == "run":
+            tell_starter(f"error: {exc}")  # a TUI or CLI that started it says why at once
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -42,15 +45,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+# What a broken config.toml does not lock a person out of: reading the history (the store's
+# place comes from the environment, never from the file) and stopping or asking after the
+# running supervisor.
+_DESPITE_CONFIG = {"ls", "show", "export", "stats", "token", "supervisor stop", "supervisor status"}
+
+
 def _settings_for(args: argparse.Namespace) -> Settings:
-    """A broken config.toml refuses every command but stopping or asking after the running
-    supervisor: those are how a person gets out of it (they need only the home)."""
+    """A broken config.toml refuses every command that starts or changes runs (what they
+    do depends on it); the others say it and go on with the defaults."""
     try:
         return load_settings()
     except ConfigError as exc:
-        if args.command != "supervisor" or args.action not in ("stop", "status"):
+        command = args.command
+        if command == "supervisor":
+            command = f"supervisor {args.action}"
+        if command not in _DESPITE_CONFIG:
             raise
-        sys.stderr.write(f"tui-agent: {exc} (ignored for `supervisor {args.action}`)\n")
+        sys.stderr.write(f"tui-agent: {exc} (ignored for `{command}`)\n")
         return load_settings(read_config=False)
 
 

@@ -72,9 +72,9 @@ def step_line(step: Step) -> str:
         return f"#{step.seq:<4} you   {cut(' '.join(str(d.get('text')).split()), 70)}"
     if d["kind"] == "compaction":
         return f"#{step.seq:<4} ctx   {compaction_line(step)}"
-    return f"#{step.seq:<4} {p.get('decision', 'decision')} {step.tool} by {p.get('by')}" + (
-        f": {p['reason']}" if p.get("reason") else ""
-    )
+    # A person's decision (the TUI's "you" row); numbered like every step, no budget step.
+    decision = f"{p.get('decision', 'decided')} {step.tool} by {p.get('by')}"
+    return f"#{step.seq:<4} you   {decision}" + (f": {p['reason']}" if p.get("reason") else "")
 
 
 def print_decided(args: argparse.Namespace, approval: Any) -> int:

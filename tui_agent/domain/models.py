@@ -370,7 +370,7 @@ class Step:
         elif self.kind is StepKind.USER:
             data.update(text=self.payload.get("text"), by=self.payload.get("by"))
         elif self.kind is StepKind.COMPACTION:
-            keys = ("summary", "through_seq", "replies", "tool_calls", "limit")
+            keys = ("summary", "from_seq", "through_seq", "replies", "tool_calls", "limit")
             data.update({k: self.payload.get(k) for k in keys})
             data.update(
                 tokens_before=self.payload.get("tokens_before"),

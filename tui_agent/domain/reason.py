@@ -37,12 +37,16 @@ def run_reason(
     in_doubt: Step | None = None,
     supervisor_running: bool | None = None,
     served_queues: tuple[str, ...] | None = None,
+    supervisor_problem: str | None = None,
 ) -> str | None:
     """The reason shown for a run that is not moving; None for a run making progress.
 
     `supervisor_running` False (known to be down) turns "being recovered" into how to get
     the run moving again; None (unknown) keeps the store-only wording. `served_queues` are
-    the queues this machine's supervisor serves (None: unknown)."""
+    the queues this machine's supervisor serves (None: unknown). `supervisor_problem` is
+    why the last start of a supervisor failed: what to fix, where starting one would fail
+    again."""
+    no_supervisor = supervisor_problem or NO_SUPERVISOR
     status = run.status
     if status is RunStatus.WAITING_APPROVAL:
         if pending is None:
@@ -82,7 +86,7 @@ def run_reason(
                 f"in `queues` takes it (this machine serves {here})"
             )
         if supervisor_running is False:
-            return f"queued: {NO_SUPERVISOR}"
+            return f"queued: {no_supervisor}"
         return "queued: waiting for a free executor"
     # running
     if run.cancel_requested:
@@ -92,7 +96,7 @@ def run_reason(
         lost_at = run.lease_until
     if lost_at is not None:
         if supervisor_running is False:
-            return f"executor lost since {_clock(lost_at)}; {NO_SUPERVISOR}"
+            return f"executor lost since {_clock(lost_at)}; {no_supervisor}"
         if run.owner is None:
             return f"executor lost since {_clock(lost_at)} (being recovered)"
         return f"executor lost since {_clock(lost_at)} (lease expired; being recovered)"

@@ -73,7 +73,9 @@ def plan_compaction(
     (the result the model just asked for) and a person's message the model has not
     answered yet. None: nothing else is left to fold (the run then pauses)."""
     previous = newest_compaction(window)
-    floor = previous.seq if previous is not None else 0
+    # The turns since the previous compaction's cut, those it kept included: the newest
+    # of them may come before that compaction's own step, and is still never folded.
+    floor = int(previous.payload.get("through_seq", previous.seq)) if previous else 0
     starts = [s.seq for s in window if s.kind is StepKind.LLM and s.seq > floor]
     # What every request holds (the system message with the state, the goal, the tools)
     # is not the turns' to share: the kept turns and the summary share what is left.

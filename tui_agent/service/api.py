@@ -65,6 +65,7 @@ class SupervisorState:
     executors: list[dict[str, Any]] = field(default_factory=list)
     other_machines: list[dict[str, Any]] = field(default_factory=list)  # a shared store
     serves: str | None = None  # the store it serves (another one than ours: not ours)
+    problem: str | None = None  # not running: why the last start of one failed
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,10 @@ class AgentService(Protocol):
     def supervisor_state(self) -> SupervisorState: ...
 
     def ensure_supervisor(self) -> int: ...
+
+    def config_stamp(self) -> tuple[int, int] | None:
+        """Changes when config.toml is edited (None without one)."""
+        ...
 
     def count_waiting(self) -> int: ...
 

@@ -58,9 +58,9 @@ def _step(step: dict[str, Any]) -> list[str]:
         return [f"### {seq}. Message from {step.get('by')}", "", str(step.get("text")).rstrip(), ""]
     if kind == "compaction":
         head = (
-            f"### {seq}. Compaction: steps 1 to {step.get('through_seq')} folded "
-            f"(about {step.get('tokens_before') or 0:,} → {step.get('tokens_after') or 0:,} "
-            "tokens)"
+            f"### {seq}. Compaction: folded steps {step.get('from_seq') or 1} to "
+            f"{step.get('through_seq')} into the summary (about "
+            f"{step.get('tokens_before') or 0:,} → {step.get('tokens_after') or 0:,} tokens)"
         )
         return [head, "", _block(str(step.get("summary") or "")), ""]
     decision = step.get("decision", kind)

@@ -300,6 +300,7 @@ class LocalService(RunOperations):
             in_doubt=in_doubt,
             supervisor_running=self._supervisor_running(run),
             served_queues=self.settings.queues,
+            supervisor_problem=self.supervisor_problem,
         )
 
     def _supervisor_running(self, run: Run) -> bool | None:
@@ -516,10 +517,28 @@ class LocalService(RunOperations):
             executors=data["executors"],
             other_machines=data["other_machines"],
             serves=data["serves"],
+            problem=None if data["running"] else self.supervisor_problem,
         )
 
+    def config_stamp(self) -> tuple[int, int] | None:
+        """When config.toml last changed (and its size), None without one: a supervisor
+        that could not start is tried again as soon as the file is edited."""
+        try:
+            st = os.stat(self.settings.config_path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
     def ensure_supervisor(self) -> int:
-        return spawn.ensure_supervisor(self.settings)
+        """The supervisor's pid, started if none runs; a start that fails is kept in
+        `supervisor_problem` (the runs' reasons say it) until one succeeds."""
+        try:
+            pid = spawn.ensure_supervisor(self.settings)
+        except TuiAgentError as exc:
+            self.supervisor_problem = str(exc)
+            raise
+        self.supervisor_problem = None
+        return pid
 
     def _kick_supervisor(self) -> None:
         """After a committed change: start the supervisor if none runs. Its failure must not
@@ -533,11 +552,9 @@ class LocalService(RunOperations):
             return
         try:
             self.ensure_supervisor()
-            self.supervisor_problem = None
             self._kicked_at = now
-        except TuiAgentError as exc:
-            self.supervisor_problem = str(exc)
-            self._kicked_at = None
+        except TuiAgentError:
+            self._kicked_at = None  # kept in supervisor_problem
 
     def stop_supervisor(self) -> int | None:
         self._kicked_at = None

@@ -55,10 +55,11 @@ class RunOperations:
     ) -> list[dict[str, Any]]:
         """What `fork` with these arguments would return as `will_ask_again`, writing
         nothing; the same BadInput as `fork` where it would refuse."""
-        from tui_agent.store.fork import fork_point
+        from tui_agent.store.fork import check_fork_budget, fork_point
 
         source = fork_point(self.reader, run_id, at)
         spec = self._fork_spec(source, request or StartRequest(goal=""))
+        check_fork_budget(self.reader.steps(run_id, limit=at), spec.budget, at)
         return self._will_ask_again(run_id, at, spec.policy)
 
     def _fork_spec(self, source: Run, request: StartRequest) -> RunSpec:

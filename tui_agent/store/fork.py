@@ -13,6 +13,7 @@ from tui_agent.domain.errors import BadInput
 from tui_agent.domain.models import (
     UNCONFINED_FLAG,
     AgentState,
+    Budget,
     Run,
     RunSpec,
     RunStatus,
@@ -75,6 +76,24 @@ def check_fork_point_txn(cur: Any, source: Run, at: int) -> None:
             f"step {open_seq} of run {source.id[:8]} is a tool call with no recorded "
             f"outcome; fork at step {open_seq - 1} or once it has one"
         )
+
+
+def check_fork_budget(steps: list[Step], budget: Budget, at: int) -> list[Step]:
+    """The copied steps that count against the fork's budget; BadInput when that budget is
+    spent before the fork's first step of its own (it would pause at once, saying so)."""
+    counted = [s for s in steps if s.seq <= at and s.kind in (StepKind.LLM, StepKind.TOOL)]
+    tokens = sum(s.tokens for s in steps if s.seq <= at)
+    if len(counted) >= budget.max_steps:
+        raise BadInput(
+            f"the fork starts with the {len(counted)} budget steps it copies, and a budget of "
+            f"{budget.max_steps} steps leaves none for it; give --max-steps above {len(counted)}"
+        )
+    if tokens >= budget.max_llm_tokens:
+        raise BadInput(
+            f"the fork starts with the {tokens} tokens it copies, and a budget of "
+            f"{budget.max_llm_tokens} tokens leaves none for it; give --max-tokens above {tokens}"
+        )
+    return counted
 
 
 def fork_point(reader: Any, source_id: str, at: int) -> Run:
@@ -141,7 +160,7 @@ def fork_run(db: Any, source_id: str, at: int, spec: RunSpec, new_id: str) -> tu
                 for s in steps
             ],
         )
-        counted = [s for s in steps if s.kind in (StepKind.LLM, StepKind.TOOL)]
+        counted = check_fork_budget(steps, spec.budget, at)
         cur.execute(
             "UPDATE runs SET usage_steps = ?, usage_tokens = ?, next_seq = ? WHERE id = ?",
             (len(counted), sum(s.tokens for s in steps), at + 1, new_id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -106,6 +107,16 @@ def ensure_supervisor(settings: Settings) -> int:
     raise SupervisorStartError(
         f"the supervisor exited at start (code {code}); see {settings.log_dir / 'supervisor.log'}"
     )
+
+
+def tell_starter(line: str) -> None:
+    """A supervisor that cannot run at all (say, its config.toml is broken) tells the
+    process that started it why, as the first line of the ready pipe (its only line)."""
+    raw = os.environ.pop(READY_FD_ENV, "")
+    if raw.isdigit():
+        with contextlib.suppress(OSError):
+            os.write(int(raw), (line.replace("\n", " ") + "\n").encode())
+            os.close(int(raw))
 
 
 def _read_line(fd: int, timeout_s: float) -> str:

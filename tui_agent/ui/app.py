@@ -197,6 +197,8 @@ class AgentApp(App[None]):
         self._pending_tool: str | None = None
         self._supervisor_backoff_s = 0.0
         self._supervisor_retry_at = 0.0
+        self._supervisor_said: str | None = None  # the last start failure, said once
+        self._config_stamp: tuple[int, int] | None = None  # config.toml at that failure
         self._store_problem: str | None = None  # set while the store cannot be read
         self._status_bar: StatusBar | None = None
         self._live_read_at = 0.0  # when the live text was last read
@@ -270,11 +272,16 @@ class AgentApp(App[None]):
         try:
             self.service.ensure_supervisor()
             self._supervisor_backoff_s = 0.0
+            self._supervisor_said = None
         except TuiAgentError as exc:
-            # a supervisor that cannot start is not retried (nor said again) every 0.8 s
+            # A supervisor that cannot start is not retried every 0.8 s, but at once when
+            # config.toml is edited (the usual fix); its reason is said once, not per try.
             self._supervisor_backoff_s = min(60.0, max(2.0, self._supervisor_backoff_s * 2))
             self._supervisor_retry_at = time.monotonic() + self._supervisor_backoff_s
-            self.call_from_thread(self.notify, str(exc), severity="error")
+            self._config_stamp = self.service.config_stamp()
+            if str(exc) != self._supervisor_said:
+                self._supervisor_said = str(exc)
+                self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
         self.call_from_thread(self._poll_supervisor)
 
     def _torn_down(self) -> bool:
@@ -298,7 +305,10 @@ class AgentApp(App[None]):
             and not self.supervisor.running
             and self.service.needs_execution()
             and not any(w.is_running for w in self.workers if w.group == "supervisor")
-            and time.monotonic() >= self._supervisor_retry_at
+            and (
+                time.monotonic() >= self._supervisor_retry_at
+                or self.service.config_stamp() != self._config_stamp
+            )
         ):
             self._ensure_supervisor()
 

@@ -36,6 +36,8 @@ class StatusBar(Static):
         elif state.running:
             held = sum(len(e.get("runs", [])) for e in state.executors)
             sup = f"supervisor: running (pid {state.pid}, {held} active)"
+        elif state.problem:
+            sup = "supervisor: cannot start (retrying)"
         else:
             sup = "supervisor: not running"
         ours = state is not None and state.running and state.serves in (None, store)
