@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def hit(name: str, run_id: str = "") -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(f"{os.getpid()} {run_id}\n")
     if _VERBS[name] == "stop":
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # Sent to this very thread: it stops on its way back from the call, the others
+        # with it. Sent to the process, the kernel may hand it to another thread, and this
+        # one ran on into its next system call first (a statement sent and committed).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         return  # thawed (SIGCONT): go on as if nothing happened
     while True:
         time.sleep(3600)

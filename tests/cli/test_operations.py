@@ -123,7 +123,7 @@ def test_stats_counts_what_happened(home: Home) -> None:
     assert stats["llm_tokens"] > 0 and stats["retries"] == 0
     assert stats["approvals"]["pending"] == 1
     for key in ("run_duration_s", "llm_latency_s"):
-        assert set(stats[key]) == {"p50", "p95", "max"}
+        assert set(stats[key]) == {"n", "p50", "p95", "max"}
     assert stats["llm_latency_s"]["p50"] is not None
     assert home.json("stats", "--since", "1") == stats  # all of it is from today
     assert home.json("stats", "--since", "0")["runs"] == {}  # nothing is newer than now

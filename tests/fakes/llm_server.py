@@ -211,7 +211,7 @@ class ScriptedLLM:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
-                    for turn, event in events:
+                    for i, (turn, event) in enumerate(events):
                         if event is None:
                             self.close_connection = True
                             self.wfile.flush()
@@ -221,9 +221,13 @@ class ScriptedLLM:
                             time.sleep(owner.chunk_delay_s)
                         if turn is not None:
                             owner.first_chunk_at.setdefault(turn, time.monotonic())
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                        data = b"%x\r\n%s\r\n" % (len(event), event)
+                        if i == len(events) - 1:
+                            # [DONE] and the body's end in one segment, as servers send them:
+                            # a client that stops at [DONE] finds the connection reusable.
+                            data += b"0\r\n\r\n"
+                        self.wfile.write(data)
                         self.wfile.flush()
-                    self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError, OSError):
                     self.close_connection = True
 

@@ -87,7 +87,7 @@ def cmd_stats(service: Any, args: argparse.Namespace) -> int:
     def spread(d: dict[str, float | None]) -> str:
         if d["p50"] is None:
             return "-"
-        return f"p50 {d['p50']:.3g}s, p95 {d['p95']:.3g}s, max {d['max']:.3g}s"
+        return f"p50 {d['p50']:.3g}s, p95 {d['p95']:.3g}s, max {d['max']:.3g}s of {d['n']}"
 
     a = data["approvals"]
     decide = a["median_time_to_decide_s"]
@@ -95,8 +95,9 @@ def cmd_stats(service: Any, args: argparse.Namespace) -> int:
         f"runs:          {runs}",
         f"steps:         {steps}",
         f"llm tokens:    {data['llm_tokens']:,}",
-        f"run duration:  {spread(data['run_duration_s'])}",
-        f"llm latency:   {spread(data['llm_latency_s'])}",
+        f"run duration:  {spread(data['run_duration_s'])} ended runs",
+        # (each reply once: the replies a fork copied are not measured again)
+        f"llm latency:   {spread(data['llm_latency_s'])} replies",
         f"retries:       {data['retries']}",
         f"approvals:     {a['pending']} pending, {a['approved']} approved, {a['denied']} denied"
         + (f"; median time to decide {decide:.3g}s" if decide is not None else ""),

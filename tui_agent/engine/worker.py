@@ -345,8 +345,9 @@ class RunWorker:
             return messages
         why = (
             f"{CONTEXT_TOO_SMALL} {size:,} tokens even after compaction, over "
-            f"max_context_tokens {limit:,} (the system message with the agent state, the "
-            "tools and the newest turn); resume it with a larger --max-context-tokens"
+            f"max_context_tokens {limit:,}; resume it with a larger --max-context-tokens "
+            "(what is never folded: the system message with the agent state, the tools and "
+            "the newest turn)"
         )
         self._finish(RunStatus.PAUSED, f"paused: {why}", pause_reason=why)
         raise AssertionError("unreachable")  # _finish raises

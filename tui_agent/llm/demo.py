@@ -63,7 +63,7 @@ class DemoClient:
             results = [r for _, args, r in earlier.results if NOTE_FACT not in args]
             results += [m.get("content") or "" for m in script if m.get("role") == "tool"]
             system = str(messages[0].get("content") or "") if messages else ""
-            content, calls = self._script(turn, results, goal, system)
+            content, calls = self._script(turn, results, goal, system, _listing(earlier, script))
             if not calls and said:
                 content = f"{content} You said: “{_short(said[-1])}” (noted in the facts)."
         if streamed and content and on_text is not None:
@@ -82,8 +82,11 @@ class DemoClient:
         )
 
     def _script(
-        self, turn: int, results: list[str], goal: str, state: str = ""
+        self, turn: int, results: list[str], goal: str, state: str = "", listing: str | None = ""
     ) -> tuple[str | None, list[ToolCall]]:
+        """`listing`: the list_dir result as the conversation still shows it (None: folded
+        away, and its line dropped from the summary too)."""
+
         def call(name: str, args: dict[str, Any]) -> list[ToolCall]:
             return [ToolCall(id=f"demo_{turn}", name=name, arguments=json.dumps(args))]
 
@@ -106,10 +109,9 @@ class DemoClient:
             )
         if turn == 1:
             return "Let me look at the workspace.", call("list_dir", {"path": "."})
-        listing = results[1] if len(results) > 1 else ""
         files = [
             line.split(" (")[0]
-            for line in listing.splitlines()
+            for line in (listing or "").splitlines()
             if line
             and not line.endswith("/")
             and " (" in line
@@ -124,10 +126,15 @@ class DemoClient:
                 "update_state", {"patch": {"add_facts": ["The workspace has no files"]}}
             )
         if turn == 3:
-            body = (
-                f"# Demo summary\n\nGoal: {goal}\n\nThe workspace holds {len(files)} file(s)"
+            found = (
+                f"The workspace holds {len(files)} file(s)"
                 + (f"; the first is `{files[0]}`" if files else "")
-                + ".\n\nWritten by the tui-agent demo model.\n"
+                if listing is not None
+                else "The workspace's listing was compacted away before this was written"
+            )
+            body = (
+                f"# Demo summary\n\nGoal: {goal}\n\n{found}"
+                ".\n\nWritten by the tui-agent demo model.\n"
             )
             return (
                 f"I'd like to save a short summary as {SUMMARY_FILE}.",
@@ -210,3 +217,22 @@ def _noting(message: dict[str, Any]) -> bool:
         return str(message.get("tool_call_id") or "").startswith(NOTE_ID)
     calls = message.get("tool_calls") or []
     return bool(calls) and all(str(c.get("id", "")).startswith(NOTE_ID) for c in calls)
+
+
+def _listing(earlier: Any, script: list[dict[str, Any]]) -> str | None:
+    """The result of the workspace's listing: from the conversation (the tool message
+    answering a list_dir call) or from a compaction's summary; None when neither shows it."""
+    for name, _args, result in earlier.results:
+        if name == "list_dir":
+            return str(result)
+    asked = {
+        call.get("id")
+        for m in script
+        if m.get("role") == "assistant"
+        for call in m.get("tool_calls") or []
+        if (call.get("function") or {}).get("name") == "list_dir"
+    }
+    for m in script:
+        if m.get("role") == "tool" and m.get("tool_call_id") in asked:
+            return str(m.get("content") or "")
+    return None

@@ -21,15 +21,16 @@ LATENCY_RUNS = 500  # LLM latency is measured over the replies of the newest run
 
 
 def _spread(values: list[float]) -> dict[str, float | None]:
-    """p50, p95 and max (nearest rank); None each when there is nothing to measure."""
+    """How many values, their p50, p95 and max (nearest rank); None each when there is
+    nothing to measure."""
     if not values:
-        return {"p50": None, "p95": None, "max": None}
+        return {"n": 0, "p50": None, "p95": None, "max": None}
     ordered = sorted(values)
 
     def rank(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))], 4)
 
-    return {"p50": rank(0.50), "p95": rank(0.95), "max": round(ordered[-1], 4)}
+    return {"n": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "max": round(ordered[-1], 4)}
 
 
 def _latency_value(dialect: str) -> str:

@@ -234,11 +234,12 @@ def _wait_for_promotion() -> bool:
 
 
 def main(settings: Settings, supervisor_pid: int, *, standby: bool = False) -> int:
-    if standby:
-        # Pay for the model client's import and transport now, not when a run is waiting.
-        from tui_agent.llm.openai_client import shared_http_client
+    # Pay for the model client's import and transport (half a second of CPU) now, before
+    # the first claim: an executor started with its supervisor is idle yet, a spare is
+    # waiting, and one started for waiting runs pays it at its first request anyway.
+    from tui_agent.llm.openai_client import shared_http_client
 
-        shared_http_client()
+    shared_http_client()
     # Modules live as long as the process: full GC passes need not walk them again (with
     # them, rebuilding a 10,000-step conversation took 2.5x as long).
     gc.freeze()

@@ -66,9 +66,11 @@ class Supervisor:
         self.lock = SupervisorLock(settings.lock_path)
         self.stopping = threading.Event()
         self.slots = [_Slot() for _ in range(max(1, settings.executors))]
-        # A warm spare, imported and connected, promoted the moment an executor dies: this
-        # is what makes recovery take milliseconds instead of a Python start-up.
-        self.standby: subprocess.Popen[bytes] | None = None
+        # Warm spares, imported and connected, promoted the moment an executor is needed:
+        # one for each empty slot (a burst of runs at an idle supervisor starts at once)
+        # and, with every slot filled, one for when an executor dies (recovery then takes
+        # milliseconds instead of a Python start-up).
+        self.spares: list[subprocess.Popen[bytes]] = []
         self._standby_started = 0.0
         self._standby_due = 0.0
         self._standby_backoff = RestartBackoff()
@@ -162,7 +164,7 @@ class Supervisor:
     def _recover_lost(self, leases: Leases) -> None:
         """On start: end what dead executors left running, then free their runs."""
         recovered: list[str] = []
-        mine = {p.pid for p in (*self._procs(), self.standby) if p is not None}
+        mine = {p.pid for p in (*self._procs(), *self.spares)}
         for pid in leases.lost_executors(pid_alive):
             if pid in mine:
                 continue  # a recorded pid reused by the executor we just started
@@ -257,8 +259,10 @@ class Supervisor:
         return [slot.proc for slot in self.slots if slot.proc is not None]
 
     def _promote_or_spawn(self, slot: _Slot) -> None:
-        spare, self.standby = self.standby, None
-        if spare is not None and spare.poll() is None and spare.stdin is not None:
+        while self.spares and slot.proc is None:
+            spare = self.spares.pop(0)
+            if spare.poll() is not None or spare.stdin is None:
+                continue  # died meanwhile (`_keep_standby` says so when it sees one)
             try:
                 spare.stdin.write(b"go\n")
                 spare.stdin.close()
@@ -344,21 +348,30 @@ class Supervisor:
         slot.last_beat = None
 
     def _keep_standby(self, now: float) -> None:
-        """A spare that dies (it has no runs) is replaced, but never in a tight loop."""
-        spare = self.standby
-        if spare is not None and spare.poll() is not None:
-            self.standby = None
+        """As many spares as empty slots (one when every slot is filled). A spare that dies
+        (it has no runs) is replaced, but never in a tight loop."""
+        for spare in [p for p in self.spares if p.poll() is not None]:
+            self.spares.remove(spare)
             log.warning("standby executor %d exited (%s)", spare.pid, spare.returncode)
             self._standby_backoff.died(lived_s=now - self._standby_started, clean=False, now=now)
-        if self.standby is None and now >= self._standby_due and self._standby_backoff.ready(now):
-            self.standby = self._spawn(standby=True)
+        wanted = max(1, sum(slot.proc is None for slot in self.slots))
+        if len(self.spares) > wanted:  # slots filled by a cold start: a spare too many
+            extra = self.spares.pop()
+            extra.kill()
+            extra.wait()
+        if (
+            len(self.spares) < wanted
+            and now >= self._standby_due
+            and self._standby_backoff.ready(now)
+        ):
+            self.spares.append(self._spawn(standby=True))
             self._standby_started = now
 
     def _stop_executors(self, leases: Leases) -> None:
-        if self.standby is not None:
-            self.standby.kill()
-            self.standby.wait()
-            self.standby = None
+        for spare in self.spares:
+            spare.kill()
+            spare.wait()
+        self.spares = []
         procs = self._procs()
         # SIGTERM: each executor interrupts running commands, records that, hands runs back.
         for proc in procs:
@@ -378,13 +391,12 @@ class Supervisor:
             slot.proc = None
 
     def _kill_children(self) -> None:
-        for proc in (*self._procs(), self.standby):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+        for proc in (*self._procs(), *self.spares):
+            proc.kill()
+            proc.wait()
         for slot in self.slots:
             slot.proc = None
-        self.standby = None
+        self.spares = []
 
 
 def _deliverer(settings: Settings, db: object) -> Deliverer:

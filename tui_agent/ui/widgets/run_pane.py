@@ -178,11 +178,13 @@ class RunPane(Vertical):
             short = self.app.size.height < SHORT
             limit = max(20, (self.size.width or self.app.size.width // 2) - 8) if short else 400
             # the whole call is one key away (v): the card never runs past its box
-            args, reason = one_line(args, limit), one_line(reason, min(limit, 160))
+            prefix = "model's reason: "
+            args = one_line(args, limit)
+            reason = one_line(reason, max(10, min(limit, 160) - (len(prefix) if short else 0)))
             box.update(
                 f"[b]Approval needed[/b]: {pending.tool}  \\[{pending.risk}]\n"
                 f"{_escape(args)}\n"
-                f"model's reason: {_escape(reason)}\n"
+                f"{prefix}{_escape(reason)}\n"
                 "[b]y[/b] approve   [b]n[/b] deny   [b]a[/b] always   [b]v[/b] view all"
             )
             box.display = True
