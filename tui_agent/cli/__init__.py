@@ -62,8 +62,9 @@ def _settings_for(args: argparse.Namespace) -> Settings:
             command = f"supervisor {args.action}"
         if command not in _DESPITE_CONFIG:
             raise
+        settings = load_settings(read_config=False)  # (an unusable TUI_AGENT_DB_URL: refused)
         sys.stderr.write(f"tui-agent: {exc} (ignored for `{command}`)\n")
-        return load_settings(read_config=False)
+        return settings
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
