@@ -91,7 +91,7 @@ def test_a_run_on_a_queue_waits_for_a_supervisor_that_serves_it(home: Home) -> N
     bad = home.cli("run", "x", "--queue", "no spaces")
     assert bad.returncode == 2 and "--queue takes a name" in bad.stderr
     home.configure(FAST_CONFIG + "queues = []\n")
-    bad = home.cli("ls")
+    bad = home.cli("run", "x")
     assert bad.returncode == 2 and "queues must be a list of names" in bad.stderr
 
 

@@ -203,7 +203,7 @@ def test_an_mcp_server_that_cannot_start_offers_no_tools_and_the_run_goes_on(
 )
 def test_bad_mcp_config_is_one_clear_line_and_exit_2(home: Home, table: str, words: str) -> None:
     home.configure(f"[mcp.servers.s]\n{table}\n")
-    proc = home.cli("ls")
+    proc = home.cli("run", "x")
     assert proc.returncode == 2
     assert words in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
