@@ -354,8 +354,15 @@ def load_settings(env: dict[str, str] | None = None, *, read_config: bool = True
         # Machines sharing a store tell their executors apart by it (a private store: "").
         node=(env.get("TUI_AGENT_NODE") or _node_name(home)) if postgres_url(url) else "",
     )
+    return with_config(settings) if read_config else settings
+
+
+def with_config(base: Settings) -> Settings:
+    """`base`'s home and store with what config.toml says now (the defaults without one):
+    a long-lived app reads it again before a start, as a new command would."""
+    settings = Settings(home=base.home, db_file=base.db_file, db_url=base.db_url, node=base.node)
     path = settings.config_path
-    if not read_config or not path.exists():
+    if not path.exists():
         return settings
     try:
         if path.stat().st_mode & 0o077:

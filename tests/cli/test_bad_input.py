@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import Home
+from tests.conftest import FAST_CONFIG, Home
 from tui_agent.supervisor.lock import pid_alive
 
 
@@ -183,14 +183,16 @@ def test_a_broken_config_still_lets_the_supervisor_be_stopped(home: Home) -> Non
     home.configure("max_steps = 'lots'")
     status = home.cli("supervisor", "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
-    assert "max_steps must be a number (ignored for `supervisor status`)" in status.stderr
+    said = "max_steps must be a number (`supervisor status` goes on without config.toml;"
+    assert said in status.stderr
     stopped = home.cli("supervisor", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert home.supervisor_pid() is None or not pid_alive(home.supervisor_pid() or 0)
     for args in (("ls",), ("show", run_id), ("export", run_id), ("stats",)):
         read = home.cli(*args)
         assert read.returncode == 0, (args, read.stderr)
-        assert f"max_steps must be a number (ignored for `{args[0]}`)" in read.stderr
+        assert f"max_steps must be a number (`{args[0]}` goes on without" in read.stderr
+
     for args in (("run", "x"), ("cancel", run_id), ("prune", "--dry-run")):
         refused = home.cli(*args)
         assert refused.returncode == 2 and "max_steps must be a number" in refused.stderr, args
@@ -201,20 +203,32 @@ def test_a_supervisor_its_config_stops_says_why_to_whoever_started_it(home: Home
     """A long-lived TUI or server read a good config.toml; a supervisor started after an
     edit broke it cannot run: the starter hears the file's own error (not "exited, see the
     log"), and the queued run's reason says it instead of "start one"."""
+    import uuid
+
+    from tui_agent.domain.errors import TuiAgentError
     from tui_agent.service.api import StartRequest
     from tui_agent.service.local import LocalService
     from tui_agent.settings import load_settings
+    from tui_agent.store.starts import create_run
 
     home.configure()
     service = LocalService.open(load_settings(home.env))
     try:
-        home.configure("max_concurent_runs = 4")
-        run, _ = service.start_run(StartRequest(goal="x", workspace=str(home.workspace)))
+        # Queued while nothing ran it (the store's own insert: no supervisor started)...
+        spec = service.build_spec(StartRequest(goal="x", workspace=str(home.workspace)))
+        run, _ = create_run(service.db, spec, uuid.uuid4().hex)
+        home.configure("max_concurent_runs = 4")  # ...then the file broke
+        with pytest.raises(TuiAgentError):
+            service.ensure_supervisor()  # as the open app's or server's keeper does
         said = f"{home.path / 'config.toml'}: unknown setting 'max_concurent_runs'"
         assert service.supervisor_problem is not None and said in service.supervisor_problem
         assert service.supervisor_problem.startswith("the supervisor cannot run: ")
         assert service.supervisor_state().problem == service.supervisor_problem
         assert service.reason(service.get_run(run.id)) == f"queued: {service.supervisor_problem}"
+        # A reading command (which goes on without the file) says the same, not "start one".
+        shown = json.loads(home.cli("show", run.id, "--json", check=True).stdout)
+        assert shown["reason"].startswith("queued: the supervisor cannot run: ")
+        assert "unknown setting 'max_concurent_runs'" in shown["reason"]
         stamp = service.config_stamp()
         home.configure()  # fixed: the next start works and the reason is the usual one
         assert service.config_stamp() != stamp
@@ -251,3 +265,26 @@ def test_the_app_without_a_terminal_is_refused_and_a_crash_exits_non_zero(home: 
         argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60
     )
     assert crashed.returncode != 0
+
+
+def test_an_open_service_starts_runs_with_config_toml_as_it_is_now(home: Home) -> None:
+    """An app or server left open starts a run as a new `run` would: with the defaults the
+    file gives now, and refused in the file's one line while it cannot be used."""
+    from tui_agent.service.api import StartRequest
+    from tui_agent.service.local import LocalService
+    from tui_agent.settings import ConfigError, load_settings
+
+    home.configure()
+    service = LocalService.open(load_settings(home.env))
+    try:
+        home.configure(FAST_CONFIG + "max_steps = 10\n")
+        request = StartRequest(goal="x", workspace=str(home.workspace), model="demo")
+        run, _ = service.start_run(request)
+        assert run.budget.max_steps == 10
+        home.configure(FAST_CONFIG + "max_stepz = 10\n")
+        with pytest.raises(ConfigError, match="did you mean 'max_steps'"):
+            service.start_run(request)
+        assert len(service.list_runs()) == 1
+    finally:
+        service.stop_supervisor()
+        service.close()

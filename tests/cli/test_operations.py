@@ -197,8 +197,8 @@ def test_fork_refuses_steps_it_does_not_have_in_one_line(home: Home) -> None:
         (("--from-step", "0"), "greater than 0"),
         (("--from-step", "1", "--goal", "  "), "--goal must not be empty"),
         # A budget the copied steps have spent: the fork would pause at once (a walk).
-        (("--from-step", "5", "--max-steps", str(copied)), f"give --max-steps above {copied}"),
-        (("--from-step", "5", "--max-tokens", "1"), "give --max-tokens above"),
+        (("--from-step", "5", "--max-steps", str(copied)), f"give it more than {copied} steps"),
+        (("--from-step", "5", "--max-tokens", "1"), "tokens (--max-tokens"),
     ):
         proc = home.cli("fork", run_id, *args)
         assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)

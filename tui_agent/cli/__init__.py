@@ -28,8 +28,8 @@ __all__ = ["build_parser", "main", "step_line"]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = _settings_for(args)
-        return _dispatch(args, settings)
+        settings, config_problem = _settings_for(args)
+        return _dispatch(args, settings, config_problem)
     except TuiAgentError as exc:
         sys.stderr.write(f"tui-agent: {exc}\n")
         if args.command == "supervisor" and args.action == "run":
@@ -51,11 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 _DESPITE_CONFIG = {"ls", "show", "export", "stats", "token", "supervisor stop", "supervisor status"}
 
 
-def _settings_for(args: argparse.Namespace) -> Settings:
+def _settings_for(args: argparse.Namespace) -> tuple[Settings, str | None]:
     """A broken config.toml refuses every command that starts or changes runs (what they
-    do depends on it); the others say it and go on with the defaults."""
+    do depends on it); the others say it and go on with the defaults (and return it: no
+    supervisor can start until it is fixed, which a queued run's reason says)."""
     try:
-        return load_settings()
+        return load_settings(), None
     except ConfigError as exc:
         command = args.command
         if command == "supervisor":
@@ -63,11 +64,14 @@ def _settings_for(args: argparse.Namespace) -> Settings:
         if command not in _DESPITE_CONFIG:
             raise
         settings = load_settings(read_config=False)  # (an unusable TUI_AGENT_DB_URL: refused)
-        sys.stderr.write(f"tui-agent: {exc} (ignored for `{command}`)\n")
-        return settings
+        sys.stderr.write(
+            f"tui-agent: {exc} (`{command}` goes on without config.toml; runs cannot start "
+            "until it is fixed)\n"
+        )
+        return settings, str(exc)
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, config_problem: str | None) -> int:
     if args.command is None:
         return _open_tui(settings)
     if args.command == "supervisor":
@@ -75,6 +79,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from tui_agent.service.local import LocalService
 
     service = LocalService.open(settings)
+    if config_problem is not None:  # what a queued run waits for, rather than "start one"
+        service.supervisor_problem = f"the supervisor cannot run: {config_problem}"
     try:
         code = _COMMANDS[args.command](service, args)
         if service.supervisor_problem:  # the change is saved; say why nothing runs it yet

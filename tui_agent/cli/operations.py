@@ -95,9 +95,9 @@ def cmd_stats(service: Any, args: argparse.Namespace) -> int:
         f"runs:          {runs}",
         f"steps:         {steps}",
         f"llm tokens:    {data['llm_tokens']:,}",
-        f"run duration:  {spread(data['run_duration_s'])} ended runs",
-        # (each reply once: the replies a fork copied are not measured again)
-        f"llm latency:   {spread(data['llm_latency_s'])} replies",
+        f"run duration:  {spread(data['run_duration_s'])} final runs",
+        f"llm latency:   {spread(data['llm_latency_s'])} replies (those a fork copied are "
+        "measured once, in the run that made them)",
         f"retries:       {data['retries']}",
         f"approvals:     {a['pending']} pending, {a['approved']} approved, {a['denied']} denied"
         + (f"; median time to decide {decide:.3g}s" if decide is not None else ""),

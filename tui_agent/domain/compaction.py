@@ -58,8 +58,10 @@ def compaction_line(step: Step) -> str:
     p = step.payload
     through = p.get("through_seq", "?")
     first = p.get("from_seq", 1)
+    # The steps new to this summary, then what the summary covers (it carries the one
+    # before it: its header counts all of them).
     return (
-        f"folded steps {first} to {through} into the summary: about "
+        f"folded steps {first} to {through} into the summary of steps 1 to {through}: about "
         f"{p.get('tokens_before', 0):,} → {p.get('tokens_after', 0):,} tokens "
         f"(limit {p.get('limit', 0):,})"
     )

@@ -63,7 +63,14 @@ class DemoClient:
             results = [r for _, args, r in earlier.results if NOTE_FACT not in args]
             results += [m.get("content") or "" for m in script if m.get("role") == "tool"]
             system = str(messages[0].get("content") or "") if messages else ""
-            content, calls = self._script(turn, results, goal, system, _listing(earlier, script))
+            content, calls = self._script(
+                turn,
+                results,
+                goal,
+                system,
+                _result_of("list_dir", earlier, script),
+                _result_of("write_file", earlier, script),
+            )
             if not calls and said:
                 content = f"{content} You said: “{_short(said[-1])}” (noted in the facts)."
         if streamed and content and on_text is not None:
@@ -82,10 +89,17 @@ class DemoClient:
         )
 
     def _script(
-        self, turn: int, results: list[str], goal: str, state: str = "", listing: str | None = ""
+        self,
+        turn: int,
+        results: list[str],
+        goal: str,
+        state: str = "",
+        listing: str | None = "",
+        written: str | None = None,
     ) -> tuple[str | None, list[ToolCall]]:
-        """`listing`: the list_dir result as the conversation still shows it (None: folded
-        away, and its line dropped from the summary too)."""
+        """`listing` and `written`: the results of list_dir and write_file as the
+        conversation still shows them (None: not made, or folded away and their summary
+        line dropped too)."""
 
         def call(name: str, args: dict[str, Any]) -> list[ToolCall]:
             return [ToolCall(id=f"demo_{turn}", name=name, arguments=json.dumps(args))]
@@ -109,9 +123,13 @@ class DemoClient:
             )
         if turn == 1:
             return "Let me look at the workspace.", call("list_dir", {"path": "."})
+        # A listing a compaction's summary kept is cut at its excerpt's end ("…"): its last
+        # line is partial, and the count is a lower bound.
+        cut = (listing or "").endswith("…")
+        lines = (listing or "").splitlines()[: -1 if cut else None]
         files = [
             line.split(" (")[0]
-            for line in (listing or "").splitlines()
+            for line in lines
             if line
             and not line.endswith("/")
             and " (" in line
@@ -127,7 +145,7 @@ class DemoClient:
             )
         if turn == 3:
             found = (
-                f"The workspace holds {len(files)} file(s)"
+                f"The workspace holds {'at least ' if cut else ''}{len(files)} file(s)"
                 + (f"; the first is `{files[0]}`" if files else "")
                 if listing is not None
                 else "The workspace's listing was compacted away before this was written"
@@ -150,17 +168,20 @@ class DemoClient:
                         "add_facts": [
                             {
                                 "key": "summary",
-                                "value": "written" if last.startswith("wrote") else "not written",
+                                "value": "written"
+                                if (written or last).startswith("wrote")
+                                else "not written",
                                 "source": "agent",
                             }
                         ],
                     }
                 },
             )
-        write_result = results[-2] if len(results) >= 2 else last
-        if write_result.startswith("wrote") or WRITTEN in state:
+        if (written or "").startswith("wrote") or WRITTEN in state:
             return f"Done. I looked at the workspace and wrote {SUMMARY_FILE}.", []
-        return f"Done. I looked at the workspace; the summary was not written ({write_result}).", []
+        if written is None:
+            return "Done. I looked at the workspace.", []
+        return f"Done. I looked at the workspace; the summary was not written ({written}).", []
 
 
 NOTE_ID = "demo_note_"
@@ -219,20 +240,21 @@ def _noting(message: dict[str, Any]) -> bool:
     return bool(calls) and all(str(c.get("id", "")).startswith(NOTE_ID) for c in calls)
 
 
-def _listing(earlier: Any, script: list[dict[str, Any]]) -> str | None:
-    """The result of the workspace's listing: from the conversation (the tool message
-    answering a list_dir call) or from a compaction's summary; None when neither shows it."""
+def _result_of(tool: str, earlier: Any, script: list[dict[str, Any]]) -> str | None:
+    """The newest result of a call of `tool`: from the conversation (the tool message
+    answering it) or from a compaction's summary; None when neither shows one."""
+    found: str | None = None
     for name, _args, result in earlier.results:
-        if name == "list_dir":
-            return str(result)
+        if name == tool:
+            found = str(result)
     asked = {
         call.get("id")
         for m in script
         if m.get("role") == "assistant"
         for call in m.get("tool_calls") or []
-        if (call.get("function") or {}).get("name") == "list_dir"
+        if (call.get("function") or {}).get("name") == tool
     }
     for m in script:
         if m.get("role") == "tool" and m.get("tool_call_id") in asked:
-            return str(m.get("content") or "")
-    return None
+            found = str(m.get("content") or "")
+    return found

@@ -57,10 +57,12 @@ def _step(step: dict[str, Any]) -> list[str]:
     if kind == "user":
         return [f"### {seq}. Message from {step.get('by')}", "", str(step.get("text")).rstrip(), ""]
     if kind == "compaction":
+        through = step.get("through_seq")
         head = (
-            f"### {seq}. Compaction: folded steps {step.get('from_seq') or 1} to "
-            f"{step.get('through_seq')} into the summary (about "
-            f"{step.get('tokens_before') or 0:,} → {step.get('tokens_after') or 0:,} tokens)"
+            f"### {seq}. Compaction: folded steps {step.get('from_seq') or 1} to {through} "
+            f"into the summary of steps 1 to {through} (about "
+            f"{step.get('tokens_before') or 0:,} → {step.get('tokens_after') or 0:,} tokens, "
+            f"limit {step.get('limit') or 0:,})"
         )
         return [head, "", _block(str(step.get("summary") or "")), ""]
     decision = step.get("decision", kind)

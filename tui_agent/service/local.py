@@ -53,7 +53,7 @@ from tui_agent.service.validation import (
     check_positive,
     check_storable_text,
 )
-from tui_agent.settings import QUEUE_NAME, Settings, ensure_private_dir
+from tui_agent.settings import QUEUE_NAME, Settings, ensure_private_dir, with_config
 from tui_agent.store.db import Database, check_database_file
 from tui_agent.store.factory import change_feed_for, database_for
 from tui_agent.store.migrations import LATEST_VERSION
@@ -97,6 +97,8 @@ class LocalService(RunOperations):
         self._store_lock = threading.Lock()
         self._served: tuple[float, bool] | None = None  # (when asked, the answer)
         self._kicked_at: float | None = None  # when a supervisor was last seen or started
+        # config.toml when the settings were read, and those settings (see _current_settings)
+        self._config_seen = (self.config_stamp(), settings)
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> LocalService:
@@ -206,7 +208,8 @@ class LocalService(RunOperations):
             raise BadInput(
                 f"--queue takes a name of 1-64 letters, digits, '.', '_' or '-', not {queue!r}"
             )
-        budget = self.settings.default_budget()
+        current = self._current_settings()  # config.toml as it is now, as `run` reads it
+        budget = current.default_budget()
         changes = {
             "max_steps": request.max_steps,
             "max_llm_tokens": request.max_llm_tokens,
@@ -218,7 +221,7 @@ class LocalService(RunOperations):
             approval_risks=tuple(
                 r for r in DEFAULT_APPROVAL_RISKS if r not in request.auto_approve
             ),
-            approval_timeout_s=self.settings.approval_timeout_s,
+            approval_timeout_s=current.approval_timeout_s,
             sandbox=sandbox,
         )
         base_url = None if model == "demo" else os.environ.get("OPENAI_BASE_URL") or None
@@ -233,6 +236,15 @@ class LocalService(RunOperations):
             queue=queue,
             callback_url=callback_url,
         )
+
+    def _current_settings(self) -> Settings:
+        """The settings a start takes its defaults from: read again when config.toml has
+        changed since (an open app or server starts runs as a new `run` would; a file that
+        cannot be used refuses the start in its one line, as `run` does)."""
+        stamp = self.config_stamp()
+        if stamp != self._config_seen[0]:
+            self._config_seen = (stamp, with_config(self.settings))
+        return self._config_seen[1]
 
     def _check_not_ours(self, workspace: Path, resolved: str) -> None:
         """A run's tools may read and write its whole workspace: it must not be, or lie

@@ -86,12 +86,14 @@ def check_fork_budget(steps: list[Step], budget: Budget, at: int) -> list[Step]:
     if len(counted) >= budget.max_steps:
         raise BadInput(
             f"the fork starts with the {len(counted)} budget steps it copies, and a budget of "
-            f"{budget.max_steps} steps leaves none for it; give --max-steps above {len(counted)}"
+            f"{budget.max_steps} steps leaves none for it; give it more than {len(counted)} "
+            "steps (--max-steps; in the app, fork from an earlier step)"
         )
     if tokens >= budget.max_llm_tokens:
         raise BadInput(
             f"the fork starts with the {tokens} tokens it copies, and a budget of "
-            f"{budget.max_llm_tokens} tokens leaves none for it; give --max-tokens above {tokens}"
+            f"{budget.max_llm_tokens} tokens leaves none for it; give it more than {tokens} "
+            "tokens (--max-tokens; in the app, fork from an earlier step)"
         )
     return counted
 
