@@ -36,7 +36,6 @@ def test_the_feed_is_followed_only_while_someone_streams(
 
     async def scenario() -> None:
         hub = ChangeHub(service)
-        hub.start()
         assert not hub.following  # nobody streams: no feed
         await woken_by(hub, first, ("cancel", first))
         assert hub.following  # kept a moment for a reconnect

@@ -262,7 +262,8 @@ class Supervisor:
         while self.spares and slot.proc is None:
             spare = self.spares.pop(0)
             if spare.poll() is not None or spare.stdin is None:
-                continue  # died meanwhile (`_keep_standby` says so when it sees one)
+                log.warning("standby executor %d exited (%s)", spare.pid, spare.returncode)
+                continue
             try:
                 spare.stdin.write(b"go\n")
                 spare.stdin.close()

@@ -101,7 +101,6 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        hub.start()
         keeper = asyncio.create_task(keep_supervisor(service, log))
         try:
             yield

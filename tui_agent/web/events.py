@@ -87,9 +87,6 @@ class ChangeHub:
         self._checking = asyncio.Lock()
         self._again = False
 
-    def start(self) -> None:
-        """Nothing to follow yet: the feed starts with the first follower."""
-
     @property
     def following(self) -> bool:
         """Whether the store's feed is followed now."""
