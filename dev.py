@@ -102,7 +102,9 @@ def main(argv: list[str]) -> int:
     if argv[0] == "app":
         return subprocess.call([str(BIN / "tui-agent"), *argv[1:]])
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    return subprocess.call([str(BIN / "python"), "-m", "pytest", *argv[1:]], cwd=ROOT, env=env)
+    # pytest takes this process's place, so a signal (CI's time limit, Ctrl+C) reaches it.
+    os.chdir(ROOT)
+    os.execve(BIN / "python", [str(BIN / "python"), "-m", "pytest", *argv[1:]], env)
 
 
 if __name__ == "__main__":

@@ -106,8 +106,14 @@ def test_a_running_commands_output_shows_before_it_ends(home: Home, llm: Scripte
     command = "echo first line; sleep 3; echo second line"
     llm.script = [Reply("Running it.", [call("run_shell", {"command": command})]), Reply("Ok.")]
     run_id = home.start("go", "--auto-approve", "external_action", "--sandbox", "none")
-    shown = wait_for(lambda: live(home, run_id), 20, "the command's output")
-    assert shown.kind == "shell" and shown.text == "first line\n"
+
+    # The reply before the call streams too: wait for the command's own live row.
+    def output() -> LiveOutput | None:
+        row = live(home, run_id)
+        return row if row is not None and row.kind == "shell" else None
+
+    shown = wait_for(output, 20, "the command's output")
+    assert shown.text == "first line\n"
     assert "second" not in shown.text
     tool = [s for s in home.show(run_id)["steps"] if s["kind"] == "tool"]
     assert tool and tool[0]["status"] == "started"  # the command is still running
