@@ -88,10 +88,23 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
 
 
 def hold_write_lock(home: Home, seconds: float) -> threading.Thread:
-    """Another process-like writer: BEGIN IMMEDIATE and sit on it."""
+    """Another process-like writer sitting on the store's writes: SQLite's BEGIN IMMEDIATE;
+    on PostgreSQL a transaction holding the tables in EXCLUSIVE mode (reads go on, writes
+    wait), as a stuck writer holding their rows would."""
     ready = threading.Event()
 
     def hold() -> None:
+        if home.db_url is not None:
+            import psycopg
+
+            from tui_agent.store.postgres import SCHEMA
+
+            with psycopg.connect(home.db_url, options=f"-c search_path={SCHEMA}") as pg:
+                pg.execute("LOCK TABLE runs, steps, approvals IN EXCLUSIVE MODE")
+                ready.set()
+                time.sleep(seconds)
+                pg.rollback()
+            return
         conn = sqlite3.connect(home.path / "tui-agent.db", isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
         ready.set()
@@ -137,13 +150,17 @@ class Home:
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """A write to this home's store, whichever engine (tests that tamper with it)."""
+        self.execute_many(sql, [params])
+
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One transaction writing the statement once per row, whichever engine."""
         from tui_agent.settings import load_settings
         from tui_agent.store.factory import database_for
 
         db = database_for(load_settings(self.env))
         try:
             with db.raw_write() as cur:
-                cur.execute(sql, params)
+                cur.executemany(sql, rows)
         finally:
             db.dispose()
 

@@ -42,6 +42,7 @@ class Terminal:
             "PYTHONPATH",
             "TUI_AGENT_GUARD_DB",
             "TUI_AGENT_GUARD_DB_LOG",
+            "TUI_AGENT_DB_URL",
         )
         env = " ".join(f"{k}={shlex.quote(home.env[k])}" for k in keep if k in home.env)
         cmd = (

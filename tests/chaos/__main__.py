@@ -16,9 +16,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos")
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--db-url", help="a PostgreSQL store (an empty database) instead of the SQLite file"
+    )
     args = parser.parse_args()
     started = time.monotonic()
-    report = run_chaos(Path(tempfile.mkdtemp(prefix="tui-agent-chaos-")), args.rounds, args.seed)
+    report = run_chaos(
+        Path(tempfile.mkdtemp(prefix="tui-agent-chaos-")),
+        args.rounds,
+        args.seed,
+        db_url=args.db_url,
+    )
     data = report.as_dict()
     data["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(data, indent=2))

@@ -165,9 +165,64 @@ class FlakyModel(ScriptedLLM):
 EVENTS = ("executor", "freeze", "supervisor", "stop", "both", "tui", "idle", "executor")
 
 
+class _Row(tuple[Any, ...]):
+    """A row by position and by column name, as sqlite3.Row gives it."""
+
+    names: dict[str, int]
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        return super().__getitem__(self.names[key] if isinstance(key, str) else key)
+
+
+class _PgReads:
+    """The harness's own reads on PostgreSQL, shaped like a sqlite3 connection's."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from tui_agent.store.postgres import SCHEMA
+
+        self.conn = psycopg.connect(url, autocommit=True, options=f"-c search_path={SCHEMA}")
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        cur = self.conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        names = {c.name: i for i, c in enumerate(cur.description or [])}
+
+        class _Rows:
+            def fetchall(self) -> list[_Row]:
+                return [self._row(values) for values in cur.fetchall()]
+
+            def fetchone(self) -> _Row | None:
+                values = cur.fetchone()
+                return None if values is None else self._row(values)
+
+            def __iter__(self) -> Any:
+                return iter(self.fetchall())
+
+            @staticmethod
+            def _row(values: Any) -> _Row:
+                row = _Row(values)
+                row.names = names
+                return row
+
+        return _Rows()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> _PgReads:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 class Chaos:
-    def __init__(self, root: Path, seed: int, *, rotate: bool = False) -> None:
+    def __init__(
+        self, root: Path, seed: int, *, rotate: bool = False, db_url: str | None = None
+    ) -> None:
         self.rotate = rotate
+        self.db_url = db_url
         self.rng = random.Random(seed)
         self.root = root
         self.home = root / "home"
@@ -185,6 +240,8 @@ class Chaos:
             "OPENAI_API_KEY": SECRET,
             "TUI_AGENT_MODEL": "chaos",
         }
+        if db_url is not None:
+            self.env["TUI_AGENT_DB_URL"] = db_url
         self.report = Report()
         self.seen_steps: dict[tuple[str, int], tuple[str, str, str | None]] = {}
         self.tui: subprocess.Popen[bytes] | None = None
@@ -242,7 +299,10 @@ class Chaos:
             )
             assert proc.returncode == 0, proc.stderr
 
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Any:
+        """A connection for the harness's reads: the SQLite file, or the PostgreSQL store."""
+        if self.db_url is not None:
+            return _PgReads(self.db_url)
         conn = sqlite3.connect(self.home / "tui-agent.db", timeout=30)
         conn.row_factory = sqlite3.Row
         return conn
@@ -360,9 +420,10 @@ class Chaos:
         v = self.report.violations
         conn = self.db()
         try:
-            if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+            if self.db_url is None and conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 v.append(f"{when}: integrity_check failed")
-            conn.execute("BEGIN")  # one snapshot: runs and steps read at the same moment
+            # one snapshot: runs and steps read at the same moment
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if self.db_url else "BEGIN")
             steps = conn.execute(
                 "SELECT run_id, seq, kind, status, call_id, arguments, result FROM steps"
             ).fetchall()
@@ -498,8 +559,10 @@ class Chaos:
         self.model.stop()
 
 
-def run_chaos(root: Path, rounds: int, seed: int = 1, *, rotate: bool = False) -> Report:
-    chaos = Chaos(root, seed, rotate=rotate)
+def run_chaos(
+    root: Path, rounds: int, seed: int = 1, *, rotate: bool = False, db_url: str | None = None
+) -> Report:
+    chaos = Chaos(root, seed, rotate=rotate, db_url=db_url)
     try:
         for _ in range(rounds):
             chaos.round()

@@ -29,6 +29,7 @@ def skip_outside_ci(why: str) -> NoReturn:
     pytest.skip(why)
 
 
+@pytest.mark.both_stores
 def test_locked_database_is_a_clear_retryable_error_and_writes_nothing(home: Home) -> None:
     home.configure(FAST_CONFIG + "busy_timeout_s = 0.5\n")
     home.cli("ls", check=True)
@@ -36,10 +37,14 @@ def test_locked_database_is_a_clear_retryable_error_and_writes_nothing(home: Hom
     proc = home.cli("run", "blocked", "--workspace", str(home.workspace))
     holder.join()
     assert proc.returncode == 1
-    assert proc.stderr == "tui-agent: the database is locked by another process; try again\n"
+    where = "the database" if home.backend == "sqlite" else "PostgreSQL "
+    assert proc.stderr.startswith(f"tui-agent: {where}"), proc.stderr
+    assert proc.stderr.endswith(" is locked by another process; try again\n"), proc.stderr
+    assert proc.stderr.count("\n") == 1
     assert home.json("ls") == []
 
 
+@pytest.mark.both_stores
 def test_a_run_survives_the_database_being_locked_under_it(home: Home, llm: ScriptedLLM) -> None:
     home.configure(FAST_CONFIG + "busy_timeout_s = 0.3\n")
     home.use_server(llm)
@@ -50,7 +55,7 @@ def test_a_run_survives_the_database_being_locked_under_it(home: Home, llm: Scri
     wait_for(lambda: home.show(run_id)["usage"]["steps"] >= 2, 20, "progress")
     hold_write_lock(home, 2.5).join()
     log = (home.path / "logs" / "executor.log").read_text()
-    assert "the database is locked by another process" in log, "the executor never met the lock"
+    assert "is locked by another process" in log, "the executor never met the lock"
     view = home.wait_status(run_id, "completed", "failed", timeout=60)
     assert view["status"] == "completed", view["error"]
     assert view["result"] == "made it"
@@ -58,6 +63,7 @@ def test_a_run_survives_the_database_being_locked_under_it(home: Home, llm: Scri
     assert view["usage"]["steps"] == 13
 
 
+@pytest.mark.both_stores
 def test_two_supervisors_started_at_once_only_one_runs(home: Home) -> None:
     home.cli("ls", check=True)
     procs = [
@@ -85,6 +91,7 @@ def test_two_supervisors_started_at_once_only_one_runs(home: Home) -> None:
     winner.wait(20)
 
 
+@pytest.mark.both_stores
 def test_huge_reply_and_huge_tool_output_are_recorded_whole(home: Home, llm: ScriptedLLM) -> None:
     home.use_server(llm)
     big = "x" * 2_000_000
@@ -98,11 +105,10 @@ def test_huge_reply_and_huge_tool_output_are_recorded_whole(home: Home, llm: Scr
     assert len(llm_step["content"]) == 2_000_000
     tool = next(s for s in view["steps"] if s["kind"] == "tool")
     assert tool["artifact_id"] and len(tool["result"]) < 2000
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        size, content = conn.execute(
-            "SELECT size, content FROM artifacts WHERE id = ?", (tool["artifact_id"],)
-        ).fetchone()
-    assert content == b"exit code 0\n" + b"y" * 3_000_000  # the whole output, byte for byte
+    ((size, content),) = home.query(
+        "SELECT size, content FROM artifacts WHERE id = ?", (tool["artifact_id"],)
+    )
+    assert bytes(content) == b"exit code 0\n" + b"y" * 3_000_000  # the whole output, exactly
     assert size == len(content)
 
 
@@ -315,6 +321,7 @@ def test_read_only_home_reads_still_work_and_nothing_is_lost_or_repeated(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.both_stores
 def test_workspace_deleted_during_a_run_is_an_answer_not_a_crash(
     home: Home, llm: ScriptedLLM
 ) -> None:
@@ -341,12 +348,14 @@ def test_workspace_deleted_during_a_run_is_an_answer_not_a_crash(
     assert not home.workspace.exists()  # no tool re-created it
 
 
+@pytest.mark.both_stores
 def test_an_executor_stuck_holding_the_write_lock_is_still_killed(
     home: Home, llm: ScriptedLLM
 ) -> None:
-    """An executor stops inside a write transaction (SQLite's write lock held, its own
-    heartbeat blocked behind it): the supervisor must still see the silence and kill it,
-    though its own writes wait behind that lock; the run then goes on."""
+    """An executor stops inside a write transaction (SQLite's write lock held, or the run's
+    row locked on PostgreSQL; its own heartbeat blocked behind it): the supervisor must still
+    see the silence and kill it, though its own writes may wait behind that lock; the run
+    then goes on."""
     from tui_agent.supervisor.lock import pid_alive
 
     home.configure(FAST_CONFIG + "busy_timeout_s = 1\n")

@@ -8,11 +8,13 @@ import pytest
 
 from tests.chaos.harness import run_chaos
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_stores]
 
 
-def test_random_kills_with_a_flaky_model_lose_and_repeat_nothing(tmp_path: Path) -> None:
-    report = run_chaos(tmp_path, rounds=8, seed=21, rotate=True)
+def test_random_kills_with_a_flaky_model_lose_and_repeat_nothing(
+    tmp_path: Path, db_url: str | None
+) -> None:
+    report = run_chaos(tmp_path, rounds=8, seed=21, rotate=True, db_url=db_url)
     data = report.as_dict()
     assert report.violations == [], data
     # every kind of event happened (a kill counts only if its process was there to kill)

@@ -166,6 +166,7 @@ def test_corrupt_config_is_one_clear_line(home: Home, config: str, message: str)
     assert home.json("ls") == []  # nothing written (and the history can still be read)
 
 
+@pytest.mark.both_stores
 def test_a_misspelt_setting_is_named_with_the_one_it_resembles(home: Home) -> None:
     home.configure("max_concurent_runs = 4")
     proc = home.cli("run", "x", "--workspace", str(home.workspace))
@@ -175,6 +176,7 @@ def test_a_misspelt_setting_is_named_with_the_one_it_resembles(home: Home) -> No
     )
 
 
+@pytest.mark.both_stores
 def test_a_broken_config_still_lets_the_supervisor_be_stopped(home: Home) -> None:
     """The way out of a bad edit: `supervisor status` and `stop` work, and the history can
     be read (each says what is wrong); what starts or changes runs refuses in one line."""
@@ -240,6 +242,7 @@ def test_a_supervisor_its_config_stops_says_why_to_whoever_started_it(home: Home
         service.close()
 
 
+@pytest.mark.both_stores
 def test_ls_with_nothing_to_list_says_so_and_version_prints(home: Home) -> None:
     out = home.cli("ls", check=True)
     assert out.stdout.startswith("no runs yet")
@@ -267,6 +270,7 @@ def test_the_app_without_a_terminal_is_refused_and_a_crash_exits_non_zero(home: 
     assert crashed.returncode != 0
 
 
+@pytest.mark.both_stores
 def test_an_open_service_starts_runs_with_config_toml_as_it_is_now(home: Home) -> None:
     """An app or server left open starts a run as a new `run` would: with the defaults the
     file gives now, and refused in the file's one line while it cannot be used."""

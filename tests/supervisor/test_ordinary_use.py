@@ -4,6 +4,7 @@ shell, and runs are started from both. The database must stay whole throughout."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -12,12 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Home, wait_for
+from tests.supervisor.checks import strict_check
 from tests.terminal import Terminal, needs_tmux
 
-pytestmark = [pytest.mark.slow, needs_tmux]
+pytestmark = [pytest.mark.slow, needs_tmux, pytest.mark.both_stores]
 
 
 def integrity(home: Home) -> str:
+    """SQLite's integrity check; on both stores, every run's checkpoint agrees with its steps."""
+    strict_check(home, {})
+    if home.backend != "sqlite":
+        return "ok"
     with sqlite3.connect(home.path / "tui-agent.db") as conn:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
@@ -41,13 +47,28 @@ def _database_fds(pid: int) -> list[str]:
 
 
 def deleted_database_files(pid: int) -> list[str]:
-    """Descriptors of a process (and its children) that point at a deleted database file."""
+    """Descriptors of a process (and its children) that point at a deleted database file
+    (none on PostgreSQL, where there is no file to hold)."""
     return [fd for fd in _database_fds(pid) if "(deleted)" in fd]
 
 
 def database_descriptors(pid: int) -> int:
     """How many descriptors of the process tree point at the live database file."""
     return sum(1 for fd in _database_fds(pid) if fd.endswith("/tui-agent.db"))
+
+
+def tui_holds_its_store(home: Home, pid: int) -> bool:
+    """The TUI opens its writing store after the first frame. SQLite: its descriptors;
+    PostgreSQL: a second connection besides the reading one."""
+    if home.backend == "sqlite":
+        return database_descriptors(pid) >= 2
+    sockets = 0
+    for proc in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            sockets += sum(
+                os.readlink(fd).startswith("socket:") for fd in Path(f"/proc/{proc}/fd").iterdir()
+            )
+    return sockets >= 2
 
 
 def _children(pid: int) -> list[int]:
@@ -72,7 +93,7 @@ def test_tui_left_open_across_supervisor_stop_start_never_corrupts_the_database(
     terminal.launch(home, tmp_path / "rc", size=(120, 36))
     terminal.wait_for("✓ completed", "supervisor: running")
     # the TUI opens its writing store after the first frame: wait until it holds it
-    wait_for(lambda: database_descriptors(terminal.pane_pid()) >= 2, 20, "the TUI's store")
+    wait_for(lambda: tui_holds_its_store(home, terminal.pane_pid()), 20, "the TUI's store")
 
     home.cli("supervisor", "stop", check=True)
     terminal.wait_for("supervisor: not running")

@@ -87,6 +87,7 @@ async def test_start_from_form_then_approve_with_y(make_app: Any, home: Home) ->
     assert run["status"] == "completed" and run["approvals"][0]["status"] == "approved"
 
 
+@pytest.mark.both_stores
 async def test_enter_in_goal_starts_with_defaults_and_errors_stay_in_form(
     make_app: Any, home: Home
 ) -> None:
@@ -124,6 +125,7 @@ async def test_deny_with_reason(make_app: Any, home: Home) -> None:
     assert run["approvals"][0]["decision_reason"] == "not today"
 
 
+@pytest.mark.both_stores
 async def test_always_allow_with_a(make_app: Any, home: Home, llm: ScriptedLLM) -> None:
     home.use_server(llm)
     llm.script = [
@@ -171,6 +173,7 @@ async def test_cancel_asks_for_confirmation(make_app: Any, home: Home) -> None:
         )
 
 
+@pytest.mark.both_stores
 async def test_resume_after_budget_pause_extends_the_budget(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:
@@ -191,6 +194,7 @@ async def test_resume_after_budget_pause_extends_the_budget(
         assert "8/8" in str(app.query_one("#gauge-steps .gauge-value").render())
 
 
+@pytest.mark.both_stores
 async def test_r_on_a_run_paused_by_its_context_limit_offers_a_larger_one(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:
@@ -216,6 +220,7 @@ async def test_r_on_a_run_paused_by_its_context_limit_offers_a_larger_one(
     assert home.show(run_id)["budget"]["max_context_tokens"] == 2000
 
 
+@pytest.mark.both_stores
 async def test_the_resume_dialog_keeps_a_too_small_budget_open_with_the_reason(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:
@@ -298,6 +303,7 @@ async def test_filter_by_text_and_status(make_app: Any, home: Home) -> None:
         assert table.row_count == 1 and app.query_one("#history").selected_id == b
 
 
+@pytest.mark.both_stores
 async def test_filter_words_all_match_in_any_order_and_say_what_is_wrong(
     make_app: Any, home: Home
 ) -> None:
@@ -332,6 +338,7 @@ async def test_filter_words_all_match_in_any_order_and_say_what_is_wrong(
         assert "bogus: not a status" in note and "waiting_approval" in note
 
 
+@pytest.mark.both_stores
 async def test_screen_tells_always_and_lists_written_files(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:
@@ -400,8 +407,6 @@ async def test_quitting_never_stops_a_run(make_app: Any, home: Home, llm: Script
 
 def seed_runs(home: Home, n: int) -> list[str]:
     """n completed runs written straight into the store, newest last; returns their ids."""
-    import sqlite3
-
     home.cli("ls", check=True)
     rows = [
         (
@@ -416,7 +421,7 @@ def seed_runs(home: Home, n: int) -> list[str]:
             i % 50,
             i * 3,
             1.0,
-            0,
+            False,  # cancel_requested
             0,
             0,
             1,
@@ -426,17 +431,17 @@ def seed_runs(home: Home, n: int) -> list[str]:
         )
         for i in range(n)
     ]
-    with sqlite3.connect(home.path / "tui-agent.db") as conn:
-        conn.executemany(
-            "INSERT INTO runs (id, status, goal, workspace, model, budget_json, policy_json, "
-            "state_json, usage_steps, usage_tokens, usage_wall_s, cancel_requested, "
-            "retry_attempt, retry_max, next_seq, revision, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+    home.execute_many(
+        "INSERT INTO runs (id, status, goal, workspace, model, budget_json, policy_json, "
+        "state_json, usage_steps, usage_tokens, usage_wall_s, cancel_requested, "
+        "retry_attempt, retry_max, next_seq, revision, created_at, updated_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
     return [r[0] for r in rows]
 
 
+@pytest.mark.both_stores
 @pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
 async def test_relaunch_returns_to_a_run_deep_in_the_history(
     make_app: Any, home: Home, size: tuple[int, int]
@@ -466,6 +471,7 @@ async def test_relaunch_returns_to_a_run_deep_in_the_history(
         assert app.selected == ids[149]
 
 
+@pytest.mark.both_stores
 async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
     seed_runs(home, 100_000)
     app = make_app()
@@ -483,6 +489,7 @@ async def test_history_of_100k_runs_is_paged(make_app: Any, home: Home) -> None:
         assert table.row_count == 1
 
 
+@pytest.mark.both_stores
 @pytest.mark.parametrize("warm_up_fails", [False, True], ids=["warm-up ok", "warm-up fails"])
 async def test_the_collector_is_back_on_after_the_first_frame(
     make_app: Any, warm_up_fails: bool
@@ -512,6 +519,7 @@ async def test_the_collector_is_back_on_after_the_first_frame(
         gc.set_threshold(*threshold)
 
 
+@pytest.mark.both_stores
 async def test_a_locked_database_never_freezes_the_keys(make_app: Any, home: Home) -> None:
     """Another process holds the write lock: `y` waits for it in a worker while the screen
     goes on answering keys; the approval lands once the lock is free."""
@@ -550,6 +558,7 @@ def _layout(app: AgentApp) -> dict[str, object]:
     }
 
 
+@pytest.mark.both_stores
 async def test_one_layout_per_size_whether_started_there_or_resized_there(
     make_app: Any, home: Home
 ) -> None:
@@ -572,6 +581,7 @@ async def test_one_layout_per_size_whether_started_there_or_resized_there(
     assert layouts[0] == layouts[1]
 
 
+@pytest.mark.both_stores
 async def test_the_palette_offers_the_app_s_commands_and_v_shows_the_whole_call(
     make_app: Any, home: Home, llm: ScriptedLLM
 ) -> None:
@@ -675,6 +685,7 @@ def _completed_demo_run(home: Home) -> tuple[str, dict[str, Any]]:
     return run_id, home.wait_status(run_id, "completed")
 
 
+@pytest.mark.both_stores
 async def test_fork_from_the_step_under_the_cursor_lists_the_calls_asked_again(
     make_app: Any, home: Home
 ) -> None:
@@ -736,6 +747,7 @@ async def test_fork_from_the_step_under_the_cursor_lists_the_calls_asked_again(
     assert home.show(original)["steps"] == shown["steps"]
 
 
+@pytest.mark.both_stores
 async def test_focusing_the_timeline_shows_the_newest_step_and_each_arrow_moves_one(
     make_app: Any, home: Home
 ) -> None:
@@ -759,6 +771,7 @@ async def test_focusing_the_timeline_shows_the_newest_step_and_each_arrow_moves_
         assert timeline.step_under_cursor() == seqs[-3]
 
 
+@pytest.mark.both_stores
 async def test_o_opens_the_step_under_the_cursor_in_full(make_app: Any, home: Home) -> None:
     """A row shows one line of a step; `o` shows all of it, wrapped (a stranger could not
     read a whole reply or result in the app)."""
@@ -786,6 +799,7 @@ async def test_o_opens_the_step_under_the_cursor_in_full(make_app: Any, home: Ho
         await until(pilot, lambda: len(app.screen_stack) == 1, what="back to the run")
 
 
+@pytest.mark.both_stores
 async def test_the_fork_form_follows_its_step_field_and_escape_writes_nothing(
     make_app: Any, home: Home
 ) -> None:
@@ -818,6 +832,7 @@ async def test_the_fork_form_follows_its_step_field_and_escape_writes_nothing(
     assert len(home.json("ls")) == 1
 
 
+@pytest.mark.both_stores
 async def test_g_plots_the_statistics_and_escape_goes_back(make_app: Any, home: Home) -> None:
     """The plots are drawn from the store's figures (the selected run's steps and tokens
     among them); the main keys rest while the screen is open."""
@@ -935,6 +950,7 @@ async def test_m_sends_a_message_and_a_completed_run_continues_with_it(
     assert [s["text"] for s in view["steps"] if s["kind"] == "user"] == ["mention the todo list"]
 
 
+@pytest.mark.both_stores
 async def test_m_yields_the_full_footer_to_a_waiting_call_and_is_gone_once_cancelled(
     make_app: Any, home: Home
 ) -> None:
@@ -962,6 +978,7 @@ async def test_m_yields_the_full_footer_to_a_waiting_call_and_is_gone_once_cance
         assert len(app.screen_stack) == 1
 
 
+@pytest.mark.both_stores
 @pytest.mark.parametrize("size", [(80, 24), (120, 36)])
 async def test_the_reply_shows_as_it_streams_then_gives_way_to_the_recorded_step(
     make_app: Any, home: Home, llm: ScriptedLLM, size: tuple[int, int]

@@ -12,7 +12,7 @@ from tests.conftest import Home
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 from tests.terminal import Terminal, needs_tmux
 
-pytestmark = [pytest.mark.slow, needs_tmux]
+pytestmark = [pytest.mark.slow, needs_tmux, pytest.mark.both_stores]
 
 
 def test_approve_quit_and_relaunch_in_a_real_terminal(

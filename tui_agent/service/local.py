@@ -106,7 +106,7 @@ class LocalService(RunOperations):
         path = settings.db_path
         if not settings.shared:
             check_database_file(path)
-        reader = Reader(database_for(settings, clock=clock))
+        reader = Reader(database_for(settings, clock=clock, for_people=True))
         service = cls(settings, reader, clock=clock)
         if not settings.shared and (not path.exists() or path.stat().st_size == 0):
             service.warm_up()  # creates the database

@@ -10,13 +10,23 @@ from tui_agent.settings import Settings
 from tui_agent.store.db import Database, prepared
 
 
-def database_for(settings: Settings, *, clock: Any = None, pool_size: int = 5) -> Any:
-    """The store these settings name, not opened yet (`prepare()` creates or migrates it)."""
+def database_for(
+    settings: Settings, *, clock: Any = None, pool_size: int = 5, for_people: bool = False
+) -> Any:
+    """The store these settings name, not opened yet (`prepare()` creates or migrates it).
+
+    `for_people`: the service's store (the app, the CLI, the HTTP API). On PostgreSQL its
+    writes wait for another's row lock up to `busy_timeout_s`, as SQLite's do; a lease
+    holder's (supervisor, executor) waits end within half a lease, so none outlives it."""
     if settings.db_url is not None:
         from tui_agent.store.postgres import PgDatabase
 
         return PgDatabase(
-            settings.db_url, clock, pool_size=pool_size, timeout_s=max(2.0, settings.lease_s)
+            settings.db_url,
+            clock,
+            pool_size=pool_size,
+            timeout_s=max(2.0, settings.lease_s),
+            lock_wait_s=settings.busy_timeout_s if for_people else None,
         )
     return Database(
         settings.db_path,

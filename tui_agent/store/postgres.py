@@ -173,22 +173,26 @@ class PgConnection:
         self.raw.close()
 
 
-def connect_kwargs(url: str, *, timeout_s: float, autocommit: bool = True) -> dict[str, Any]:
+def connect_kwargs(
+    url: str, *, timeout_s: float, autocommit: bool = True, lock_wait_s: float | None = None
+) -> dict[str, Any]:
     """psycopg's keywords for a connection whose every network wait ends within about
-    `timeout_s` (the URL parsed here, never by libpq)."""
+    `timeout_s` (the URL parsed here, never by libpq). A row lock is waited for half that,
+    or `lock_wait_s` (a person's command waits as long as SQLite's `busy_timeout_s`)."""
     wait = max(2, int(timeout_s))
     # The session's limits, so that no wait outlives a lease: a row lock (another machine
     # mid-transaction), a statement, a transaction left open by a client that was cut off
     # (the server ends it and frees its locks), a dead client's socket. Isolation is set,
     # not inherited from the server's defaults; our tables live in their own schema.
     ms = wait * 1000
+    lock_ms = ms // 2 if lock_wait_s is None else max(1, int(lock_wait_s * 1000))
     options = " ".join(
         f"-c {name}={value}"
         for name, value in (
             ("search_path", f"{SCHEMA},public"),  # public: extensions installed there
             ("default_transaction_isolation", "read\\ committed"),
-            ("lock_timeout", ms // 2),
-            ("statement_timeout", ms * 2),
+            ("lock_timeout", lock_ms),
+            ("statement_timeout", max(ms * 2, lock_ms + ms)),
             ("idle_in_transaction_session_timeout", ms),
             ("tcp_user_timeout", ms),
             ("tcp_keepalives_idle", max(1, wait // 2)),
@@ -210,8 +214,12 @@ def connect_kwargs(url: str, *, timeout_s: float, autocommit: bool = True) -> di
     }
 
 
-def connect_raw(url: str, *, timeout_s: float, autocommit: bool = True) -> Any:
-    return psycopg.connect(**connect_kwargs(url, timeout_s=timeout_s, autocommit=autocommit))
+def connect_raw(
+    url: str, *, timeout_s: float, autocommit: bool = True, lock_wait_s: float | None = None
+) -> Any:
+    return psycopg.connect(
+        **connect_kwargs(url, timeout_s=timeout_s, autocommit=autocommit, lock_wait_s=lock_wait_s)
+    )
 
 
 class PooledConnections:
@@ -219,11 +227,13 @@ class PooledConnections:
     (psycopg_pool). A connection per run thread cost a PostgreSQL backend per run: a
     process started and its catalog caches warmed, then thrown away with the thread."""
 
-    def __init__(self, url: str, *, timeout_s: float, max_size: int) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float, max_size: int, lock_wait_s: float | None = None
+    ) -> None:
         from psycopg_pool import ConnectionPool
 
         self.pool = ConnectionPool(
-            kwargs=connect_kwargs(url, timeout_s=timeout_s),
+            kwargs=connect_kwargs(url, timeout_s=timeout_s, lock_wait_s=lock_wait_s),
             min_size=1,
             max_size=max(2, max_size),
             timeout=max(2.0, timeout_s),  # waiting for a connection is bounded too
@@ -275,6 +285,8 @@ def translate(exc: BaseException, where: str) -> Exception | None:
         return StoreUnavailable(f"the disk of {where} is full")
     if isinstance(orig, psycopg.errors.ReadOnlySqlTransaction):
         return StoreUnavailable(f"{where} is read-only; nothing was written")
+    if isinstance(orig, psycopg.errors.LockNotAvailable):  # lock_timeout: as SQLite's "locked"
+        return StoreUnavailable(f"{where} is locked by another process; try again")
     if isinstance(orig, psycopg.OperationalError | psycopg.errors.AdminShutdown):
         refused = _REFUSAL.search(str(orig))
         if refused:  # the server answered: waiting will not help, the URL must change
@@ -305,21 +317,27 @@ class PgDatabase:
         *,
         pool_size: int = 5,
         timeout_s: float = 5.0,
+        lock_wait_s: float | None = None,
     ) -> None:
         self.url = url
+        self.lock_wait_s = lock_wait_s
         self.label = postgres_label(url)
         self.clock = clock or time.time
         self.pool_size = pool_size
         self.timeout_s = timeout_s
         # The executor's and supervisor's transactions share a small pool; the reader keeps
         # a connection per thread (its nested snapshots share one).
-        self._connections = PooledConnections(url, timeout_s=timeout_s, max_size=min(pool_size, 8))
+        self._connections = PooledConnections(
+            url, timeout_s=timeout_s, max_size=min(pool_size, 8), lock_wait_s=lock_wait_s
+        )
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
 
     def _connect(self) -> PgConnection:
         try:
-            return PgConnection(connect_raw(self.url, timeout_s=self.timeout_s))
+            return PgConnection(
+                connect_raw(self.url, timeout_s=self.timeout_s, lock_wait_s=self.lock_wait_s)
+            )
         except psycopg.Error as exc:
             raise self.translate(exc) from None
 
@@ -370,7 +388,10 @@ class PgDatabase:
                 self._engine = create_engine(
                     "postgresql+psycopg://",
                     creator=lambda: connect_raw(
-                        self.url, timeout_s=self.timeout_s, autocommit=False
+                        self.url,
+                        timeout_s=self.timeout_s,
+                        autocommit=False,
+                        lock_wait_s=self.lock_wait_s,
                     ),
                     pool_size=self.pool_size,
                     max_overflow=self.pool_size * 2,
