@@ -551,6 +551,9 @@ class Chaos:
             self.report.violations.append(f"the TUI printed an error: {text[-2000:]}")
 
     def close(self) -> None:
+        # The TUI first: it starts a supervisor it sees die, which would outlive the test.
+        if self.tui is not None and self.tui.poll() is None:
+            self.tui.kill()
         for pid in functools.reduce(operator.iadd, self.pids().values(), []):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -865,6 +865,12 @@ async def test_g_plots_the_statistics_and_escape_goes_back(make_app: Any, home: 
         plots = list(screen.query(PlotextPlot))
         assert len(plots) == 4 and all("┤" in str(p.render()) for p in plots)
         assert "s" not in footer_keys(app) and "escape" in footer_keys(app)
+        days = screen.query_one("#stats-per-day-caption")
+        assert "of 14 days" not in str(days.render())  # all 14 fit at 120 columns
+        await pilot.resize_terminal(80, 24)  # the plots follow the terminal's size
+        await until(pilot, lambda: "(the last 10 of 14 days)" in str(days.render()), what="fit")
+        await pilot.resize_terminal(120, 36)
+        await until(pilot, lambda: "of 14 days" not in str(days.render()), what="all days")
         home.cli("prune", "--older-than", "0", check=True)  # from another terminal
         await pilot.press("r")
         await until(pilot, lambda: "is gone" in str(caption.render()), what="the run gone")

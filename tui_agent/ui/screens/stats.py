@@ -88,9 +88,18 @@ class FittedPlot(PlotextPlot):
     """A plot drawn anew at each render, for the size it has then: its axes' ticks and the
     bar labels that fit depend on it (and a caption taking a second line changes it)."""
 
+    @dataclass
+    class Resized(Message):
+        """The plot has a new size: the captions and the days that fit follow it."""
+
+        plot: FittedPlot
+
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id)
         self.draw: Callable[[FittedPlot], None] | None = None
+
+    def on_resize(self) -> None:
+        self.post_message(self.Resized(self))
 
     def render(self) -> RenderResult:
         self.plt.clear_figure()
@@ -166,9 +175,11 @@ class StatsScreen(Screen[None]):
         )
         self._show()
 
-    def on_resize(self) -> None:
-        # after the layout: the captions are fitted to the cells' new width
-        self.call_after_refresh(self._show)
+    def on_fitted_plot_resized(self, message: FittedPlot.Resized) -> None:
+        # after the layout (a terminal resized, a caption taking a second line): the
+        # captions and the days shown fit the plots' new size
+        if message.plot.id == "stats-per-day":
+            self._show()
 
     def _color(self, variable: str) -> tuple[int, int, int]:
         """A theme variable as plotext takes colours."""
@@ -181,9 +192,8 @@ class StatsScreen(Screen[None]):
         if series is None:
             return
         durations, latency = series.run_duration_s, series.llm_latency_s
-        if self.query_one("#stats-per-day").size.width == 0:  # not laid out yet
-            self.call_after_refresh(self._show)
-            return
+        if self.query_one("#stats-per-day").size.width == 0:
+            return  # not laid out yet (or covered while loading): its resize shows them
         if series.run_id is None:
             self._caption("run", "[b]No run selected[/b]: select one to see its steps and tokens")
         elif series.run_gone:
