@@ -170,7 +170,7 @@ class StatsScreen(Screen[None]):
         self._series = message.series
         runs = sum(sum(counts) for counts in message.series.runs_per_day.values())
         title.update(
-            f"[b]Statistics[/b] · the last {DAYS} days · {runs} runs · "
+            f"[b]Statistics[/b] · the last {DAYS} days · {_count(runs, 'run')} · "
             "[b]r[/b] reload · [b]escape[/b] back"
         )
         self._show()
