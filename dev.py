@@ -72,7 +72,7 @@ def _pip_with_progress(argv: list[str]) -> None:
             continue
         if tty:
             print(f"\r\033[K{status[:78]}", end="", flush=True)
-        else:
+        elif not text.startswith("Collecting "):  # a log (CI) gets the two lines that matter
             print(status, flush=True)
     code = proc.wait()
     if tty:
