@@ -307,11 +307,13 @@ def test_a_stalled_heartbeat_gets_the_executor_killed_and_nothing_repeated(
     before = steps_now(home)
     wait_for(lambda: not pid_alive(stalled), 10, "the supervisor to kill the hung executor")
     view = home.wait_status(run_id, "completed")
-    # one kill: at most the turn in flight (never recorded) was asked again, once
+    # Each takeover (the kill; on a loaded machine a 0.4 s lease may also lapse once more):
+    # at most the turn in flight (never recorded) was asked again, once per takeover.
+    claims = [e["kind"] for e in view["events"]].count("claimed")
+    assert claims >= 2, view["events"]
     requests = [llm.requests_for(turn) for turn in range(3)]
-    assert all(n >= 1 for n in requests) and sum(requests) <= 4, requests
+    assert all(n >= 1 for n in requests) and sum(requests) <= 3 + (claims - 1), requests
     assert side_effects(home) == ["ran"]
-    assert [e["kind"] for e in view["events"]].count("claimed") == 2
     assert [s["kind"] for s in view["steps"]] == ["llm", "tool", "llm", "tool", "llm"]
     strict_check(home, before)
 
