@@ -95,11 +95,9 @@ def hold_write_lock(home: Home, seconds: float) -> threading.Thread:
 
     def hold() -> None:
         if home.db_url is not None:
-            import psycopg
+            from tests.pg import connect_store
 
-            from tui_agent.store.postgres import SCHEMA
-
-            with psycopg.connect(home.db_url, options=f"-c search_path={SCHEMA}") as pg:
+            with connect_store(home.db_url) as pg:
                 pg.execute("LOCK TABLE runs, steps, approvals IN EXCLUSIVE MODE")
                 ready.set()
                 time.sleep(seconds)

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,12 @@ def stop_cluster() -> None:
     if _CLUSTER is not None:
         _CLUSTER.stop()
         _CLUSTER = None
+
+
+def connect_store(url: str, **kwargs: Any) -> Any:
+    """A psycopg connection to a tui-agent store, its schema first on the search path."""
+    import psycopg
+
+    from tui_agent.store.postgres import SCHEMA
+
+    return psycopg.connect(url, options=f"-c search_path={SCHEMA}", **kwargs)

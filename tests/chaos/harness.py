@@ -174,38 +174,28 @@ class _Row(tuple[Any, ...]):
         return super().__getitem__(self.names[key] if isinstance(key, str) else key)
 
 
+def _rows_like_sqlite(cursor: Any) -> Any:
+    """psycopg's row factory giving `_Row`s."""
+    names = {c.name: i for i, c in enumerate(cursor.description or [])}
+
+    def make(values: Any) -> _Row:
+        row = _Row(values)
+        row.names = names
+        return row
+
+    return make
+
+
 class _PgReads:
     """The harness's own reads on PostgreSQL, shaped like a sqlite3 connection's."""
 
     def __init__(self, url: str) -> None:
-        import psycopg
+        from tests.pg import connect_store
 
-        from tui_agent.store.postgres import SCHEMA
-
-        self.conn = psycopg.connect(url, autocommit=True, options=f"-c search_path={SCHEMA}")
+        self.conn = connect_store(url, autocommit=True, row_factory=_rows_like_sqlite)
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        cur = self.conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
-        names = {c.name: i for i, c in enumerate(cur.description or [])}
-
-        class _Rows:
-            def fetchall(self) -> list[_Row]:
-                return [self._row(values) for values in cur.fetchall()]
-
-            def fetchone(self) -> _Row | None:
-                values = cur.fetchone()
-                return None if values is None else self._row(values)
-
-            def __iter__(self) -> Any:
-                return iter(self.fetchall())
-
-            @staticmethod
-            def _row(values: Any) -> _Row:
-                row = _Row(values)
-                row.names = names
-                return row
-
-        return _Rows()
+        return self.conn.execute(sql.replace("?", "%s"), params)
 
     def close(self) -> None:
         self.conn.close()
