@@ -41,6 +41,8 @@ POLL_S = 0.05
 # before the lease runs out and anyone else may take them over.
 SELF_FENCE = 0.75
 FENCE_CHECK_S = 0.1
+# The exit code of an executor that ends itself because a run's thread would not stop.
+EXIT_STUCK = 75
 
 
 class Executor:
@@ -76,6 +78,9 @@ class Executor:
         self._claims_outage = Outage(log, "cannot claim runs")
         self._renewed = time.monotonic()  # when the last successful heartbeat began
         self._beat_outage = Outage(log, "heartbeats cannot be written")
+        # Runs let go of whose threads have not ended yet: [when let go, when the store
+        # answered a heartbeat since (None: not yet)].
+        self._let_go: dict[str, list[float | None]] = {}
         self._lock = threading.Lock()
 
     def serve(self, *, standby: bool = False) -> None:
@@ -173,13 +178,16 @@ class Executor:
             for run_id, (_, thread) in list(self.workers.items()):
                 if not thread.is_alive():
                     del self.workers[run_id]
+                    self._let_go.pop(run_id, None)
             return set(self.workers)
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_s):
             failpoints.hit("executor.heartbeat")
             with self._lock:
-                current = dict(self.workers)
+                # A run let go of is never renewed: its lease lapses and it is taken over,
+                # even if its thread here cannot be stopped (its writes are fenced off).
+                current = {k: v for k, v in self.workers.items() if not v[0].lost.is_set()}
             walls = {run_id: w.take_wall() for run_id, (w, _) in current.items()}
             began = time.monotonic()
             try:
@@ -189,6 +197,9 @@ class Executor:
                 continue
             self._beat_outage.ok()
             self._renewed = began  # the leases were renewed from (no later than) then
+            with self._lock:
+                for marks in self._let_go.values():
+                    marks[1] = marks[1] or time.monotonic()
             for run_id, (worker, _) in current.items():
                 if run_id not in held:
                     if self.journal.holds(run_id):  # (not a run its worker just let go of)
@@ -206,12 +217,42 @@ class Executor:
                 with self._lock:
                     current = dict(self.workers)
                 self._let_go_of(current, f"leases not renewed for {silent:.1f}s")
+            self._end_if_stuck()
+
+    def _end_if_stuck(self) -> None:
+        """A run let go of whose thread is still busy lease_s after the store answered
+        again is stuck where nothing can stop it (a hung call; on PostgreSQL the server
+        ends a transaction left open, so the heartbeats go on beside it). The executor then
+        ends, as a hung one is killed: the side effects of its calls end with it and its
+        supervisor recovers its runs like those of any executor that died."""
+        now = time.monotonic()
+        with self._lock:
+            stuck = [
+                run_id
+                for run_id, (_, answered) in self._let_go.items()
+                if answered is not None
+                and now - answered > self.settings.lease_s
+                and self.workers[run_id][1].is_alive()
+            ]
+        if not stuck:
+            return
+        log.error(
+            "run %s did not stop within %.1fs of being let go; this executor ends so that "
+            "its work ends with it",
+            ", ".join(stuck),
+            self.settings.lease_s,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_STUCK)
 
     def _let_go_of(self, workers: dict[str, tuple[RunWorker, threading.Thread]], why: str) -> None:
         """Stop advancing these runs now: their commands end, their writes are fenced off."""
         for run_id, (worker, _) in workers.items():
             if not worker.lost.is_set():
                 log.warning("run %s: %s; ending its work here", run_id, why)
+                with self._lock:
+                    self._let_go.setdefault(run_id, [time.monotonic(), None])
                 worker.lost.set()
 
 
