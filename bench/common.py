@@ -48,6 +48,29 @@ def emit(
     return row
 
 
+def settle(*, busy: float = 0.15, window_s: float = 0.5, most_s: float = 20.0) -> float:
+    """Wait until the machine is quiet (all its CPUs together busy less than `busy` of one
+    over `window_s`), at most `most_s`; returns the seconds waited. A latency measured
+    while a supervisor the first request started is still importing its executors
+    measures that start, not the request (the steady state is what a client meets)."""
+    import time
+
+    def busy_ticks() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)  # all but idle and iowait
+
+    began = time.monotonic()
+    cpus = os.cpu_count() or 1
+    while time.monotonic() - began < most_s:
+        b0, t0 = busy_ticks()
+        time.sleep(window_s)
+        b1, t1 = busy_ticks()
+        if t1 > t0 and (b1 - b0) / (t1 - t0) * cpus < busy:
+            break
+    return time.monotonic() - began
+
+
 def scratch(prefix: str) -> Path:
     """A temporary directory, removed when the benchmark process exits."""
     path = Path(tempfile.mkdtemp(prefix=f"tui-agent-bench-{prefix}-"))

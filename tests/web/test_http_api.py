@@ -78,6 +78,19 @@ def test_post_answers_202_with_the_run_and_a_key_returns_it_again(home: Home, ap
     }
 
 
+def test_a_new_runs_202_is_what_the_store_then_shows(home: Home, api: Api) -> None:
+    """A start without a key answers with the run as its transaction committed it (not
+    read back): it must be exactly the run a read then shows, while nothing has moved it
+    (its queue is one no supervisor serves)."""
+    for extra in (
+        {},
+        {"sandbox": "none", "max_context_tokens": 3000, "auto_approve": ["write_local"]},
+    ):
+        started = api.start("stay queued", queue="nobody-serves-it", **extra)
+        assert started["status"] == "queued" and len(started["events"]) == 1
+        assert api.client.get(f"/v1/runs/{started['id']}").json() == started
+
+
 def test_the_list_pages_with_a_cursor(home: Home, api: Api) -> None:
     ids = [api.start(f"run {i}", model="demo")["id"] for i in range(5)]
     seen: list[str] = []

@@ -105,6 +105,10 @@ class AgentService(Protocol):
 
     def start_run(self, request: StartRequest) -> tuple[Run, bool]: ...
 
+    def start_run_view(self, request: StartRequest) -> tuple[RunView, bool]:
+        """`start_run`, answered with the run's view (a new run's as it was committed)."""
+        ...
+
     def resolve_ref(self, ref: str) -> str: ...
 
     def list_runs(

@@ -58,7 +58,7 @@ from tui_agent.store.db import Database, check_database_file
 from tui_agent.store.factory import change_feed_for, database_for
 from tui_agent.store.migrations import LATEST_VERSION
 from tui_agent.store.reader import Reader
-from tui_agent.store.starts import create_run
+from tui_agent.store.starts import create_run_and_event
 from tui_agent.supervisor import spawn
 
 if TYPE_CHECKING:
@@ -282,9 +282,29 @@ class LocalService(RunOperations):
         return path
 
     def start_run(self, request: StartRequest) -> tuple[Run, bool]:
-        run, created = create_run(self.db, self.build_spec(request), uuid.uuid4().hex)
+        run, event = self._create(request)
+        return run, event is not None
+
+    def start_run_view(self, request: StartRequest) -> tuple[RunView, bool]:
+        run, event = self._create(request)
+        if event is None:  # the key's live run: as it is now
+            return self.run_view(run.id), False
+        # A new run is shown as its transaction committed it: nothing else is its yet.
+        view = RunView(
+            run=run,
+            steps=[],
+            events=[event],
+            pending=None,
+            approvals=[],
+            in_doubt=None,
+            reason=self._reason(run, None, None),
+        )
+        return view, True
+
+    def _create(self, request: StartRequest) -> tuple[Run, Event | None]:
+        run, event = create_run_and_event(self.db, self.build_spec(request), uuid.uuid4().hex)
         self._kick_supervisor()
-        return run, created
+        return run, event
 
     # ---- reading -----------------------------------------------------------------------
 

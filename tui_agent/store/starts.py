@@ -7,10 +7,17 @@ import json
 import sqlite3
 from typing import Any
 
-from tui_agent.domain.models import FINAL_STATUSES, UNCONFINED_FLAG, Run, RunSpec, RunStatus
+from tui_agent.domain.models import (
+    FINAL_STATUSES,
+    UNCONFINED_FLAG,
+    Event,
+    Run,
+    RunSpec,
+    RunStatus,
+)
 from tui_agent.store.db import Database
 from tui_agent.store.rows import run_from_row
-from tui_agent.store.txn import add_event_txn, fetch_one, load_run_txn
+from tui_agent.store.txn import add_event_txn, fetch_one
 
 _FINAL = tuple(s.value for s in FINAL_STATUSES)
 _INSERT_RUN = (
@@ -26,7 +33,8 @@ _INSERT_RUN = (
 _PG_CREATE = (
     f"WITH r AS ({_INSERT_RUN} RETURNING *), "
     "e AS (INSERT INTO events (run_id, kind, message, data_json, created_at) "
-    "SELECT id, 'created', ?, ?, created_at FROM r) SELECT * FROM r"
+    "SELECT id, 'created', ?, ?, created_at FROM r RETURNING id) "
+    "SELECT r.*, e.id AS event_id FROM r, e"
 )
 
 
@@ -67,31 +75,34 @@ def _run_values(spec: RunSpec, run_id: str, now: float, state: dict[str, Any]) -
 
 def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
     """Insert a queued run; with an idempotency key, return the live run holding it."""
+    run, event = create_run_and_event(db, spec, run_id)
+    return run, event is not None
+
+
+def create_run_and_event(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, Event | None]:
+    """`create_run`, with the new run's only event (None: the key's live run came back), so
+    that a new run is shown as committed without reading it back."""
     now = float(db.clock())
     state = {"risk_flags": [UNCONFINED_FLAG]} if spec.policy.sandbox == "none" else {}
     created = f"run created with model {spec.model}"
+    data = {"status": RunStatus.QUEUED.value}
     if db.dialect == "postgresql" and not spec.idem_key:
-        status = json.dumps({"status": RunStatus.QUEUED.value})
         with db.raw_statement() as cur:
             row = cur.execute(
-                _PG_CREATE, (*_run_values(spec, run_id, now, state), created, status)
+                _PG_CREATE, (*_run_values(spec, run_id, now, state), created, json.dumps(data))
             ).fetchone()
-        return run_from_row(row), True
+        return run_from_row(row), Event(row["event_id"], run_id, "created", created, now, data)
     try:
         with db.raw_write() as cur:
             existing = live_run_with_key_txn(cur, spec.idem_key)
             if existing is not None:
-                return existing, False
-            insert_run_txn(cur, spec, run_id, now, state)
-            add_event_txn(
-                cur,
-                run_id,
-                "created",
-                created,
-                now,
-                becomes=RunStatus.QUEUED,
+                return existing, None
+            row = fetch_one(
+                cur, _INSERT_RUN + " RETURNING *", _run_values(spec, run_id, now, state)
             )
-            return load_run_txn(cur, run_id), True
+            assert row is not None
+            event_id = add_event_txn(cur, run_id, "created", created, now, becomes=RunStatus.QUEUED)
+            return run_from_row(row), Event(event_id, run_id, "created", created, now, data)
     except Exception as exc:
         if not _duplicate_key(exc):
             raise
@@ -100,7 +111,7 @@ def create_run(db: Database, spec: RunSpec, run_id: str) -> tuple[Run, bool]:
         with db.raw_read() as cur:
             existing = live_run_with_key_txn(cur, spec.idem_key)
         if existing is not None:
-            return existing, False
+            return existing, None
         raise
 
 

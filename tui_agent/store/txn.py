@@ -136,9 +136,10 @@ def add_event_txn(
     data: dict[str, Any] | None = None,
     *,
     becomes: RunStatus | None = None,
-) -> None:
+) -> int:
     """Record what happened to a run; `becomes` is the status the transaction leaves it in
     (kept in the event's data; a callback is due when the run ended or needs a person).
+    Returns the event's id.
 
     The caller's transaction has written (so, on PostgreSQL, locked) the run's row first:
     a run's events then commit in the order of their ids (identities are drawn before
@@ -146,9 +147,13 @@ def add_event_txn(
     payload = dict(data or {})
     if becomes is not None:
         payload["status"] = becomes.value
-    execute(conn, _INSERT_EVENT, (run_id, kind, message, json.dumps(payload), now))
+    row = fetch_one(
+        conn, _INSERT_EVENT + " RETURNING id", (run_id, kind, message, json.dumps(payload), now)
+    )
+    assert row is not None
     if becomes in CALLBACK_STATUSES:
         _enqueue_callback_txn(conn, run_id, becomes, message, now)
+    return int(row["id"])
 
 
 def _enqueue_callback_txn(

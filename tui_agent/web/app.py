@@ -141,7 +141,7 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
             raise BadInput(
                 "workspace must be an absolute path (the server's own directory is not yours)"
             )
-        run, created = service.start_run(
+        started, created = service.start_run_view(
             StartRequest(
                 goal=body.goal,
                 workspace=body.workspace,
@@ -157,7 +157,8 @@ def create_app(service: AgentService, *, keepalive_s: float = 15.0) -> FastAPI:
                 callback_url=body.callback_url,
             )
         )
-        return view(run.id, 202 if created else 200, {"Location": f"/v1/runs/{run.id}"})
+        run_id = started.run.id
+        return _json(run_json(started), 202 if created else 200, {"Location": f"/v1/runs/{run_id}"})
 
     @app.get("/v1/runs", tags=["runs"], response_class=JSONResponse)
     def list_runs(

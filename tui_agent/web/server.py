@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import sys
@@ -47,6 +48,9 @@ def serve(service: AgentService, host: str, port: int, *, keepalive_s: float = 1
         ours.addHandler(handler)
         ours.propagate = False
     logging.getLogger("uvicorn.access").addFilter(_no_query)
+    # What is loaded now lives as long as the server: full GC passes need not walk it
+    # again at every few hundred requests (as the executor does).
+    gc.freeze()
     server.run(sockets=[sock])
     return 0 if server.started else 1
 
