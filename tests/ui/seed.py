@@ -102,7 +102,14 @@ class Seeder:
         self.store.close()
 
 
-def seed_showcase(db_path: Path) -> dict[str, str]:
+def _checkpoint(db_path: Path | str) -> None:
+    """SQLite: the seeded rows moved from the log into the file (PostgreSQL: nothing to do)."""
+    if isinstance(db_path, Path):
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def seed_showcase(db_path: Path | str) -> dict[str, str]:
     """A completed run with many steps, a paused run, a run waiting for approval."""
     s = Seeder(db_path)
     ids: dict[str, str] = {}
@@ -156,12 +163,11 @@ def seed_showcase(db_path: Path) -> dict[str, str]:
     )
     ids["waiting"] = waiting
     s.close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _checkpoint(db_path)
     return ids
 
 
-def seed_stats(db_path: Path, workspace: str = "/work/project") -> dict[str, str]:
+def seed_stats(db_path: Path | str, workspace: str = "/work/project") -> dict[str, str]:
     """Ten days of finished and paused runs (durations from seconds to hours, LLM replies
     with latencies), then a run with a write after its reads: what the statistics screen
     plots and the fork form lists. Times are T0-relative, so the plots are the same on
@@ -209,6 +215,5 @@ def seed_stats(db_path: Path, workspace: str = "/work/project") -> dict[str, str
     s.llm(run_id, "NOTES.md holds the summary.", [], tokens=1000, latency=2.2)
     s.finish(run_id, RunStatus.COMPLETED, result="NOTES.md holds the summary.")
     s.close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _checkpoint(db_path)
     return {"notes": run_id}
