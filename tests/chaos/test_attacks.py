@@ -349,6 +349,28 @@ def test_workspace_deleted_during_a_run_is_an_answer_not_a_crash(
 
 
 @pytest.mark.both_stores
+def test_a_run_let_go_during_a_slow_model_reply_does_not_end_its_executor(
+    home: Home, llm: ScriptedLLM
+) -> None:
+    """A run taken from its executor (its claim's epoch moved on) while a model reply is
+    slow: the executor lets it go, but its thread waits on a request that ends by its own
+    timeout, so it is not taken for stuck (that would end the executor and every run in
+    it): the executor lives on and the run completes, its turn asked again by the
+    executor that took it over."""
+    home.configure(FAST_CONFIG)
+    home.use_server(llm)
+    llm.script = [Reply("the answer", delay_s=8.0)]
+    run_id = home.start("slow model")
+    wait_for(lambda: len(llm.requests) >= 1, 20, "the model request")
+    home.execute("UPDATE runs SET epoch = epoch + 1 WHERE id = ?", (run_id,))
+    view = home.wait_status(run_id, "completed", "failed", timeout=60)
+    assert view["status"] == "completed" and view["result"] == "the answer", view
+    log = (home.path / "logs" / "executor.log").read_text()
+    assert "lease lost; ending its work here" in log, "the run was never let go of"
+    assert "did not stop within" not in log, log[-2000:]
+
+
+@pytest.mark.both_stores
 def test_an_executor_stuck_holding_the_write_lock_is_still_killed(
     home: Home, llm: ScriptedLLM
 ) -> None:

@@ -221,8 +221,9 @@ class Executor:
 
     def _end_if_stuck(self) -> None:
         """A run let go of whose thread is still busy lease_s after the store answered
-        again is stuck where nothing can stop it (a hung call; on PostgreSQL the server
-        ends a transaction left open, so the heartbeats go on beside it). The executor then
+        again (and past its model request's timeout, if it waits on one) is stuck where
+        nothing can stop it (a hung call; on PostgreSQL the server ends a transaction left
+        open, so the heartbeats go on beside it). The executor then
         ends, as a hung one is killed: the side effects of its calls end with it and its
         supervisor recovers its runs like those of any executor that died."""
         now = time.monotonic()
@@ -233,6 +234,8 @@ class Executor:
                 if answered is not None
                 and now - answered > self.settings.lease_s
                 and self.workers[run_id][1].is_alive()
+                # (a model request ends by its timeout: its reply is simply not recorded)
+                and now > (self.workers[run_id][0].waits_until or 0.0)
             ]
         if not stuck:
             return
