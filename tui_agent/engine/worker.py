@@ -64,8 +64,6 @@ from tui_agent.tools.registry import (
 
 # A request over max_context_tokens is compacted at most this often before the run pauses.
 COMPACTIONS_PER_REQUEST = 3
-# Beyond a model request's timeout: connecting, and the reply's last bytes.
-MODEL_WAIT_SLACK_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -127,10 +125,6 @@ class RunWorker:
         # its work here ends at once and it writes nothing more.
         self.lost = threading.Event()
         self._halt = _Either(stopping, self.lost)
-        # While the thread waits on a model request (which ends by itself at its timeout),
-        # the monotonic time by which it will have ended; None otherwise. The executor
-        # does not take a thread let go of for stuck before then.
-        self.waits_until: float | None = None
         self._wall_lock = threading.Lock()
         self._mark = time.monotonic()
         self._wall_total = 0.0
@@ -307,16 +301,9 @@ class RunWorker:
             for attempt in retrying:
                 with attempt:
                     asked = time.monotonic()  # the answer's latency (for stats and metrics)
-                    self.waits_until = asked + budget.llm_timeout_s + MODEL_WAIT_SLACK_S
-                    try:
-                        reply = client.complete(
-                            messages,
-                            self.tools.schemas(),
-                            budget.llm_timeout_s,
-                            **self._streamed(),
-                        )
-                    finally:
-                        self.waits_until = None
+                    reply = client.complete(
+                        messages, self.tools.schemas(), budget.llm_timeout_s, **self._streamed()
+                    )
                     latency = time.monotonic() - asked
             assert reply is not None
         except PermanentLLMError as exc:

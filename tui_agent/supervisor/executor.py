@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,15 @@ SELF_FENCE = 0.75
 FENCE_CHECK_S = 0.1
 # The exit code of an executor that ends itself because a run's thread would not stop.
 EXIT_STUCK = 75
+
+
+@dataclass
+class _LetGo:
+    """A run let go of whose thread has not ended yet."""
+
+    worker: RunWorker
+    thread: threading.Thread
+    answered: float | None = None  # when the store answered a heartbeat since
 
 
 class Executor:
@@ -78,9 +88,7 @@ class Executor:
         self._claims_outage = Outage(log, "cannot claim runs")
         self._renewed = time.monotonic()  # when the last successful heartbeat began
         self._beat_outage = Outage(log, "heartbeats cannot be written")
-        # Runs let go of whose threads have not ended yet: [when let go, when the store
-        # answered a heartbeat since (None: not yet)].
-        self._let_go: dict[str, list[float | None]] = {}
+        self._let_go: dict[str, _LetGo] = {}
         self._lock = threading.Lock()
 
     def serve(self, *, standby: bool = False) -> None:
@@ -198,8 +206,8 @@ class Executor:
             self._beat_outage.ok()
             self._renewed = began  # the leases were renewed from (no later than) then
             with self._lock:
-                for marks in self._let_go.values():
-                    marks[1] = marks[1] or time.monotonic()
+                for entry in self._let_go.values():
+                    entry.answered = entry.answered or time.monotonic()
             for run_id, (worker, _) in current.items():
                 if run_id not in held:
                     if self.journal.holds(run_id):  # (not a run its worker just let go of)
@@ -220,42 +228,55 @@ class Executor:
             self._end_if_stuck()
 
     def _end_if_stuck(self) -> None:
-        """A run let go of whose thread is still busy lease_s after the store answered
-        again (and past its model request's timeout, if it waits on one) is stuck where
-        nothing can stop it (a hung call; on PostgreSQL the server ends a transaction left
-        open, so the heartbeats go on beside it). The executor then
-        ends, as a hung one is killed: the side effects of its calls end with it and its
-        supervisor recovers its runs like those of any executor that died."""
+        """A run let go of whose thread is still busy, once the store answered again, past
+        every bound of what it may be waiting on is stuck where nothing can stop it (a hung
+        call; on PostgreSQL the server ends a transaction left open, so the heartbeats go
+        on beside it). The executor then ends, as a hung one is killed: the side effects of
+        its calls end with it and its supervisor recovers its runs like those of any
+        executor that died."""
         now = time.monotonic()
         with self._lock:
             stuck = [
-                run_id
-                for run_id, (_, answered) in self._let_go.items()
-                if answered is not None
-                and now - answered > self.settings.lease_s
-                and self.workers[run_id][1].is_alive()
-                # (a model request ends by its timeout: its reply is simply not recorded)
-                and now > (self.workers[run_id][0].waits_until or 0.0)
+                (run_id, patience)
+                for run_id, entry in self._let_go.items()
+                if entry.answered is not None
+                and entry.thread.is_alive()
+                and now - entry.answered > (patience := self._patience(entry.worker))
             ]
         if not stuck:
             return
         log.error(
-            "run %s did not stop within %.1fs of being let go; this executor ends so that "
+            "run %s did not stop within %.0fs of being let go; this executor ends so that "
             "its work ends with it",
-            ", ".join(stuck),
-            self.settings.lease_s,
+            ", ".join(run_id for run_id, _ in stuck),
+            stuck[0][1],
         )
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(EXIT_STUCK)
 
+    def _patience(self, worker: RunWorker) -> float:
+        """How long a let-go run's thread may stay busy after the store answered again:
+        whatever it waits on has ended by its own bound by then (a model request by its
+        timeout, twice over for a stalled stream or a retry without streaming; a tool call
+        by its timeout, an MCP call waits for its answer; two store statements by theirs),
+        and lease_s on top."""
+        run = getattr(worker, "run_obj", None)  # (None: not loaded yet)
+        llm_s = run.budget.llm_timeout_s if run else self.settings.llm_timeout_s
+        tool_s = run.budget.tool_timeout_s if run else self.settings.tool_timeout_s
+        statement_s = 2 * max(2.0, self.settings.lease_s, self.settings.busy_timeout_s)
+        return self.settings.lease_s + 2 * max(llm_s, tool_s) + 2 * statement_s
+
     def _let_go_of(self, workers: dict[str, tuple[RunWorker, threading.Thread]], why: str) -> None:
         """Stop advancing these runs now: their commands end, their writes are fenced off."""
-        for run_id, (worker, _) in workers.items():
+        for run_id, (worker, thread) in workers.items():
             if not worker.lost.is_set():
                 log.warning("run %s: %s; ending its work here", run_id, why)
                 with self._lock:
-                    self._let_go.setdefault(run_id, [time.monotonic(), None])
+                    # (only while it is still this run's worker here: one reaped meanwhile
+                    # must leave no entry behind for a later worker of the same run)
+                    if self.workers.get(run_id, (None,))[0] is worker:
+                        self._let_go.setdefault(run_id, _LetGo(worker, thread))
                 worker.lost.set()
 
 
