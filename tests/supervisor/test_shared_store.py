@@ -71,15 +71,12 @@ def test_several_executors_share_the_work_and_a_killed_one_is_replaced(
     home.use_server(llm)
     script(llm, steps=4, latency=0.4)
     runs = [home.start(f"run {i}", "--auto-approve", "external_action") for i in range(3)]
-    busy = wait_for(
-        lambda: (
-            [e for e in executors_of(home) if e["runs"]]
-            if len([e for e in executors_of(home) if e["runs"]]) == 3
-            else None
-        ),
-        30,
-        "three executors with a run each",
-    )
+
+    def three_busy() -> list[dict[str, object]] | None:
+        busy = [e for e in executors_of(home) if e["runs"]]  # (one look: it changes)
+        return busy if len(busy) == 3 else None
+
+    busy = wait_for(three_busy, 30, "three executors with a run each")
     assert {r for e in busy for r in e["runs"]} == set(runs)  # type: ignore[attr-defined]
     os.kill(int(busy[0]["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
     for run_id in runs:

@@ -77,6 +77,10 @@ class Api:
         ) as source:
             assert source.response.status_code == 200
             for sse in source.iter_sse():
+                if sse.event == "message" and sse.data == "":
+                    # A keep-alive comment: httpx-sse yields it as an empty event (with the
+                    # last id) once an id was seen; the spec dispatches nothing for it.
+                    continue
                 seen.append(sse)
                 if stop_after is not None and stop_after(sse):
                     break
