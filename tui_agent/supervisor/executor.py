@@ -193,9 +193,9 @@ class Executor:
         while not self.stopping.wait(self.settings.heartbeat_s):
             failpoints.hit("executor.heartbeat")
             with self._lock:
-                # A run let go of is never renewed: its lease lapses and it is taken over,
-                # even if its thread here cannot be stopped (its writes are fenced off).
-                current = {k: v for k, v in self.workers.items() if not v[0].lost.is_set()}
+                # (A run let go of is still renewed while its thread ends, so that nobody
+                # takes it over beside that thread; one that never ends, see _end_if_stuck.)
+                current = dict(self.workers)
             walls = {run_id: w.take_wall() for run_id, (w, _) in current.items()}
             began = time.monotonic()
             try:
