@@ -77,16 +77,20 @@ def _measure(name: str, n: int, url: str | None) -> None:
     machine whose speed drifts (a shared VM's neighbours, the disk) drifts under both."""
     workspace = scratch("http-ws")
     home = scratch("http-home") / "home"
-    with _bare_route() as floor_base, api_server(home, url) as (base, token):
-        with _client(floor_base, "none") as bare, _client(base, token) as ours:
-            for client in (bare, ours):  # warm: connections, imports of the first write
-                _timed_posts(client, 5, workspace)
-            settle()  # the supervisor the first start woke is up, its executors imported
-            floor: list[float] = []
-            values: list[float] = []
-            while len(values) < n:
-                floor += _timed_posts(bare, ROUND, workspace)
-                values += _timed_posts(ours, ROUND, workspace)
+    floor: list[float] = []
+    values: list[float] = []
+    with (
+        _bare_route() as floor_base,
+        api_server(home, url) as (base, token),
+        _client(floor_base, "none") as bare,
+        _client(base, token) as ours,
+    ):
+        for client in (bare, ours):  # warm: connections, imports of the first write
+            _timed_posts(client, 5, workspace)
+        settle()  # the supervisor the first start woke is up, its executors imported
+        while len(values) < n:
+            floor += _timed_posts(bare, ROUND, workspace)
+            values += _timed_posts(ours, ROUND, workspace)
     emit(
         name,
         p95(values),
