@@ -1,4 +1,4 @@
-"""`POST /v1/runs` → 202 (validation, one transaction, the run read back as JSON), p95,
+"""`POST /v1/runs` → 202 (validation, one transaction, the new run as JSON), p95,
 beside a bare ASGI route (Starlette under uvicorn, answering 202 with a small JSON body)
 measured in the same run with the same client, the two asked in alternating rounds.
 Target: at most 3x the floor."""

@@ -49,9 +49,14 @@ def live_run_with_key_txn(cur: Any, key: str | None) -> Run | None:
     return run_from_row(row) if row is not None else None
 
 
-def insert_run_txn(cur: Any, spec: RunSpec, run_id: str, now: float, state: dict[str, Any]) -> None:
-    """The row of a new queued run (its event is the caller's: created, forked …)."""
-    cur.execute(_INSERT_RUN, _run_values(spec, run_id, now, state))
+def insert_run_txn(
+    cur: Any, spec: RunSpec, run_id: str, now: float, state: dict[str, Any]
+) -> dict[str, Any]:
+    """The row of a new queued run, as inserted (its event is the caller's: created,
+    forked …)."""
+    row = fetch_one(cur, _INSERT_RUN + " RETURNING *", _run_values(spec, run_id, now, state))
+    assert row is not None
+    return row
 
 
 def _run_values(spec: RunSpec, run_id: str, now: float, state: dict[str, Any]) -> tuple[Any, ...]:
@@ -86,23 +91,25 @@ def create_run_and_event(db: Database, spec: RunSpec, run_id: str) -> tuple[Run,
     state = {"risk_flags": [UNCONFINED_FLAG]} if spec.policy.sandbox == "none" else {}
     created = f"run created with model {spec.model}"
     data = {"status": RunStatus.QUEUED.value}
+
+    def started(row: Any, event_id: int) -> tuple[Run, Event]:
+        return run_from_row(row), Event(event_id, run_id, "created", created, now, data)
+
     if db.dialect == "postgresql" and not spec.idem_key:
         with db.raw_statement() as cur:
             row = cur.execute(
                 _PG_CREATE, (*_run_values(spec, run_id, now, state), created, json.dumps(data))
             ).fetchone()
-        return run_from_row(row), Event(row["event_id"], run_id, "created", created, now, data)
+        return started(row, row["event_id"])
     try:
         with db.raw_write() as cur:
             existing = live_run_with_key_txn(cur, spec.idem_key)
             if existing is not None:
                 return existing, None
-            row = fetch_one(
-                cur, _INSERT_RUN + " RETURNING *", _run_values(spec, run_id, now, state)
+            row = insert_run_txn(cur, spec, run_id, now, state)
+            return started(
+                row, add_event_txn(cur, run_id, "created", created, now, becomes=RunStatus.QUEUED)
             )
-            assert row is not None
-            event_id = add_event_txn(cur, run_id, "created", created, now, becomes=RunStatus.QUEUED)
-            return run_from_row(row), Event(event_id, run_id, "created", created, now, data)
     except Exception as exc:
         if not _duplicate_key(exc):
             raise
