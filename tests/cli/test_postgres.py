@@ -109,8 +109,10 @@ def test_a_shell_that_forgot_the_url_is_told_the_supervisor_serves_another_store
         assert out.returncode == 0, out.stderr  # the run is saved in this shell's store…
         assert "saved, but the supervisor of this home" in out.stderr  # …and said unserved
         assert "serves PostgreSQL" in out.stderr and "TUI_AGENT_DB_URL" in out.stderr
-        [run] = home.json("ls")
-        assert "no supervisor is running" in run["reason"]
+        [run] = home.json("ls")  # its reason says so too (a `supervisor start` is refused)
+        assert run["reason"].startswith("queued: the supervisor of this home"), run["reason"]
+        assert "serves PostgreSQL" in run["reason"] and "no supervisor" not in run["reason"]
+        assert home.json("show", run["id"])["reason"] == run["reason"]
         status = home.cli("supervisor", "status").stdout
         assert "but it serves PostgreSQL" in status
         stopped = home.cli("supervisor", "stop").stdout

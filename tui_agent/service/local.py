@@ -95,7 +95,9 @@ class LocalService(RunOperations):
         self._feed = change_feed_for(reader.db)
         self._store: RunStore | None = None
         self._store_lock = threading.Lock()
-        self._served: tuple[float, bool] | None = None  # (when asked, the answer)
+        self._served: tuple[float, bool, str | None] | None = (
+            None  # (when asked, the answer, why not)
+        )
         self._kicked_at: float | None = None  # when a supervisor was last seen or started
         # config.toml when the settings were read, and those settings (see _current_settings)
         self._config_seen = (self.config_stamp(), settings)
@@ -325,34 +327,44 @@ class LocalService(RunOperations):
         return self._reason(run, None, None)
 
     def _reason(self, run: Run, pending: Approval | None, in_doubt: Step | None) -> str | None:
+        running, other_store = self._supervisor_running(run)
         return run_reason(
             run,
             now=self.now(),
             pending=pending,
             in_doubt=in_doubt,
-            supervisor_running=self._supervisor_running(run),
+            supervisor_running=running,
             served_queues=self.settings.queues,
-            supervisor_problem=self.supervisor_problem,
+            supervisor_problem=self.supervisor_problem or other_store,
         )
 
-    def _supervisor_running(self, run: Run) -> bool | None:
+    def _supervisor_running(self, run: Run) -> tuple[bool | None, str | None]:
         """Asked only for runs whose reason depends on it, and at most once a second (a
-        list of queued runs asks for each of them)."""
+        list of queued runs asks for each of them); with why not, when the home's
+        supervisor serves another store."""
         if run.status.value not in ("queued", "running"):
-            return None
+            return None, None
         now = time.monotonic()
         if self._served is None or now - self._served[0] > 1.0:
-            self._served = (now, self._served_now())
-        return self._served[1]
+            self._served = (now, *self._served_now())
+        return self._served[1], self._served[2]
 
-    def _served_now(self) -> bool:
+    def _served_now(self) -> tuple[bool, str | None]:
         """This store has a supervisor: this home's (if it serves this store), or on a
-        shared store a live executor of any machine (another machine may take the run)."""
-        if spawn.supervisor_pid(self.settings):
-            serves = spawn.served_store(self.settings)
-            if serves is None or serves == self.settings.store_label:
-                return True
-        return self.settings.shared and bool(self._live_executors())
+        shared store a live executor of any machine (another machine may take the run).
+        When it has none and the home's supervisor serves another store, that is said
+        (a `supervisor start` would be refused for it)."""
+        other_store = None
+        pid = spawn.supervisor_pid(self.settings)
+        if pid:
+            try:
+                spawn.check_same_store(self.settings, pid)
+                return True, None
+            except spawn.OtherStore as exc:
+                other_store = str(exc)
+        if self.settings.shared and self._live_executors():
+            return True, None
+        return False, other_store
 
     def _live_executors(self) -> list[dict[str, object]]:
         return spawn.live_executors(self.reader.executors(), self.settings.lease_s, self.now())
