@@ -140,6 +140,11 @@ def _tui_agent(
             ["pgrep", "-f", f"supervisor-pid {sup}"], capture_output=True, text=True
         ).stdout.split()
         pids += [int(p) for p in found]
+    for executor in pids[len(sups) :]:  # each executor's call watchdog
+        found = subprocess.run(
+            ["pgrep", "-P", str(executor)], capture_output=True, text=True
+        ).stdout.split()
+        pids += [int(p) for p in found]
     rss = sum(_rss_mb(p) for p in pids)
     store.close()
     for env in envs:

@@ -20,6 +20,7 @@ from tests.conftest import FAST_CONFIG, Home, wait_for
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 from tests.supervisor.checks import strict_check
 from tui_agent.supervisor.lock import pid_alive
+from tui_agent.tools.processes import processes_marked
 
 pytestmark = pytest.mark.slow
 LEDGER = 'echo "$TUI_AGENT_CALL" | cut -d/ -f2,3 >> ledger'
@@ -48,6 +49,14 @@ def completed(home: Home, run_id: str, workspace: Path) -> dict[str, Any]:
         home.json("resolve", run_id, choice)
         view = home.wait_status(run_id, "completed", timeout=60)
     return view
+
+
+def state(pid: int) -> str:
+    """The process's state letter (T: stopped); '' once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def executors_of(home: Home) -> list[dict[str, object]]:
@@ -139,9 +148,10 @@ def test_two_machines_share_a_postgresql_store_and_take_over_a_dead_one(
 def test_a_frozen_machine_thaws_fenced_off_its_runs(
     home: Home, llm: ScriptedLLM, tmp_path: Path
 ) -> None:
-    """Machine a freezes (SIGSTOP, like a cut-off network) holding a run in a slow shell call;
-    b takes the run over after the lease; a thaws and can record nothing more of it, and
-    its command ends instead of finishing beside b's."""
+    """Machine a's supervisor and executors freeze (SIGSTOP) while a slow shell call of its
+    run goes on; b takes the run over after the lease. The command must not finish while a
+    is frozen (a's call watchdog freezes it at a's fence, before the lease runs out), nor
+    after a thaws (a lets the run go and kills it), and a records nothing more of the run."""
     assert home.db_url is not None
     a = _machine(tmp_path, "a", home.db_url, llm, home.workspace)
     b = _machine(tmp_path, "b", home.db_url, llm, home.workspace)
@@ -156,13 +166,21 @@ def test_a_frozen_machine_thaws_fenced_off_its_runs(
         frozen = everything_of(a)
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        command = processes_marked(run_id=run_id)
+        assert command, "a's command is gone"
+        # a's watchdog freezes the command at a's fence, and it stays so past the time it
+        # needed; nobody else has killed it yet (b, on this same host, would).
+        wait_for(lambda: all(state(p) == "T" for p in command), 5, "a's command to freeze")
+        time.sleep(max(0.0, frozen_at + 4.5 - time.monotonic()))
+        assert not ledger(home.workspace), "a's command finished while a was frozen"
         b.cli("supervisor", "start", check=True)
         view = b.wait_status(run_id, "needs_attention", timeout=20)  # the call is in doubt
         epochs = [e["data"].get("epoch") for e in view["events"] if e["kind"] == "claimed"]
         assert epochs == sorted(epochs) and epochs[-1] >= 2
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
-        time.sleep(4.5)  # longer than a's command would have needed to finish
+        wait_for(lambda: not processes_marked(run_id=run_id), 20, "a to end its command")
         assert not ledger(home.workspace), "a's command finished after b took the run"
         # Thawed, a lets go in one of several ways (its own fence, a heartbeat that finds
         # the lease lost, a write refused by the fence, its supervisor killing it for its

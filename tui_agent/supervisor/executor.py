@@ -30,7 +30,9 @@ from tui_agent.settings import Settings
 from tui_agent.store.factory import open_database_for
 from tui_agent.store.journal import StepJournal
 from tui_agent.store.leases import LeaseStore
+from tui_agent.supervisor.call_watchdog import CallWatchdog
 from tui_agent.supervisor.logs import Outage
+from tui_agent.supervisor.watchdog import is_late
 from tui_agent.tools.builtin import builtin_registry
 
 if TYPE_CHECKING:
@@ -90,6 +92,7 @@ class Executor:
         self._beat_outage = Outage(log, "heartbeats cannot be written")
         self._let_go: dict[str, _LetGo] = {}
         self._lock = threading.Lock()
+        self._watchdog: CallWatchdog | None = None
 
     def serve(self, *, standby: bool = False) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
@@ -104,6 +107,8 @@ class Executor:
             self.db.dispose()
             return
         self._renewed = time.monotonic()  # (a standby may have waited long for this)
+        # Before any claim: no call of this executor runs without it.
+        self._watchdog = CallWatchdog(self.journal.owner, self._fence_s, self._renewed)
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         fence = threading.Thread(target=self._fence_loop, name="fence", daemon=True)
@@ -139,6 +144,8 @@ class Executor:
             self.db.dispose()
             if self.mcp is not None:
                 self.mcp.close()
+            if self._watchdog is not None:
+                self._watchdog.close()
 
     def _register(self) -> bool:
         """Appear in the store (retried while it cannot be reached: a standby promoted
@@ -204,7 +211,18 @@ class Executor:
                 self._beat_outage.failed(exc)
                 continue
             self._beat_outage.ok()
-            self._renewed = began  # the leases were renewed from (no later than) then
+            # The leases were renewed from (no later than) `began`. Learned past the fence
+            # (this process was frozen, say), the runs are let go as the fence loop would
+            # have: the watchdog froze their calls by the same rule and only this ends them.
+            at, previous = time.monotonic(), self._renewed
+            late = is_late(previous, at, self._fence_s)
+            self._renewed = began
+            if self._watchdog is not None:
+                self._watchdog.renewed(began, at)
+            if late:
+                with self._lock:
+                    everything = dict(self.workers)
+                self._let_go_of(everything, f"leases not renewed for {at - previous:.1f}s")
             with self._lock:
                 for entry in self._let_go.values():
                     entry.answered = entry.answered or time.monotonic()
@@ -221,11 +239,15 @@ class Executor:
         machine, perhaps) may take the runs soon: what they run here must end first."""
         while not self.stopping.wait(FENCE_CHECK_S):
             silent = time.monotonic() - self._renewed
-            if silent > self.settings.lease_s * SELF_FENCE:
+            if silent > self._fence_s:
                 with self._lock:
                     current = dict(self.workers)
                 self._let_go_of(current, f"leases not renewed for {silent:.1f}s")
             self._end_if_stuck()
+
+    @property
+    def _fence_s(self) -> float:
+        return self.settings.lease_s * SELF_FENCE
 
     def _end_if_stuck(self) -> None:
         """A run let go of whose thread is still busy, once the store answered again, past

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 CALL_ENV = "TUI_AGENT_CALL"
@@ -35,12 +35,8 @@ def processes_marked(
     """Live processes whose call mark starts with `prefix` (is it, if `exact`; names that run
     and step, if given)."""
     found: list[int] = []
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        mark = _mark_of(entry)
-        if mark is None or not mark.startswith(prefix) or (exact and mark != prefix):
+    for pid, mark in _marked(prefix):
+        if exact and mark != prefix:
             continue
         if run_id is not None or seq is not None:
             parts = mark.split("/")
@@ -50,9 +46,26 @@ def processes_marked(
                 continue
             if seq is not None and parts[2] != str(seq):
                 continue
-        if not _is_zombie(entry):
-            found.append(int(entry.name))
+        found.append(pid)
     return found
+
+
+def call_processes_of(owner: str) -> list[int]:
+    """Live processes of the tool calls of this owner (an executor), not its MCP servers
+    (`owner/mcp/NAME`: they serve every run and outlive a call)."""
+    servers = f"{owner}/mcp/"
+    return [pid for pid, mark in _marked(f"{owner}/") if not mark.startswith(servers)]
+
+
+def _marked(prefix: str) -> Iterator[tuple[int, str]]:
+    """(pid, mark) of every live process but this one whose call mark starts with `prefix`."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        mark = _mark_of(entry)
+        if mark is not None and mark.startswith(prefix) and not _is_zombie(entry):
+            yield int(entry.name), mark
 
 
 def end_processes(pids_now: Callable[[], list[int]], timeout_s: float = 10.0) -> int:
