@@ -311,6 +311,12 @@ def test_a_stalled_heartbeat_gets_the_executor_killed_and_nothing_repeated(
     # at most the turn in flight (never recorded) was asked again, once per takeover.
     claims = [e["kind"] for e in view["events"]].count("claimed")
     assert claims >= 2, view["events"]
+    # Fenced off, the stalled executor claimed nothing more (it once took the run again
+    # once its let-go thread ended, and its shell call was then cut off: in doubt).
+    by_stalled = [
+        e for e in view["events"] if e["kind"] == "claimed" and e["data"]["pid"] == stalled
+    ]
+    assert len(by_stalled) == 1, view["events"]
     requests = [llm.requests_for(turn) for turn in range(3)]
     assert all(n >= 1 for n in requests) and sum(requests) <= 3 + (claims - 1), requests
     assert side_effects(home) == ["ran"]

@@ -119,6 +119,11 @@ class Executor:
                     log.warning("supervisor %s is gone; handing runs back", self.supervisor_pid)
                     break
                 working = self._reap()
+                if time.monotonic() - self._renewed > self._fence_s:
+                    # Fenced off (its heartbeats fail or hang): no new work until a renewal;
+                    # its watchdog would freeze the calls of a run claimed now.
+                    self.stopping.wait(POLL_S)
+                    continue
                 most = self.settings.max_concurrent_runs
                 free = most - len(working)
                 # Runs of a dead executor (or machine) may take this one up to twice its

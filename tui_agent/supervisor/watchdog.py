@@ -30,7 +30,7 @@ import time
 from tui_agent.tools.processes import call_processes_of, end_processes
 
 # (Neither logging nor subprocess: this process stays as small as Python allows, ~11 MB.)
-CHECK_S = 0.05  # past the fence: how often new call processes are looked for
+CHECK_S = 0.1  # past the fence: how often new call processes are looked for
 
 
 def is_late(previous_began: float, at: float, fence_s: float) -> bool:
