@@ -22,6 +22,9 @@ from tui_agent.store.run_store import open_store
 
 LATENCY_S = 0.5
 EXECUTORS = 2
+# What an executor's call watchdog costs (a bare Python process, ~11 MB RSS, 7-8 MB PSS):
+# added to the budget of 300 MB a supervisor had before it existed (session 15).
+WATCHDOG_MB = 12
 
 
 def _rss_mb(pid: int) -> float:
@@ -168,7 +171,7 @@ def _measure(
         llm.stop()
     ideal = turns * LATENCY_S
     ratio = floor / elapsed
-    budget_mb = 300 * supervisors
+    budget_mb = (300 + WATCHDOG_MB * EXECUTORS) * supervisors
     emit(
         name,
         ratio,
