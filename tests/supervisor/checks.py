@@ -11,6 +11,15 @@ from tests.conftest import Home
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
 
 
+def process_state(pid: int) -> str:
+    """The process's state letter (R, S, T: stopped, Z: zombie); '' once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def kill9(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 

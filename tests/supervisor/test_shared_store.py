@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import FAST_CONFIG, Home, wait_for
 from tests.fakes.llm_server import Reply, ScriptedLLM, call
-from tests.supervisor.checks import strict_check
+from tests.supervisor.checks import process_state, strict_check
 from tui_agent.supervisor.lock import pid_alive
 from tui_agent.tools.processes import processes_marked
 
@@ -49,14 +49,6 @@ def completed(home: Home, run_id: str, workspace: Path) -> dict[str, Any]:
         home.json("resolve", run_id, choice)
         view = home.wait_status(run_id, "completed", timeout=60)
     return view
-
-
-def state(pid: int) -> str:
-    """The process's state letter (T: stopped); '' once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
 
 
 def executors_of(home: Home) -> list[dict[str, object]]:
@@ -171,7 +163,7 @@ def test_a_frozen_machine_thaws_fenced_off_its_runs(
         assert command, "a's command is gone"
         # a's watchdog freezes the command at a's fence, and it stays so past the time it
         # needed; nobody else has killed it yet (b, on this same host, would).
-        wait_for(lambda: all(state(p) == "T" for p in command), 5, "a's command to freeze")
+        wait_for(lambda: all(process_state(p) == "T" for p in command), 5, "a's command to freeze")
         time.sleep(max(0.0, frozen_at + 4.5 - time.monotonic()))
         assert not ledger(home.workspace), "a's command finished while a was frozen"
         b.cli("supervisor", "start", check=True)

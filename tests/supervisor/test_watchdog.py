@@ -8,11 +8,11 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_for
+from tests.supervisor.checks import process_state
 from tui_agent.supervisor.call_watchdog import CallWatchdog
 from tui_agent.supervisor.lock import pid_alive
 from tui_agent.supervisor.watchdog import is_late
@@ -21,16 +21,8 @@ from tui_agent.tools.processes import CALL_ENV
 FENCE_S = 0.6
 
 
-def state(pid: int) -> str:
-    """The process's state letter (R, S, T stopped, Z zombie); '' when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
-
-
 def stopped(pid: int) -> bool:
-    return state(pid) == "T"
+    return process_state(pid) == "T"
 
 
 @pytest.fixture
@@ -78,8 +70,8 @@ def test_calls_freeze_past_the_fence_and_continue_after_a_renewal_in_time(
     finally:
         dog.close()
     # The executor is gone (its pipe closed): its calls die, its MCP server is left alone.
-    wait_for(lambda: state(call.pid) in ("", "Z"), 5, "the call to be killed")
-    assert pid_alive(server.pid) and state(server.pid) != "Z"
+    wait_for(lambda: process_state(call.pid) in ("", "Z"), 5, "the call to be killed")
+    assert pid_alive(server.pid) and process_state(server.pid) != "Z"
     assert pid_alive(other.pid) and not stopped(other.pid)
 
 
