@@ -158,7 +158,7 @@ def test_resume_refuses_a_call_in_doubt_but_cancel_fails_a_quarantined_run(
     in_doubt = start(store)
     journal = Deaths(store).executor()
     journal.claim(10, 60)
-    text = "call in doubt: run_shell(...) (step 2) was interrupted; choose retry, skip or cancel"
+    text = "call in doubt: run_shell(...) (step 2) was interrupted; choose retry, skip or fail"
     journal.finish_run(
         in_doubt, RunStatus.NEEDS_ATTENTION, wall=0.0, message=text, pause_reason=text
     )

@@ -114,6 +114,9 @@ def test_a_frozen_executor_is_killed_after_lease_s_and_its_run_recovered(
     assert nothing_of(run_id)
     assert owner_pid_or_none(home, run_id) is None
     assert "call in doubt" in view["reason"]
+    assert "choose retry, skip or fail" in view["reason"]  # the words `resolve` takes
+    lost = [e["message"] for e in view["events"] if e["kind"] == "lost"]
+    assert lost and "was killed after missing its heartbeats for" in lost[-1], lost
     time.sleep(4.5)
     assert ledger(home) == ["start"]
 

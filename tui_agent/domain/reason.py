@@ -66,7 +66,7 @@ def run_reason(
             return run.pause_reason  # it may say why (the MCP server NAME crashed)
         return (
             f"call in doubt: {describe_call(in_doubt.tool, in_doubt.arguments)} (step "
-            f"{in_doubt.seq}) was interrupted; choose retry, skip or cancel"
+            f"{in_doubt.seq}) was interrupted; choose retry, skip or fail"
         )
     if status is RunStatus.PAUSED:
         return run.pause_reason or "paused"
@@ -87,7 +87,7 @@ def run_reason(
             )
         if supervisor_running is False:
             return f"queued: {no_supervisor}"
-        return "queued: waiting for a free executor"
+        return "queued: an executor takes it up next"
     # running
     if run.cancel_requested:
         return "cancelling: stops after the current step"

@@ -400,7 +400,7 @@ class RunWorker:
                 continue
             text = (
                 f"call in doubt: {describe_call(step.tool, step.arguments)} (step {step.seq}) "
-                "was interrupted; choose retry, skip or cancel"
+                "was interrupted; choose retry, skip or fail"
             )
             self._finish(RunStatus.NEEDS_ATTENTION, text, pause_reason=text)
 
@@ -472,7 +472,7 @@ class RunWorker:
             return
         text = (
             f"call in doubt: {describe_call(name, json.dumps(args))} (step {seq}) was "
-            f"interrupted ({why}); choose retry, skip or cancel"
+            f"interrupted ({why}); choose retry, skip or fail"
         )
         self._finish(RunStatus.NEEDS_ATTENTION, text, pause_reason=text)
 

@@ -32,6 +32,7 @@ from tui_agent.store.journal import StepJournal
 from tui_agent.store.leases import LeaseStore
 from tui_agent.supervisor.call_watchdog import CallWatchdog
 from tui_agent.supervisor.logs import Outage
+from tui_agent.supervisor.main import EXIT_STUCK
 from tui_agent.supervisor.watchdog import is_late
 from tui_agent.tools.builtin import builtin_registry
 
@@ -44,8 +45,6 @@ POLL_S = 0.05
 # before the lease runs out and anyone else may take them over.
 SELF_FENCE = 0.75
 FENCE_CHECK_S = 0.1
-# The exit code of an executor that ends itself because a run's thread would not stop.
-EXIT_STUCK = 75
 
 
 @dataclass

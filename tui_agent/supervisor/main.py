@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
+EXIT_STUCK = 75  # an executor that ends itself because a run's thread would not stop
 APPROVAL_CHECK_S = 1.0
 DAY_S = 86400.0
 # After an executor starts or is promoted the new spare waits this long: its start-up (a
@@ -58,6 +59,7 @@ class _Slot:
     started: float = 0.0
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     last_beat: tuple[tuple[int, float | None], float] | None = None
+    killed_for: str | None = None  # why the hang watch killed its process, if it did
 
 
 class Supervisor:
@@ -287,13 +289,17 @@ class Supervisor:
         slot.proc = None
         # Its calls' processes die with it, before its runs are offered to anyone.
         ended = end_calls_of_executor(proc.pid)
+        cause = _cause(code, slot.killed_for)
+        slot.killed_for = None
         # A clean exit is no crash: it does not count towards a run's quarantine.
-        freed = leases.release_runs_of(proc.pid, f"exited with code {code}", counts=code != 0)
+        why = cause or f"exited with code {code}"
+        freed = leases.release_runs_of(proc.pid, why, counts=code != 0)
         log.warning(
-            "executor %d exited (%s); ended %d call process(es); freed %d run(s)",
+            "executor %d exited (%s)%s; %s; freed %d run(s)",
             proc.pid,
             code,
-            ended,
+            f": {cause}" if cause else "",
+            f"ended {ended} process(es) of its calls" if ended else "no call of it still ran",
             len(freed),
         )
         now = time.time()
@@ -344,6 +350,7 @@ class Supervisor:
             self.settings.lease_s,
         )
         # Only the signal: the main loop reaps it (poll) and frees its runs.
+        slot.killed_for = f"was killed after missing its heartbeats for {silent:.1f}s"
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         slot.last_beat = None
@@ -407,6 +414,15 @@ def _deliverer(settings: Settings, db: object) -> Deliverer:
     from tui_agent.supervisor.callbacks import Deliverer
 
     return Deliverer(OutboxStore(db), lambda: api_token(settings))
+
+
+def _cause(code: int, killed_for: str | None) -> str | None:
+    """Why an executor ended, when it was not an ordinary exit or crash."""
+    if killed_for is not None:
+        return killed_for
+    if code == EXIT_STUCK:
+        return "ended itself because a run's thread would not stop (see executor.log)"
+    return None
 
 
 def _is_executor(pid: int) -> bool:

@@ -42,6 +42,7 @@ def watch(owner: str, fence_s: float, began: float) -> None:
     """Freeze the calls of `owner` whenever `fence_s` passes without a renewal; continue them
     after a renewal that was not late; on EOF (the executor is gone) kill them and return."""
     frozen: set[int] = set()
+    who = f"executor {owner.split('-')[0]}"
     fd = sys.stdin.fileno()
     pending = b""
     while True:
@@ -54,7 +55,9 @@ def watch(owner: str, fence_s: float, began: float) -> None:
             if not data:
                 killed = end_processes(lambda: call_processes_of(owner))
                 if killed:
-                    _say(f"executor gone; killed {killed} process(es) of its calls")
+                    _say(f"{who} is gone; killed {killed} process(es) of its tool calls")
+                elif frozen:
+                    _say(f"{who} is gone; the process(es) of its calls ended with it")
                 return
             pending += data
             *lines, pending = pending.split(b"\n")
@@ -64,7 +67,10 @@ def watch(owner: str, fence_s: float, began: float) -> None:
                 began = max(began, new_began)
                 if frozen and not late:
                     _signal(frozen, signal.SIGCONT)
-                    _say(f"leases renewed in time; continued {len(frozen)} process(es)")
+                    _say(
+                        f"{who}: leases renewed in time after all; {len(frozen)} stopped "
+                        "process(es) go on"
+                    )
                 frozen.clear()  # (after a late renewal the executor kills them itself)
         if time.monotonic() > began + fence_s:
             fresh = [pid for pid in call_processes_of(owner) if pid not in frozen]
@@ -72,9 +78,10 @@ def watch(owner: str, fence_s: float, began: float) -> None:
                 _signal(fresh, signal.SIGSTOP)
                 frozen.update(fresh)
                 _say(
-                    f"leases not renewed for {time.monotonic() - began:.1f}s; froze "
-                    f"{len(fresh)} process(es) of the executor's calls until it lets their "
-                    "runs go"
+                    f"{who}: leases not renewed for {time.monotonic() - began:.1f}s (frozen "
+                    f"or cut off); stopped (SIGSTOP) {len(fresh)} process(es) of its tool "
+                    "calls, so that none goes on once another executor may take their runs; "
+                    "they stay stopped until the executor ends them or dies"
                 )
 
 
