@@ -87,7 +87,7 @@ def run_reason(
             )
         if supervisor_running is False:
             return f"queued: {no_supervisor}"
-        return "queued: an executor takes it up next"
+        return "queued: waiting for an executor to take it"
     # running
     if run.cancel_requested:
         return "cancelling: stops after the current step"
