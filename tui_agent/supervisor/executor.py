@@ -118,7 +118,7 @@ class Executor:
                     log.warning("supervisor %s is gone; handing runs back", self.supervisor_pid)
                     break
                 working = self._reap()
-                if time.monotonic() - self._renewed > self._fence_s:
+                if self._silent() > self._fence_s:
                     # Fenced off (its heartbeats fail or hang): no new work until a renewal;
                     # its watchdog would freeze the calls of a run claimed now.
                     self.stopping.wait(POLL_S)
@@ -224,9 +224,7 @@ class Executor:
             if self._watchdog is not None:
                 self._watchdog.renewed(began, at)
             if late:
-                with self._lock:
-                    everything = dict(self.workers)
-                self._let_go_of(everything, f"leases not renewed for {at - previous:.1f}s")
+                self._let_go_of_all(f"leases not renewed for {at - previous:.1f}s")
             with self._lock:
                 for entry in self._let_go.values():
                     entry.answered = entry.answered or time.monotonic()
@@ -242,16 +240,23 @@ class Executor:
         leases have not been renewed for ¾ of lease_s, another executor (of another
         machine, perhaps) may take the runs soon: what they run here must end first."""
         while not self.stopping.wait(FENCE_CHECK_S):
-            silent = time.monotonic() - self._renewed
+            silent = self._silent()
             if silent > self._fence_s:
-                with self._lock:
-                    current = dict(self.workers)
-                self._let_go_of(current, f"leases not renewed for {silent:.1f}s")
+                self._let_go_of_all(f"leases not renewed for {silent:.1f}s")
             self._end_if_stuck()
 
     @property
     def _fence_s(self) -> float:
         return self.settings.lease_s * SELF_FENCE
+
+    def _silent(self) -> float:
+        """How long since the last renewal began: past `_fence_s` this executor is fenced."""
+        return time.monotonic() - self._renewed
+
+    def _let_go_of_all(self, why: str) -> None:
+        with self._lock:
+            everything = dict(self.workers)
+        self._let_go_of(everything, why)
 
     def _end_if_stuck(self) -> None:
         """A run let go of whose thread is still busy, once the store answered again, past
