@@ -154,16 +154,20 @@ def test_a_frozen_machine_thaws_fenced_off_its_runs(
     try:
         a.cli("supervisor", "start", check=True)
         run_id = a.start("freeze me", "--auto-approve", "external_action")
-        wait_for(lambda: a.show(run_id)["in_doubt"], 20, "the shell call to start on a")
+        # (the call is recorded before its command starts: wait for the command itself)
+        wait_for(lambda: processes_marked(run_id=run_id), 20, "a's command to start")
         frozen = everything_of(a)
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
-        command = processes_marked(run_id=run_id)
-        assert command, "a's command is gone"
+
+        def command_frozen() -> bool:
+            command = processes_marked(run_id=run_id)  # (looked up again: sh forks sleep)
+            return bool(command) and all(process_state(p) == "T" for p in command)
+
         # a's watchdog freezes the command at a's fence, and it stays so past the time it
         # needed; nobody else has killed it yet (b, on this same host, would).
-        wait_for(lambda: all(process_state(p) == "T" for p in command), 5, "a's command to freeze")
+        wait_for(command_frozen, 5, "a's command to freeze")
         time.sleep(max(0.0, frozen_at + 4.5 - time.monotonic()))
         assert not ledger(home.workspace), "a's command finished while a was frozen"
         b.cli("supervisor", "start", check=True)
